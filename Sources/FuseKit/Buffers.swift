@@ -1,0 +1,71 @@
+import CFuse
+import Glibc
+
+/// The data of a write request, still in libfuse's buffer (memory, or a pipe
+/// when the kernel spliced it). Valid only during the handler call.
+public struct WriteSource {
+    @usableFromInline let bufvec: UnsafeMutablePointer<fuse_bufvec>
+    @usableFromInline init(_ bufvec: UnsafeMutablePointer<fuse_bufvec>) { self.bufvec = bufvec }
+
+    /// How many bytes the request carries.
+    @inlinable public var count: Int { fuse_buf_size(bufvec) }
+
+    /// Stores at most `limit` bytes at `offset` of `fd` (pwrite or splice);
+    /// returns how many were stored.
+    @inlinable public func store(to fd: Int32, at offset: off_t, limit: Int = .max) throws(Errno) -> Int {
+        let n = ffs_bufvec_copy_to_fd(bufvec, fd, offset, limit)
+        if n < 0 { throw Errno(Int32(-n)) }
+        return n
+    }
+
+    /// Copies the data into memory (for the daemon's own control files).
+    public func bytes(limit: Int = 1 << 20) throws(Errno) -> [UInt8] {
+        let n = min(count, limit)
+        var out = [UInt8](repeating: 0, count: n)
+        let copied = out.withUnsafeMutableBytes { ffs_bufvec_copy_to_mem(bufvec, $0.baseAddress, n) }
+        if copied < 0 { throw Errno(Int32(-copied)) }
+        out.removeLast(n - copied)
+        return out
+    }
+}
+
+/// The reply buffer of one readdir/readdirplus request. `add` returns false
+/// once the entry no longer fits: stop there and reply with what was added.
+public struct DirectoryBuffer: ~Copyable {
+    @usableFromInline let request: fuse_req_t
+    @usableFromInline let base: UnsafeMutablePointer<CChar>
+    @usableFromInline let capacity: Int
+    @usableFromInline var used = 0
+
+    init(request: fuse_req_t, capacity: Int) {
+        self.request = request
+        self.capacity = capacity
+        self.base = .allocate(capacity: max(capacity, 1))
+    }
+    deinit { base.deallocate() }
+
+    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: used) }
+    public var isEmpty: Bool { used == 0 }
+
+    /// readdir: the name, the type and inode bits of `attributes`, and the
+    /// offset the kernel sends back to continue after this entry.
+    public mutating func add(_ name: UnsafePointer<CChar>, attributes: stat, nextOffset: off_t) -> Bool {
+        var st = attributes
+        let need = fuse_add_direntry(request, base + used, capacity - used, name, &st, nextOffset)
+        if need > capacity - used { return false }
+        used += need
+        return true
+    }
+
+    /// readdirplus: as `add`, with a full entry. The kernel counts a lookup
+    /// for every entry that fits (but "." and ".."), so a caller that looked
+    /// the entry up must undo that lookup when this returns false.
+    public mutating func addPlus(_ name: UnsafePointer<CChar>, entry: Entry, nextOffset: off_t) -> Bool {
+        var param = fuse_entry_param(ino: entry.node, generation: entry.generation, attr: entry.attributes,
+                                     attr_timeout: entry.attributesTimeout, entry_timeout: entry.entryTimeout)
+        let need = fuse_add_direntry_plus(request, base + used, capacity - used, name, &param, nextOffset)
+        if need > capacity - used { return false }
+        used += need
+        return true
+    }
+}

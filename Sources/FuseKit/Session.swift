@@ -1,0 +1,100 @@
+import CFuse
+import Glibc
+import Synchronization
+
+/// What a file system may ask of its session from any thread: whether the
+/// session is ending (so a request held on purpose lets go), and what the
+/// kernel agreed to at init.
+public final class SessionState: Sendable {
+    private let closing = Atomic<Bool>(false)
+    private let sessionAddress = Atomic<UInt>(0)
+    private let negotiatedBits = Atomic<UInt32>(0)
+
+    public init() {}
+
+    /// True once a signal, an unmount or `Session.stop` ends the session.
+    public var isClosing: Bool {
+        if closing.load(ordering: .acquiring) { return true }
+        let address = sessionAddress.load(ordering: .acquiring)
+        guard address != 0, let se = OpaquePointer(bitPattern: address) else { return false }
+        return fuse_session_exited(se) != 0
+    }
+
+    /// Capabilities in force (set after init).
+    public internal(set) var negotiated: Capabilities {
+        get { Capabilities(rawValue: negotiatedBits.load(ordering: .acquiring)) }
+        set { negotiatedBits.store(newValue.rawValue, ordering: .releasing) }
+    }
+
+    func attach(_ se: OpaquePointer?) { sessionAddress.store(UInt(bitPattern: se.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0), ordering: .releasing) }
+    func markClosing() { closing.store(true, ordering: .releasing) }
+}
+
+public struct SessionError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// One FUSE session: create, mount, serve until stopped, unmount.
+public final class Session {
+    private let dispatcher: Dispatcher
+    private var operations: fuse_lowlevel_ops
+    private let se: OpaquePointer
+    private var mounted = false
+    public let state: SessionState
+
+    /// `options` are FUSE command-line options, e.g. ["-o", "allow_other,fsname=x"].
+    public init(fileSystem: any FileSystem, options: [String]) throws(SessionError) {
+        state = SessionState()
+        dispatcher = Dispatcher(fs: fileSystem, state: state)
+        operations = makeOperations()
+        let argv = (["faultfs"] + options).map { strdup($0) }
+        defer { argv.forEach { free($0) } }
+        var cargv: [UnsafeMutablePointer<CChar>?] = argv + [nil]
+        let userdata = Unmanaged.passUnretained(dispatcher).toOpaque()
+        let created = withUnsafePointer(to: &operations) { ops in
+            cargv.withUnsafeMutableBufferPointer { ffs_session_new(Int32(argv.count), $0.baseAddress, ops, userdata) }
+        }
+        guard let created else { throw SessionError("fuse: could not create a session with options \(options)") }
+        se = created
+        state.attach(se)
+    }
+
+    deinit {
+        if mounted { fuse_session_unmount(se) }
+        state.attach(nil)
+        fuse_session_destroy(se)
+    }
+
+    public func mount(at path: String) throws(SessionError) {
+        guard fuse_session_mount(se, path) == 0 else { throw SessionError("fuse: could not mount on \(path)") }
+        mounted = true
+    }
+
+    /// SIGINT, SIGTERM and SIGHUP end `run` cleanly; SIGPIPE is ignored.
+    public func installSignalHandlers() { _ = fuse_set_signal_handlers(se) }
+
+    /// Serves requests on a pool of worker threads until a signal or an
+    /// unmount. Returns 0 or the number of the signal that stopped it.
+    public func run(maxIdleThreads: Int, maxThreads: Int) -> Int32 {
+        let rc = ffs_session_loop_mt(se, UInt32(maxIdleThreads), UInt32(maxThreads))
+        state.markClosing()
+        return rc
+    }
+
+    /// Asks `run` to return (from any thread).
+    public func stop() {
+        state.markClosing()
+        fuse_session_exit(se)
+    }
+
+    public func unmount() {
+        guard mounted else { return }
+        fuse_remove_signal_handlers(se)
+        fuse_session_unmount(se)
+        mounted = false
+    }
+
+    /// The /dev/fuse fd (to find the connection number, for example).
+    public var deviceFD: Int32 { fuse_session_fd(se) }
+}

@@ -1,0 +1,128 @@
+import CFuse
+import FuseKit
+import Glibc
+import Synchronization
+
+/// One inode of the backing tree that the kernel knows by a node id.
+///
+/// The node id handed to the kernel is this object's address (the object is
+/// retained while the kernel's lookup count is above zero), so turning a node
+/// id back into an inode costs nothing and takes no lock.
+///
+/// No fd is held per inode: the inode keeps its file handle
+/// (name_to_handle_at) and `FDCache` keeps O_PATH fds for a bounded set of
+/// recently used inodes, reopening the others by handle. That is what keeps a
+/// tree of a million files within RLIMIT_NOFILE.
+final class Inode: @unchecked Sendable {
+    let key: InodeKey
+    /// The backing file's handle; empty when the backing file system has none
+    /// (then `pinnedFD` holds an O_PATH fd for the inode's whole life).
+    let handle: FileHandleBytes
+    let pinnedFD: Int32
+    let isDirectory: Bool
+
+    // Guarded by InodeTable's lock.
+    var lookups: UInt64 = 0
+
+    // Guarded by FDCache's lock.
+    var cachedFD: Int32 = -1
+    var ringSlot = -1          // -1: the fd is not in the ring (closed at last unpin)
+    var pins: Int32 = 0
+    var recentlyUsed = false
+
+    init(key: InodeKey, handle: FileHandleBytes, pinnedFD: Int32, isDirectory: Bool) {
+        self.key = key; self.handle = handle; self.pinnedFD = pinnedFD; self.isDirectory = isDirectory
+    }
+
+    var nodeID: NodeID { NodeID(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())) }
+}
+
+/// Identifies a backing inode: (st_ino, st_dev).
+struct InodeKey: Hashable {
+    let ino: UInt64
+    let dev: UInt64
+    init(_ st: stat) { ino = UInt64(st.st_ino); dev = UInt64(st.st_dev) }
+}
+
+/// A `struct file_handle` as bytes, inline (no heap allocation per inode).
+struct FileHandleBytes {
+    var storage = ffs_file_handle()
+    var isEmpty: Bool { storage.handle_bytes == 0 }
+    static let empty = FileHandleBytes()
+
+    /// The handle of the file `fd` refers to (an O_PATH fd is fine).
+    static func of(fd: Int32) -> FileHandleBytes? {
+        var h = FileHandleBytes()
+        guard ffs_name_to_handle(fd, "", &h.storage, Int32(FFS_AT_EMPTY_PATH)) >= 0 else { return nil }
+        return h
+    }
+
+    static func == (a: FileHandleBytes, b: FileHandleBytes) -> Bool {
+        guard a.storage.handle_bytes == b.storage.handle_bytes, a.storage.handle_type == b.storage.handle_type else { return false }
+        var x = a.storage, y = b.storage
+        return memcmp(&x.f_handle, &y.f_handle, Int(a.storage.handle_bytes)) == 0
+    }
+}
+
+/// Node id ↔ inode, with the kernel's lookup counts.
+///
+/// Lock order: InodeTable's lock, then FDCache's lock; never the reverse.
+final class InodeTable: @unchecked Sendable {
+    private let byKey = Mutex<[InodeKey: Inode]>([:])
+    let root: Inode
+
+    init(root: Inode) {
+        self.root = root
+        root.lookups = 1 << 62  // never forgotten
+    }
+
+    @inline(__always) func inode(_ node: NodeID) -> Inode {
+        if node == rootNodeID { return root }
+        return Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(node))!).takeUnretainedValue()
+    }
+
+    func node(of inode: Inode) -> NodeID { inode === root ? rootNodeID : inode.nodeID }
+
+    /// Counts one kernel lookup of the backing inode `st`, creating the
+    /// table entry on first sight. `make` builds the inode when it is new or
+    /// when the old entry's handle is stale (st_ino reused after a delete).
+    func remember(_ st: stat, handle: FileHandleBytes?, make: () -> Inode) -> Inode {
+        let key = InodeKey(st)
+        if key == root.key { return root }
+        return byKey.withLock { table in
+            if let existing = table[key], handle == nil || existing.handle.isEmpty || existing.handle == handle! {
+                existing.lookups += 1
+                return existing
+            }
+            let fresh = make()
+            fresh.lookups = 1
+            _ = Unmanaged.passRetained(fresh)  // the kernel's reference
+            table[key] = fresh
+            return fresh
+        }
+    }
+
+    /// Drops `count` kernel lookups; returns the inode when that was the last
+    /// one, for the caller to release its fd and memory.
+    func forget(_ node: NodeID, count: UInt64) -> Inode? {
+        if node == rootNodeID { return nil }
+        let inode = inode(node)
+        let gone: Bool = byKey.withLock { table in
+            inode.lookups -= min(count, inode.lookups)
+            guard inode.lookups == 0 else { return false }
+            if table[inode.key] === inode {
+                table[inode.key] = nil
+                // Give memory back after a mass delete: a dictionary never shrinks by itself.
+                if table.capacity > 4096 && table.count < table.capacity / 8 {
+                    table = Dictionary(minimumCapacity: table.count * 2).merging(table) { a, _ in a }
+                }
+            }
+            return true
+        }
+        guard gone else { return nil }
+        Unmanaged.passUnretained(inode).release()
+        return inode
+    }
+
+    var count: Int { byKey.withLock { $0.count } }
+}

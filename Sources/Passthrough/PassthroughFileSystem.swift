@@ -1,0 +1,452 @@
+import CFuse
+import FuseKit
+import Glibc
+
+/// Mirrors a backing directory, operation for operation, with the kernel's
+/// page cache in front. Knows nothing of faults.
+///
+/// - Inodes: node id = address of an `Inode`, keyed by (st_ino, st_dev);
+///   fds: `FDCache` (bounded), reopening by file handle.
+/// - Open files: the handle given to the kernel is the backing fd itself;
+///   open directories: a retained `DirectoryHandle`.
+/// - The daemon never follows a symlink of the backing tree: every name is
+///   resolved one component at a time relative to an fd, with O_NOFOLLOW /
+///   AT_SYMLINK_NOFOLLOW, and inodes are reopened by handle.
+/// - New inodes are created as the calling user and group (see `asCaller`).
+public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
+    let options: PassthroughOptions
+    let inodes: InodeTable
+    let fds: FDCache
+    let mountFD: Int32
+    /// The root's backing path as the kernel prints it (for `backingPath`).
+    let rootPath: String
+    private let daemonUID = geteuid(), daemonGID = getegid()
+    private var writebackCache = false
+
+    /// `root`: an fd of the backing directory opened before mounting (an
+    /// in-place mount then still reaches the files underneath). Takes it over.
+    public init(root: Int32, options: PassthroughOptions) throws(Errno) {
+        self.options = options
+        var st = stat()
+        try sysCall { fstatat(root, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { throw .ENOTDIR }
+        let handle = FileHandleBytes.of(fd: root)
+        // open_by_handle_at wants a real fd (not O_PATH) on the backing mount.
+        mountFD = try sysCall { openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        inodes = InodeTable(root: Inode(key: InodeKey(st), handle: handle ?? .empty, pinnedFD: root, isDirectory: true))
+        // Without handles every inode pins an O_PATH fd (libfuse's examples' way).
+        fds = FDCache(capacity: handle == nil ? 0 : options.fdCacheCapacity, mountFD: mountFD)
+        rootPath = (try? procPath(root)) ?? ""
+        umask(0)  // the kernel already applied the caller's umask
+    }
+
+    public func initialize(_ conn: inout Connection, session: SessionState) {
+        var want: Capabilities = [.asyncRead, .parallelDirops, .asyncDIO, .atomicOTrunc, .readdirplus, .readdirplusAuto]
+        if options.writebackCache { want.insert(.writebackCache) }
+        if options.splice { want.formUnion([.spliceRead, .spliceWrite, .spliceMove]) }
+        if options.aggressiveCaching { want.insert(.cacheSymlinks) } else { want.insert(.autoInvalData) }
+        // Not asked: posix/flock locks (the kernel then keeps locks itself,
+        // correct for everything that goes through this mount) and
+        // handle_killpriv (the kernel clears setuid bits, as on ext4).
+        conn.want = want.intersection(conn.capable)
+        writebackCache = conn.want.contains(.writebackCache)
+    }
+
+    public func destroy() {}
+
+    // MARK: helpers
+
+    private var timeout: Double { options.cacheTimeout }
+
+    @inline(__always) private func inode(_ node: NodeID) -> Inode { inodes.inode(node) }
+
+    @inline(__always) private func withFD<T>(_ node: NodeID, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
+        try fds.withFD(inode(node), body)
+    }
+
+    /// Looks `name` up under the directory fd `dirfd` and counts one kernel
+    /// lookup of it. `opened`: an fd of the same file the caller already has
+    /// (create), used to read its attributes and handle.
+    private func entry(dirfd: Int32, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
+        let fd = try sysCall { openat(dirfd, name, Int32(FFS_O_PATH) | O_NOFOLLOW | O_CLOEXEC) }
+        do throws(Errno) {
+            var st = stat()
+            try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+            let inode = try remember(st, fd: fd)
+            fds.offer(inode, fd: fd)
+            return Entry(node: inodes.node(of: inode), attributes: st, attributesTimeout: timeout, entryTimeout: timeout)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    private func remember(_ st: stat, fd: Int32) throws(Errno) -> Inode {
+        let handle = FileHandleBytes.of(fd: fd)
+        let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
+        var pinned: Int32 = -1
+        if handle == nil {
+            guard Errno.current == .EOPNOTSUPP else { throw Errno.current }
+            pinned = try sysCall { openat(fd, "", Int32(FFS_O_PATH) | O_CLOEXEC | O_NOFOLLOW | Int32(FFS_AT_EMPTY_PATH)) }
+            pinned = try sysCall { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+        }
+        var made = false
+        let inode = inodes.remember(st, handle: handle) {
+            made = true
+            return Inode(key: InodeKey(st), handle: handle ?? .empty, pinnedFD: pinned, isDirectory: isDirectory)
+        }
+        if !made && pinned >= 0 { close(pinned) }
+        return inode
+    }
+
+    /// Runs a call that creates an inode as the calling user and group, so
+    /// ownership and setgid directories come out as on a local file system.
+    @inline(__always) private func asCaller<T>(_ caller: Caller, _ body: () throws(Errno) -> T) throws(Errno) -> T {
+        guard daemonUID == 0, caller.uid != daemonUID || caller.gid != daemonGID else { return try body() }
+        _ = ffs_become(caller.uid, caller.gid)
+        defer { ffs_unbecome(daemonUID, daemonGID) }
+        return try body()
+    }
+
+    /// /proc/self/fd/N: reaches the inode an O_PATH fd refers to for the
+    /// calls that take no fd (chmod, xattrs); never a symlink of the tree.
+    private func withProcPath<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+        var buf = (Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0),
+                   Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0),
+                   Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0),
+                   Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0))
+        return try withUnsafeMutableBytes(of: &buf) { (raw) throws(Errno) -> T in
+            let p = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            _ = withVaList([fd]) { vsnprintf(p, raw.count, "/proc/self/fd/%d", $0) }
+            return try body(p)
+        }
+    }
+
+    private func attributes(fd: Int32) throws(Errno) -> Attributes {
+        var st = stat()
+        try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+        return Attributes(st, timeout: timeout)
+    }
+
+    // MARK: names
+
+    public func lookup(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) -> Entry {
+        do throws(Errno) {
+            return try withFD(parent) { (dirfd) throws(Errno) in try entry(dirfd: dirfd, name: name.cString) }
+        } catch .ENOENT where options.aggressiveCaching {
+            return .negative(timeout: timeout)
+        }
+    }
+
+    public func forget(node: NodeID, count: UInt64) {
+        if let gone = inodes.forget(node, count: count) { fds.drop(gone) }
+    }
+
+    public func getattr(_ caller: Caller, node: NodeID, handle: UInt64?) throws(Errno) -> Attributes {
+        if let handle, !inode(node).isDirectory { return try attributes(fd: Int32(truncatingIfNeeded: handle)) }
+        return try withFD(node) { (fd) throws(Errno) in try attributes(fd: fd) }
+    }
+
+    public func setattr(_ caller: Caller, node: NodeID, changes: AttributeChanges) throws(Errno) -> Attributes {
+        let openFD: Int32? = inode(node).isDirectory ? nil : changes.handle.map { Int32(truncatingIfNeeded: $0) }
+        return try withFD(node) { (fd) throws(Errno) in
+            let f = changes.fields
+            if f.contains(.mode) {
+                try withProcPath(fd) { (path) throws(Errno) in try sysCall { chmod(path, changes.mode) } }
+            }
+            if f.contains(.uid) || f.contains(.gid) {
+                let uid = f.contains(.uid) ? changes.uid : uid_t.max
+                let gid = f.contains(.gid) ? changes.gid : gid_t.max
+                try sysCall { fchownat(fd, "", uid, gid, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+            }
+            if f.contains(.size) {
+                if let openFD { try sysCall { ftruncate(openFD, changes.size) } }
+                else { try withProcPath(fd) { (path) throws(Errno) in try sysCall { truncate(path, changes.size) } } }
+            }
+            if f.contains(.atime) || f.contains(.mtime) || f.contains(.atimeNow) || f.contains(.mtimeNow) {
+                var times = (changes.atime, changes.mtime)
+                try withUnsafePointer(to: &times) { (p) throws(Errno) in
+                    try p.withMemoryRebound(to: timespec.self, capacity: 2) { (ts) throws(Errno) in
+                        try sysCall { utimensat(fd, "", ts, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+                    }
+                }
+            }
+            return try attributes(fd: fd)
+        }
+    }
+
+    public func readlink(_ caller: Caller, node: NodeID) throws(Errno) -> [CChar] {
+        try withFD(node) { (fd) throws(Errno) in
+            var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = try sysCall { readlinkat(fd, "", &buf, buf.count - 1) }
+            buf[n] = 0
+            buf.removeLast(buf.count - n - 1)
+            return buf
+        }
+    }
+
+    public func mknod(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, device: dev_t) throws(Errno) -> Entry {
+        try withFD(parent) { (dirfd) throws(Errno) in
+            try asCaller(caller) { () throws(Errno) in try sysCall { mknodat(dirfd, name.cString, mode, device) } }
+            return try entry(dirfd: dirfd, name: name.cString)
+        }
+    }
+
+    public func mkdir(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t) throws(Errno) -> Entry {
+        try withFD(parent) { (dirfd) throws(Errno) in
+            try asCaller(caller) { () throws(Errno) in try sysCall { mkdirat(dirfd, name.cString, mode) } }
+            return try entry(dirfd: dirfd, name: name.cString)
+        }
+    }
+
+    public func symlink(_ caller: Caller, target: FileName, parent: NodeID, name: FileName) throws(Errno) -> Entry {
+        try withFD(parent) { (dirfd) throws(Errno) in
+            try asCaller(caller) { () throws(Errno) in try sysCall { symlinkat(target.cString, dirfd, name.cString) } }
+            return try entry(dirfd: dirfd, name: name.cString)
+        }
+    }
+
+    public func link(_ caller: Caller, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
+        try withFD(node) { (fd) throws(Errno) in
+            try withFD(newParent) { (dirfd) throws(Errno) in
+                try sysCall { linkat(fd, "", dirfd, newName.cString, Int32(FFS_AT_EMPTY_PATH)) }
+                return try entry(dirfd: dirfd, name: newName.cString)
+            }
+        }
+    }
+
+    public func unlink(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) {
+        try withFD(parent) { (dirfd) throws(Errno) in try sysCall { unlinkat(dirfd, name.cString, 0) } }
+    }
+
+    public func rmdir(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) {
+        try withFD(parent) { (dirfd) throws(Errno) in try sysCall { unlinkat(dirfd, name.cString, AT_REMOVEDIR) } }
+    }
+
+    public func rename(_ caller: Caller, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
+        try withFD(parent) { (from) throws(Errno) in
+            try withFD(newParent) { (to) throws(Errno) in
+                try sysCall { ffs_renameat2(from, name.cString, to, newName.cString, flags) }
+            }
+        }
+    }
+
+    // MARK: files
+
+    /// Flags for the backing open: with the writeback cache the kernel reads
+    /// pages of write-only files back and does O_APPEND itself; O_DIRECT
+    /// becomes a direct_io open (the request buffer is not aligned).
+    private func backingFlags(_ flags: Int32) -> Int32 {
+        var f = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | Int32(FFS_O_DIRECT))
+        if writebackCache {
+            if f & O_ACCMODE == O_WRONLY { f = (f & ~O_ACCMODE) | O_RDWR }
+            f &= ~O_APPEND
+        }
+        return f | O_CLOEXEC
+    }
+
+    private func opened(fd: Int32, flags: Int32) -> OpenedFile {
+        var o = OpenedFile(handle: UInt64(UInt32(bitPattern: fd)))
+        o.directIO = options.directIO || flags & Int32(FFS_O_DIRECT) != 0
+        o.keepCache = options.aggressiveCaching
+        return o
+    }
+
+    public func open(_ caller: Caller, node: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
+        let inode = inode(node)
+        let backing = backingFlags(flags)
+        let fd: Int32
+        if !inode.handle.isEmpty {
+            var h = inode.handle.storage
+            fd = try sysCall { ffs_open_by_handle(mountFD, &h, backing) }
+        } else {
+            fd = try fds.withFD(inode) { (pathFD) throws(Errno) in
+                try withProcPath(pathFD) { (p) throws(Errno) in try sysCall { Glibc.open(p, backing) } }
+            }
+        }
+        return opened(fd: fd, flags: flags)
+    }
+
+    public func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {
+        try withFD(parent) { (dirfd) throws(Errno) in
+            let backing = backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW
+            let fd = try asCaller(caller) { () throws(Errno) in try sysCall { openat(dirfd, name.cString, backing, mode) } }
+            do throws(Errno) {
+                return (try entry(dirfd: dirfd, name: name.cString), opened(fd: fd, flags: flags))
+            } catch {
+                close(fd)
+                throw error
+            }
+        }
+    }
+
+    public func read(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, size: Int) throws(Errno) -> ReadData {
+        .file(fd: Int32(truncatingIfNeeded: handle), offset: offset, count: size)
+    }
+
+    public func write(_ caller: Caller, node: NodeID, handle: UInt64, data: WriteSource, offset: off_t, fromWriteback: Bool) throws(Errno) -> Int {
+        try data.store(to: Int32(truncatingIfNeeded: handle), at: offset)
+    }
+
+    public func flush(_ caller: Caller, node: NodeID, handle: UInt64) throws(Errno) {}
+
+    public func release(_ caller: Caller, node: NodeID, handle: UInt64) {
+        close(Int32(truncatingIfNeeded: handle))
+    }
+
+    public func fsync(_ caller: Caller, node: NodeID, handle: UInt64, dataOnly: Bool) throws(Errno) {
+        let fd = Int32(truncatingIfNeeded: handle)
+        try sysCall { dataOnly ? fdatasync(fd) : Glibc.fsync(fd) }
+    }
+
+    public func fallocate(_ caller: Caller, node: NodeID, handle: UInt64, mode: Int32, offset: off_t, length: off_t) throws(Errno) {
+        try sysCall { ffs_fallocate(Int32(truncatingIfNeeded: handle), mode, offset, length) }
+    }
+
+    public func copyFileRange(_ caller: Caller, from source: NodeID, sourceHandle: UInt64, sourceOffset: off_t,
+                              to destination: NodeID, destinationHandle: UInt64, destinationOffset: off_t,
+                              length: Int, flags: Int32) throws(Errno) -> Int {
+        var inOffset = sourceOffset, outOffset = destinationOffset
+        return try sysCall {
+            ffs_copy_file_range(Int32(truncatingIfNeeded: sourceHandle), &inOffset,
+                                Int32(truncatingIfNeeded: destinationHandle), &outOffset, length, UInt32(flags))
+        }
+    }
+
+    public func lseek(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, whence: Int32) throws(Errno) -> off_t {
+        try sysCall { Glibc.lseek(Int32(truncatingIfNeeded: handle), offset, whence) }
+    }
+
+    // MARK: directories
+
+    public func opendir(_ caller: Caller, node: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
+        let inode = inode(node)
+        let fd: Int32
+        if !inode.handle.isEmpty {
+            var h = inode.handle.storage
+            fd = try sysCall { ffs_open_by_handle(mountFD, &h, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        } else {
+            fd = try fds.withFD(inode) { (pathFD) throws(Errno) in
+                try sysCall { openat(pathFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+            }
+        }
+        guard let dir = DirectoryHandle(fd: fd) else { let e = Errno.current; close(fd); throw e }
+        var o = OpenedFile(handle: dir.handle)
+        o.cacheReaddir = options.aggressiveCaching
+        o.keepCache = options.aggressiveCaching
+        return o
+    }
+
+    public func readdir(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, plus: Bool,
+                        into buffer: inout DirectoryBuffer) throws(Errno) {
+        let dir = DirectoryHandle.from(handle)
+        try dir.stream.withLock { (s) throws(Errno) in
+            if s.offset != offset { seekdir(s.dir, offset); s.offset = offset }
+            while true {
+                ffs_set_errno(0)
+                guard let d = Glibc.readdir(s.dir) else {
+                    let e = ffs_errno()
+                    if e != 0 { throw Errno(e) }
+                    return
+                }
+                let next = d.pointee.d_off
+                let added: Bool = try withUnsafePointer(to: d.pointee.d_name) { (raw) throws(Errno) -> Bool in
+                    let name = UnsafeRawPointer(raw).assumingMemoryBound(to: CChar.self)
+                    if !plus || isDotOrDotDot(name) {
+                        var st = stat()
+                        st.st_ino = d.pointee.d_ino
+                        st.st_mode = mode_t(d.pointee.d_type) << 12
+                        if !plus { return buffer.add(name, attributes: st, nextOffset: next) }
+                        // A plus reply holds only plus entries; the dots carry no lookup.
+                        let dots = Entry(node: 0, attributes: st, attributesTimeout: 0, entryTimeout: 0)
+                        return buffer.addPlus(name, entry: dots, nextOffset: next)
+                    }
+                    let e: Entry
+                    do throws(Errno) { e = try entry(dirfd: dir.fd, name: name) }
+                    catch .ENOENT { return true }  // deleted meanwhile: skip it
+                    if buffer.addPlus(name, entry: e, nextOffset: next) { return true }
+                    forget(node: e.node, count: 1)
+                    return false
+                }
+                if !added {
+                    // The entry did not fit: the next call starts with it.
+                    seekdir(s.dir, s.offset)
+                    return
+                }
+                s.offset = next
+            }
+        }
+    }
+
+    public func releasedir(_ caller: Caller, node: NodeID, handle: UInt64) {
+        DirectoryHandle.release(handle)
+    }
+
+    public func fsyncdir(_ caller: Caller, node: NodeID, handle: UInt64, dataOnly: Bool) throws(Errno) {
+        let fd = DirectoryHandle.from(handle).fd
+        try sysCall { dataOnly ? fdatasync(fd) : Glibc.fsync(fd) }
+    }
+
+    // MARK: the rest
+
+    public func statfs(_ caller: Caller, node: NodeID) throws(Errno) -> statvfs {
+        try withFD(node) { (fd) throws(Errno) in
+            var st = statvfs()
+            try sysCall { fstatvfs(fd, &st) }
+            return st
+        }
+    }
+
+    public func access(_ caller: Caller, node: NodeID, mask: Int32) throws(Errno) {
+        try withFD(node) { (fd) throws(Errno) in
+            try withProcPath(fd) { (p) throws(Errno) in try sysCall { faccessat(AT_FDCWD, p, mask, 0) } }
+        }
+    }
+
+    public func setxattr(_ caller: Caller, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+        try withFD(node) { (fd) throws(Errno) in
+            try withProcPath(fd) { (p) throws(Errno) in
+                try sysCall { CFuse.setxattr(p, name.cString, value.baseAddress, value.count, flags) }
+            }
+        }
+    }
+
+    public func getxattr(_ caller: Caller, node: NodeID, name: FileName, size: Int) throws(Errno) -> XattrReply {
+        try withFD(node) { (fd) throws(Errno) in
+            try withProcPath(fd) { (p) throws(Errno) in
+                if size == 0 { return .size(try sysCall { CFuse.getxattr(p, name.cString, nil, 0) }) }
+                var buf = [UInt8](repeating: 0, count: size)
+                let n = try sysCall { CFuse.getxattr(p, name.cString, &buf, size) }
+                buf.removeLast(size - n)
+                return .data(buf)
+            }
+        }
+    }
+
+    public func listxattr(_ caller: Caller, node: NodeID, size: Int) throws(Errno) -> XattrReply {
+        try withFD(node) { (fd) throws(Errno) in
+            try withProcPath(fd) { (p) throws(Errno) in
+                if size == 0 { return .size(try sysCall { CFuse.listxattr(p, nil, 0) }) }
+                var buf = [CChar](repeating: 0, count: size)
+                let n = try sysCall { CFuse.listxattr(p, &buf, size) }
+                return .data(buf.prefix(n).map { UInt8(bitPattern: $0) })
+            }
+        }
+    }
+
+    public func removexattr(_ caller: Caller, node: NodeID, name: FileName) throws(Errno) {
+        try withFD(node) { (fd) throws(Errno) in
+            try withProcPath(fd) { (p) throws(Errno) in try sysCall { CFuse.removexattr(p, name.cString) } }
+        }
+    }
+}
+
+@inline(__always) private func isDotOrDotDot(_ name: UnsafePointer<CChar>) -> Bool {
+    name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0))
+}
+
+private func procPath(_ fd: Int32) throws(Errno) -> String {
+    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let n = try sysCall { readlink("/proc/self/fd/\(fd)", &buf, buf.count - 1) }
+    return String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}

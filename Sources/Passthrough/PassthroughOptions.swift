@@ -1,0 +1,19 @@
+/// How the passthrough asks the kernel to cache, and its resource bounds.
+public struct PassthroughOptions: Sendable {
+    /// Let data sit dirty in the page cache and be written back later.
+    public var writebackCache = true
+    /// Bypass the page cache for every open (FOPEN_DIRECT_IO).
+    public var directIO = false
+    /// faultfs normally owns its tree: keep pages across opens, long
+    /// attribute and entry timeouts. Off for a backing directory that others
+    /// change behind the mount's back.
+    public var aggressiveCaching = true
+    /// Splice data between /dev/fuse and backing files where possible.
+    public var splice = true
+    /// How many O_PATH fds of recently used inodes to keep open.
+    public var fdCacheCapacity = 512
+    public init() {}
+
+    /// Seconds the kernel may trust attributes and names.
+    public var cacheTimeout: Double { aggressiveCaching ? 86_400 : 0 }
+}
