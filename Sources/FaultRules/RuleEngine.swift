@@ -1,0 +1,280 @@
+// The rule table and the per-request decision. The fault layer calls
+// `decide` for every request, so its common case (no rule for this op) costs
+// one relaxed atomic load.
+
+import Synchronization
+
+/// What the mount negotiated with the kernel, for warnings.
+public struct MountFeatures: Sendable, Equatable {
+    public var writebackCache: Bool
+
+    public init(writebackCache: Bool) {
+        self.writebackCache = writebackCache
+    }
+}
+
+/// What the fault layer knows about one request; cheap to build.
+public struct RequestInfo: Sendable {
+    public var op: FaultOp
+    public var inode: UInt64
+    /// -1 when the request has no offset.
+    public var offset: Int64
+    /// 0 when the request has no length.
+    public var length: Int64
+    /// 0 when there is no caller (writeback).
+    public var pid: Int32
+
+    public init(op: FaultOp, inode: UInt64 = 0, offset: Int64 = -1, length: Int64 = 0, pid: Int32 = 0) {
+        self.op = op
+        self.inode = inode
+        self.offset = offset
+        self.length = length
+        self.pid = pid
+    }
+}
+
+/// Supplies what is costly to compute about a request; asked only when an
+/// armed rule for the request's op needs it, at most once per `decide`.
+public protocol RequestDetails {
+    /// Relative to the mount root, without leading slash.
+    func path() -> String?
+    func comm() -> String?
+}
+
+/// The rule that matched a request and what to do to it.
+public struct Decision: Sendable, Equatable {
+    public let ruleID: String
+    public let action: FaultAction
+
+    public init(ruleID: String, action: FaultAction) {
+        self.ruleID = ruleID
+        self.action = action
+    }
+}
+
+public final class RuleEngine: Sendable {
+    private let features: MountFeatures
+    private let table: Mutex<RuleTable>
+    /// `table.armedOps`, republished under the lock whenever it may change.
+    private let armedMask = Atomic<UInt32>(0)
+
+    public init(features: MountFeatures) {
+        self.features = features
+        self.table = Mutex(RuleTable())
+    }
+
+    /// Ops that at least one non-dormant rule targets.
+    public var armedOps: OpSet {
+        OpSet(rawValue: armedMask.load(ordering: .relaxed))
+    }
+
+    /// Rules are tried in order. Each rule whose filters match counts the
+    /// request; the first that selects it (after/every/prob/count) wins, and
+    /// later rules do not see it. Nil: pass the request on untouched.
+    public func decide(_ info: RequestInfo, _ details: some RequestDetails) -> Decision? {
+        guard armedMask.load(ordering: .relaxed) & OpSet.of(info.op).rawValue != 0 else { return nil }
+        return table.withLock { table in
+            var lazyDetails = LazyDetails(source: details)
+            for index in table.rules.indices {
+                guard !table.rules[index].isDormant,
+                      table.rules[index].matches(info, &lazyDetails),
+                      table.rules[index].countAndSelect()
+                else { continue }
+                let rule = table.rules[index]
+                if rule.isDormant { publishArmedOps(table) }
+                return Decision(ruleID: rule.id, action: rule.rule.action)
+            }
+            return nil
+        }
+    }
+
+    /// Applies all commands or none. Returns the ones the caller acts on
+    /// (`release`, `capacity`); `release` of an unknown id is passed back too,
+    /// since a stalled request may outlive its rule. For errors, `line` is
+    /// the command's 1-based index.
+    public func apply(_ commands: [ControlCommand]) -> Result<[ControlCommand], ParseError> {
+        apply(located: commands.enumerated().map { LocatedCommand(command: $1, line: $0 + 1, idColumn: 1) })
+    }
+
+    /// Parses and applies one write to the control file, all or nothing.
+    public func apply(text: String) -> Result<[ControlCommand], ParseError> {
+        parseLocatedControl(text).flatMap(apply(located:))
+    }
+
+    private func apply(located commands: [LocatedCommand]) -> Result<[ControlCommand], ParseError> {
+        table.withLock { table in
+            var draft = table  // a copy, so that a failure leaves the table untouched
+            var forCaller: [ControlCommand] = []
+            for located in commands {
+                do throws(ParseError) {
+                    if let passOn = try draft.apply(located) { forCaller.append(passOn) }
+                } catch {
+                    return .failure(error)
+                }
+            }
+            table = draft
+            publishArmedOps(table)
+            return .success(forCaller)
+        }
+    }
+
+    /// The control file's contents: each rule's canonical text with its
+    /// counters as a comment, then warnings as comments. Parses back to the
+    /// same rules.
+    public func renderRules() -> String {
+        table.withLock { table in
+            let ruleLines = table.rules.map { rule in
+                "\(rule.rule)  # matched=\(rule.matched) hits=\(rule.hits)" + (rule.isDormant ? " dormant" : "")
+            }
+            let warningLines = table.rules.flatMap { $0.rule.warnings(for: features) }.map { "# warning: " + $0 }
+            return (ruleLines + warningLines).map { $0 + "\n" }.joined()
+        }
+    }
+
+    /// Zeroes every rule's counters and restarts its random sequence, which
+    /// re-arms rules whose count was exhausted.
+    public func resetCounters() {
+        table.withLock { table in
+            table.resetCounters()
+            publishArmedOps(table)
+        }
+    }
+
+    private func publishArmedOps(_ table: RuleTable) {
+        armedMask.store(table.armedOps.rawValue, ordering: .relaxed)
+    }
+}
+
+// MARK: - The table, guarded by the engine's mutex
+
+struct RuleTable: Sendable {
+    var rules: [ActiveRule] = []
+    /// The number in the next automatic id (`r1`, `r2`, ...); never reused.
+    var nextAutoID = 1
+
+    var armedOps: OpSet {
+        rules.reduce(OpSet()) { $1.isDormant ? $0 : $0.union($1.rule.ops) }
+    }
+
+    mutating func resetCounters() {
+        for index in rules.indices { rules[index].resetCounters() }
+    }
+
+    /// Applies one command; returns it if the caller must act on it.
+    mutating func apply(_ located: LocatedCommand) throws(ParseError) -> ControlCommand? {
+        func error(_ message: String) -> ParseError {
+            ParseError(line: located.line, column: located.idColumn, message: message)
+        }
+        switch located.command {
+        case .add(var rule):
+            if let id = rule.id {
+                guard isValidID(id) else { throw error("bad id \"\(id)\"; expected letters, digits, _ . or -") }
+                guard !rules.contains(where: { $0.id == id }) else {
+                    throw error("duplicate id \"\(id)\"; a rule with this id exists already (clear it first, or pick another id)")
+                }
+            } else {
+                rule.id = takeAutoID()
+            }
+            rules.append(ActiveRule(rule))
+            return nil
+        case .clear(id: nil):
+            rules.removeAll()
+            return nil
+        case .clear(id: let id?):
+            guard let index = rules.firstIndex(where: { $0.id == id }) else {
+                let known = rules.isEmpty ? "there are no rules" : "expected one of " + rules.map(\.id).joined(separator: ", ")
+                throw error("no rule with id \"\(id)\"; \(known)")
+            }
+            rules.remove(at: index)
+            return nil
+        case .resetCounters:
+            resetCounters()
+            return nil
+        case .release, .capacity:
+            return located.command
+        }
+    }
+
+    private mutating func takeAutoID() -> String {
+        while true {
+            let id = "r\(nextAutoID)"
+            nextAutoID += 1
+            if !rules.contains(where: { $0.id == id }) { return id }
+        }
+    }
+}
+
+/// A rule in the table, with its counters.
+struct ActiveRule: Sendable {
+    let rule: Rule
+    let id: String
+    /// Requests that passed the filters while the rule was armed.
+    private(set) var matched: UInt64 = 0
+    /// Requests the rule injected into.
+    private(set) var hits: UInt64 = 0
+    private var random: SplitMix64
+
+    /// `rule.id` must be set.
+    init(_ rule: Rule) {
+        self.rule = rule
+        self.id = rule.id ?? ""
+        self.random = SplitMix64(seed: rule.seed ?? 1)
+    }
+
+    /// Dormant rules are skipped and do not count towards `armedOps`.
+    var isDormant: Bool {
+        rule.count.map { hits >= $0 } ?? false
+    }
+
+    mutating func resetCounters() {
+        self = ActiveRule(rule)
+    }
+
+    /// The filters: op, caller, offset, path. Cheapest checks first; the
+    /// path and comm are fetched only if a filter needs them.
+    func matches(_ info: RequestInfo, _ details: inout LazyDetails<some RequestDetails>) -> Bool {
+        guard rule.ops.contains(info.op) else { return false }
+        if rule.pid != nil || rule.comm != nil {
+            guard info.pid != 0 else { return false }  // writeback: no caller to compare
+            if let pid = rule.pid, pid != info.pid { return false }
+        }
+        if let range = rule.offsetRange, !range.overlaps(offset: info.offset, length: info.length) { return false }
+        if let comm = rule.comm, details.comm() != comm { return false }
+        if let glob = rule.path {
+            guard let path = details.path(), glob.matches(path[...]) else { return false }
+        }
+        return true
+    }
+
+    /// Counts a request that passed the filters; true if this one gets the fault.
+    mutating func countAndSelect() -> Bool {
+        let index = matched  // 0-based among matching requests
+        matched += 1
+        guard index >= rule.after else { return false }
+        if let every = rule.every, (index - rule.after + 1) % every != 0 { return false }
+        if let probability = rule.probability, random.nextUnitInterval() >= probability { return false }
+        hits += 1
+        return true
+    }
+}
+
+/// Asks `RequestDetails` at most once per question per request.
+struct LazyDetails<Source: RequestDetails> {
+    let source: Source
+    private var cachedPath: String??
+    private var cachedComm: String??
+
+    init(source: Source) {
+        self.source = source
+    }
+
+    mutating func path() -> String? {
+        if cachedPath == nil { cachedPath = .some(source.path()) }
+        return cachedPath!
+    }
+
+    mutating func comm() -> String? {
+        if cachedComm == nil { cachedComm = .some(source.comm()) }
+        return cachedComm!
+    }
+}

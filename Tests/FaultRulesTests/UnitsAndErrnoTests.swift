@@ -1,0 +1,120 @@
+@testable import FaultRules
+import Testing
+
+@Suite struct UnitsTests {
+    @Test func durations() {
+        #expect(parseDuration("200ms") == 200_000_000)
+        #expect(parseDuration("2s") == 2_000_000_000)
+        #expect(parseDuration("1.5s") == 1_500_000_000)
+        #expect(parseDuration(".5s") == 500_000_000)
+        #expect(parseDuration("100us") == 100_000)
+        #expect(parseDuration("1m") == 60_000_000_000)
+        #expect(parseDuration("0.5m") == 30_000_000_000)
+        #expect(parseDuration("2h") == 7_200_000_000_000)
+        #expect(parseDuration("7ns") == 7)
+        #expect(parseDuration("1.000s") == 1_000_000_000)
+        #expect(parseDuration("3MS") == 3_000_000)
+    }
+
+    @Test(arguments: ["", "10", "ms", "1.2.3s", "1.5ns", "-1s", "1e3s", "1 s", "99999999999h", "5days", "."])
+    func badDurations(_ text: String) {
+        #expect(parseDuration(text[...]) == nil)
+    }
+
+    @Test func sizes() {
+        #expect(parseSize("4096") == 4096)
+        #expect(parseSize("512K") == 524_288)
+        #expect(parseSize("64M") == 64 << 20)
+        #expect(parseSize("1G") == 1 << 30)
+        #expect(parseSize("2GiB") == 2 << 30)
+        #expect(parseSize("3kb") == 3072)
+        #expect(parseSize("1T") == 1 << 40)
+        #expect(parseSize("10B") == 10)
+        #expect(parseSize("0") == 0)
+    }
+
+    @Test(arguments: ["", "1.5M", "M", "1X", "-1", "9999999999T", "99999999999999999999", "1iB", "1 M"])
+    func badSizes(_ text: String) {
+        #expect(parseSize(text[...]) == nil)
+    }
+
+    @Test(arguments: [UInt64(1), 999, 1000, 1_500_000_000, 60_000_000_000, 90_000_000_000, 3_600_000_000_000, 123_456_789])
+    func durationsRoundTrip(_ ns: UInt64) {
+        #expect(parseDuration(formatDuration(ns)[...]) == ns)
+    }
+
+    @Test func canonicalUnits() {
+        #expect(formatDuration(1_500_000_000) == "1500ms")
+        #expect(formatDuration(120_000_000_000) == "2m")
+        #expect(formatSize(1 << 20) == "1M")
+        #expect(formatSize(1536) == "1536")
+        #expect(formatSize(0) == "0")
+        #expect(parseSize(formatSize(Int64.max)[...]) == Int64.max)
+    }
+
+    @Test func shortWriteLength() {
+        #expect(FaultAction.shortWriteLength(requested: 4096, bytes: nil) == 2048)
+        #expect(FaultAction.shortWriteLength(requested: 1, bytes: nil) == 0)
+        #expect(FaultAction.shortWriteLength(requested: 4096, bytes: 100) == 100)
+        #expect(FaultAction.shortWriteLength(requested: 100, bytes: 4096) == 99)
+        #expect(FaultAction.shortWriteLength(requested: 0, bytes: nil) == 0)
+    }
+}
+
+@Suite struct ErrnoTests {
+    @Test func namesAndValues() {
+        #expect(errnoName(28) == "ENOSPC")
+        #expect(errnoName(1) == "EPERM")
+        #expect(errnoName(133) == "EHWPOISON")
+        #expect(errnoName(0) == nil)
+        #expect(errnoName(41) == nil)
+        #expect(errnoName(134) == nil)
+        #expect(errnoValue("ENOSPC") == 28)
+        #expect(errnoValue("enospc") == 28)
+        #expect(errnoValue("EWOULDBLOCK") == 11)
+        #expect(errnoValue("EDEADLOCK") == 35)
+        #expect(errnoValue("ENOTSUP") == 95)
+        #expect(errnoValue("ENOPE") == nil)
+    }
+
+    @Test func everyValueFrom1To133ExceptTheGapsHasANameThatMapsBack() {
+        let named = (Int32(1)...133).filter { errnoName($0) != nil }
+        #expect(named.count == 131)
+        for value in named {
+            #expect(errnoValue(errnoName(value)!) == value)
+        }
+    }
+}
+
+@Suite struct PathGlobTests {
+    static let cases: [(pattern: String, path: String, matches: Bool)] = [
+        ("*.wal", "x.wal", true), ("*.wal", "d/x.wal", false), ("*.wal", ".wal", true),
+        ("**/*.wal", "x.wal", true), ("**/*.wal", "d/x.wal", true), ("**/*.wal", "a/b/c/x.wal", true),
+        ("**/*.wal", "x.walx", false),
+        ("pg_wal/**", "pg_wal", true), ("pg_wal/**", "pg_wal/000001", true), ("pg_wal/**", "pg_wal/a/b", true),
+        ("pg_wal/**", "base/pg_wal/x", false), ("pg_wal/**", "pg_wal2/x", false),
+        ("a/**/b", "a/b", true), ("a/**/b", "a/x/y/b", true), ("a/**/b", "a/x/y/c", false),
+        ("**", "", true), ("**", "anything/at/all", true),
+        ("data?.db", "data1.db", true), ("data?.db", "data10.db", false), ("data?.db", "data/.db", false),
+        ("?", "é", true), ("??", "é", false), ("*é*", "café-crème", true),
+        ("a*b*c", "abc", true), ("a*b*c", "axxbyyc", true), ("a*b*c", "axxbyy", false), ("a*b*c", "acb", false),
+        ("/abs/x", "abs/x", true), ("abs/x", "/abs/x", true),
+        ("exact", "exact", true), ("exact", "exactly", false), ("exact", "", false),
+        ("**/**/x", "x", true), ("d/*", "d/x/y", false), ("*/*", "d/x", true),
+    ]
+
+    @Test(arguments: cases)
+    func matching(_ example: (pattern: String, path: String, matches: Bool)) throws {
+        let glob = try #require(PathGlob(example.pattern))
+        #expect(glob.matches(example.path[...]) == example.matches)
+        // Same answer for a non-native (bridged-looking) substring of a larger string.
+        let embedded = "<<" + example.path + ">>"
+        let slice = embedded.dropFirst(2).dropLast(2)
+        #expect(glob.matches(slice) == example.matches)
+    }
+
+    @Test(arguments: ["", "/", "a//b", "dir/", "a**", "**b/c", "x/***"])
+    func invalidPatterns(_ pattern: String) {
+        #expect(PathGlob(pattern) == nil)
+    }
+}
