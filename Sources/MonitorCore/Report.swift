@@ -1,0 +1,258 @@
+// The run report: one self-contained HTML file (inline CSS and SVG, no
+// script, no network) and a short plain-text summary for terminals and CI.
+// All text coming from the run is escaped; the HTML is also well-formed XML
+// (tests parse it with XMLParser).
+
+public enum Report {
+    /// Rows beyond this are left out of the HTML table (the summary and
+    /// events.jsonl still have them all): a table of 50,000 rows helps no one.
+    public static let maxTableRows = 1000
+
+    static let css = """
+    body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:960px}
+    h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
+    table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
+    th{background:#f3f3f3}.never{color:#b00;font-weight:bold}.told{color:#060}.muted{color:#777}
+    .legend{font-size:.85em;margin:2px 0 12px 64px}.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
+    .notes li{color:#8a5a00}code{font-size:.95em}
+    """
+
+    static let colors = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#636363", "#d6616b"]
+}
+
+/// Renders the full HTML report.
+public func renderHTML(run: RunData) -> String {
+    let paths = Derivation.errorPaths(injections: run.injections, traceEvents: run.traceEvents, mountDevice: run.mountDevice)
+    let charts = buildCharts(run)
+    var h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
+    h += "<title>faultfs run: " + xmlEscape(run.workload.command) + "</title>\n"
+    h += "<style>\n" + Report.css + "\n</style>\n</head>\n<body>\n"
+
+    // Header.
+    h += "<h1>faultfs run</h1>\n<table class=\"header\">\n"
+    func row(_ k: String, _ v: String) -> String { "<tr><th>" + xmlEscape(k) + "</th><td>" + xmlEscape(v) + "</td></tr>\n" }
+    h += row("command", run.workload.command.isEmpty ? "(unknown)" : run.workload.command)
+    h += row("kernel", run.setting(SettingKey.kernelRelease) ?? "(unknown)")
+    h += row("mount", [run.setting(SettingKey.mountPoint), run.setting(SettingKey.mountDevice).map { "dev " + $0 }]
+        .compactMap { $0 }.joined(separator: ", ").ifEmpty("(unknown)"))
+    h += row("bdi", bdiSummary(run, prefix: false))
+    h += row("duration", formatFixed(run.durationSeconds, 1) + " s" + (run.workload.status.map { ", workload " + $0 } ?? ""))
+    h += "<tr><th>rules</th><td>"
+    if run.rules.isEmpty { h += "<span class=\"muted\">(none)</span>" }
+    for r in run.rules { h += "<code>" + xmlEscape(r.key) + "</code>: " + xmlEscape(r.value) + "<br/>" }
+    h += "</td></tr>\n</table>\n"
+
+    if !run.notes.isEmpty || !run.traceAvailable {
+        h += "<h2>Notes</h2>\n<ul class=\"notes\">\n"
+        if !run.traceAvailable { h += "<li>tracefs not available: the told/never-told table is empty</li>\n" }
+        for n in run.notes { h += "<li>" + xmlEscape(n) + "</li>\n" }
+        h += "</ul>\n"
+    }
+
+    // Charts.
+    h += "<h2>Over time</h2>\n"
+    for c in charts {
+        h += "<h3>" + xmlEscape(c.spec.title) + "</h3>\n"
+        if let note = c.note { h += "<p class=\"muted\">" + xmlEscape(note) + "</p>\n" }
+        h += Chart.svg(c.spec) + "\n<div class=\"legend\">"
+        for s in c.spec.series {
+            let empty = s.points.allSatisfy { $0.y == nil }
+            h += "<span class=\"sw\" style=\"background:\(xmlEscape(s.color))\"></span>" + xmlEscape(s.name)
+                + (empty ? " <span class=\"muted\">(not available)</span>" : "")
+        }
+        if !c.spec.markers.isEmpty { h += "<span class=\"sw\" style=\"background:#c00\"></span>fault injected" }
+        h += "</div>\n"
+    }
+
+    // Derivation table.
+    h += "<h2>Error injected → recorded by kernel → told to</h2>\n"
+    h += "<p class=\"muted\">\"Told\" means an fsync-family call (fsync, fdatasync, msync(MS_SYNC), sync_file_range with WAIT) returned the error. close() can report EIO/ENOSPC through legacy flags that have no tracepoint, so \"never told\" means never told by such a call.</p>\n"
+    if paths.isEmpty {
+        h += "<p class=\"muted\">No faults were injected.</p>\n"
+    } else {
+        h += "<table class=\"paths\">\n<tr><th>#</th><th>t (s)</th><th>rule</th><th>op</th><th>path (ino)</th><th>injected</th><th>recorded by kernel</th><th>told to (process, call, delay)</th></tr>\n"
+        for (i, p) in paths.prefix(Report.maxTableRows).enumerated() {
+            let t = Double(p.injection.timeNs - run.startNs) / 1e9
+            h += "<tr><td>\(i + 1)</td><td>\(formatFixed(t, 3))</td><td>" + xmlEscape(p.injection.ruleID) + "</td><td>"
+                + xmlEscape(p.injection.op) + "</td><td>" + xmlEscape(p.injection.path) + " (\(p.kernelIno))</td><td>"
+                + errnoName(p.injection.errno) + "</td><td>"
+            if let r = p.recorded {
+                h += "+" + formatFixed(r.delayMs, 2) + " ms by " + xmlEscape(r.task) + "[\(r.pid)]"
+            } else {
+                h += "<span class=\"muted\">" + (run.traceAvailable ? "not recorded (no filemap_set_wb_err)" : "unknown (no tracing)") + "</span>"
+            }
+            h += "</td><td>"
+            switch p.status {
+            case .told:
+                h += p.told.map { t in
+                    "<span class=\"told\">" + xmlEscape(t.task) + "[\(t.pid)]</span>, " + xmlEscape(t.call) + ", +"
+                        + formatFixed(t.delayMs, 2) + " ms, got " + errnoName(t.reportedErrno)
+                        + (t.coversInjections > 1 ? " (one report for \(t.coversInjections) injections)" : "")
+                }.joined(separator: "<br/>")
+            case .neverTold: h += "<span class=\"never\">never told</span>"
+            case .notRecorded: h += "<span class=\"muted\">—</span>"
+            }
+            h += "</td></tr>\n"
+        }
+        h += "</table>\n"
+        if paths.count > Report.maxTableRows {
+            h += "<p class=\"muted\">\(paths.count - Report.maxTableRows) more rows left out; all events are in events.jsonl.</p>\n"
+        }
+    }
+
+    // Settings.
+    h += "<h2>Settings</h2>\n<table class=\"settings\">\n"
+    for s in run.settings { h += row(s.key, s.value) }
+    h += "</table>\n</body>\n</html>\n"
+    return h
+}
+
+/// A short plain-text summary for terminals and CI logs.
+public func renderSummary(run: RunData) -> String {
+    var out: [String] = []
+    out.append("faultfs run: " + (run.workload.command.isEmpty ? "(unknown command)" : run.workload.command))
+    out.append("kernel \(run.setting(SettingKey.kernelRelease) ?? "?"), mount \(run.setting(SettingKey.mountDevice) ?? "?"), \(bdiSummary(run))")
+    out.append("duration \(formatFixed(run.durationSeconds, 1)) s" + (run.workload.status.map { ", workload \($0)" } ?? ""))
+    for (key, name) in [(Metric.dirty, "Dirty"), (Metric.writeback, "Writeback")] {
+        if let (v, t) = peak(run, key) {
+            out.append("peak \(name) \(formatMiB(v)) at \(formatFixed(Double(t - run.startNs) / 1e9, 1)) s")
+        } else {
+            out.append("peak \(name): not recorded")
+        }
+    }
+    if let (v, _) = peak(run, Metric.fuseWaiting) { out.append("peak FUSE waiting requests: \(formatNumber(v))") }
+    let pauses = run.traceEvents.compactMap(\.balanceDirtyPagesPauseMs)
+    if !pauses.isEmpty { out.append("balance_dirty_pages: \(pauses.count) events, longest pause \(pauses.max()!) ms") }
+
+    var byRule: [String: Int] = [:]
+    for i in run.injections { byRule[i.ruleID, default: 0] += 1 }
+    out.append("injections: \(run.injections.count)" + (byRule.isEmpty ? "" : " (" + byRule.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
+
+    let paths = Derivation.errorPaths(injections: run.injections, traceEvents: run.traceEvents, mountDevice: run.mountDevice)
+    if !run.traceAvailable {
+        out.append("tracefs not available: the told/never-told table is empty")
+    } else {
+        // One line per (process, errno), aggregating its reports; a report
+        // may cover several injections.
+        struct Key: Hashable { var task: String; var pid: Int32; var errno: Int32 }
+        var reports: [Key: [Told]] = [:]
+        var order: [Key] = []
+        var seen = Set<String>()
+        for p in paths {
+            for t in p.told where seen.insert("\(t.timeNs)|\(t.pid)|\(t.file)").inserted {
+                let k = Key(task: t.task, pid: t.pid, errno: t.reportedErrno)
+                if reports[k] == nil { order.append(k) }
+                reports[k, default: []].append(t)
+            }
+        }
+        for k in order {
+            let r = reports[k]!
+            let delays = r.map(\.delayMs)
+            let covered = r.reduce(0) { $0 + $1.coversInjections }
+            let delay = r.count == 1 ? "after \(formatFixed(delays[0], 2)) ms"
+                : "\(r.count) times, after \(formatFixed(delays.min()!, 2))–\(formatFixed(delays.max()!, 2)) ms"
+            out.append("told: \(k.task)[\(k.pid)] \(errnoName(k.errno)) via \(Derivation.fsyncFamily) \(delay)"
+                + (covered > r.count ? " (covering \(covered) injections)" : ""))
+        }
+        let never = paths.filter { $0.status == .neverTold }
+        if never.isEmpty {
+            out.append("never told: none")
+        } else {
+            let files = Set(never.map { "\($0.injection.path) (ino \($0.kernelIno))" }).sorted()
+            out.append("never told: \(never.count) injection(s) on " + files.joined(separator: ", "))
+        }
+        let unrec = paths.filter { $0.status == .notRecorded }.count
+        if unrec > 0 { out.append("not recorded by the kernel: \(unrec) injection(s) (not writeback errors: returned directly by the call)") }
+    }
+    for n in run.notes { out.append("note: " + n) }
+    return out.joined(separator: "\n") + "\n"
+}
+
+// MARK: - helpers
+
+private func bdiSummary(_ run: RunData, prefix: Bool = true) -> String {
+    let parts = [("max_ratio", SettingKey.bdiMaxRatio), ("strict_limit", SettingKey.bdiStrictLimit), ("max_bytes", SettingKey.bdiMaxBytes)]
+        .compactMap { name, key in run.setting(key).map { "\(name)=\($0)" } }
+    return parts.isEmpty ? "bdi settings unknown" : (prefix ? "bdi " : "") + parts.joined(separator: " ")
+}
+
+private func peak(_ run: RunData, _ key: String) -> (Double, Int64)? {
+    var best: (Double, Int64)?
+    for s in run.samples { if let v = s[key], best == nil || v > best!.0 { best = (v, s.timeNs) } }
+    return best
+}
+
+struct BuiltChart {
+    var spec: ChartSpec
+    var note: String?
+}
+
+/// The report's charts: (a) memory, (b) bdi, (c) throttling, (c') reclaim,
+/// (d) FUSE queue. Each gets every injection as a marker.
+func buildCharts(_ run: RunData) -> [BuiltChart] {
+    let start = run.startNs
+    func sec(_ t: Int64) -> Double { Double(t - start) / 1e9 }
+    let xr = 0...max(run.durationSeconds, 0.001)
+    let markers = run.injections.map { ChartMarker(x: sec($0.timeNs), label: "\($0.ruleID) \(errnoName($0.errno))") }
+    let mib = 1.0 / 1048576
+    func series(_ name: String, _ color: Int, _ value: (Sample) -> Double?) -> ChartSeries {
+        ChartSeries(name: name, color: Report.colors[color], points: run.samples.map { ChartPoint(x: sec($0.timeNs), y: value($0)) })
+    }
+    func delta(_ name: String, _ color: Int, _ key: String) -> ChartSeries {
+        var pts: [ChartPoint] = []
+        var prev: Double?
+        for s in run.samples {
+            let v = s[key]
+            pts.append(ChartPoint(x: sec(s.timeNs), y: (v != nil && prev != nil) ? v! - prev! : nil))
+            prev = v
+        }
+        return ChartSeries(name: name, color: Report.colors[color], points: pts)
+    }
+    var out: [BuiltChart] = []
+
+    out.append(BuiltChart(spec: ChartSpec(title: "Dirty and Writeback (/proc/meminfo)", yUnit: "MiB", series: [
+        series("Dirty", 0) { $0[Metric.dirty].map { $0 * mib } },
+        series("Writeback", 1) { $0[Metric.writeback].map { $0 * mib } },
+    ], markers: markers, xRange: xr)))
+
+    let hasBdi = run.samples.contains { $0[Metric.bdiDirtyThresh] != nil || $0[Metric.bdiWriteback] != nil }
+    if hasBdi {
+        out.append(BuiltChart(spec: ChartSpec(title: "The mount's bdi: in flight vs its dirty limit", yUnit: "MiB", series: [
+            series("BdiReclaimable + BdiWriteback", 2) { s in
+                guard let r = s[Metric.bdiReclaimable], let w = s[Metric.bdiWriteback] else { return nil }
+                return (r + w) * mib
+            },
+            series("BdiWriteback", 1) { $0[Metric.bdiWriteback].map { $0 * mib } },
+            series("BdiDirtyThresh", 4) { $0[Metric.bdiDirtyThresh].map { $0 * mib } },
+        ], markers: markers, xRange: xr)))
+    } else {
+        out.append(BuiltChart(spec: ChartSpec(title: "The mount's bdi: in flight vs its dirty limit", yUnit: "MiB",
+                                              series: [], markers: markers, xRange: xr),
+                              note: "bdi stats not recorded (debugfs bdi/<dev>/stats unavailable)."))
+    }
+
+    let bdp = run.traceEvents.compactMap { e in e.balanceDirtyPagesPauseMs.map { ChartPoint(x: sec(e.timeNs), y: Double($0)) } }
+    out.append(BuiltChart(spec: ChartSpec(title: "Throttling: balance_dirty_pages pauses", yUnit: "ms",
+        series: [ChartSeries(name: "pause per event (max per pixel)", color: Report.colors[3], points: bdp, style: .stems)],
+        markers: markers, xRange: xr),
+        note: !run.traceAvailable ? "tracefs not available: no balance_dirty_pages events."
+            : (bdp.isEmpty ? "No balance_dirty_pages events (not enabled, or writers never throttled)." : nil)))
+
+    out.append(BuiltChart(spec: ChartSpec(title: "Reclaim meeting dirty/writeback pages (change per sample)", yUnit: "per sample", series: [
+        delta("nr_throttled_written", 0, Metric.throttledWritten),
+        delta("allocstall (all zones)", 1, Metric.allocstallTotal),
+        delta("nr_vmscan_immediate_reclaim", 2, Metric.immediateReclaim),
+    ], markers: markers, xRange: xr)))
+
+    out.append(BuiltChart(spec: ChartSpec(title: "FUSE requests waiting", yUnit: "requests", series: [
+        series("waiting", 1) { $0[Metric.fuseWaiting] },
+        series("congestion_threshold", 4) { $0[Metric.fuseCongestionThreshold] },
+    ], markers: markers, xRange: xr),
+        note: run.samples.contains { $0[Metric.fuseWaiting] != nil } ? nil
+            : "FUSE connection counters not recorded (mount -t fusectl none /sys/fs/fuse/connections)."))
+    return out
+}
+
+extension String {
+    func ifEmpty(_ other: String) -> String { isEmpty ? other : self }
+}
