@@ -22,7 +22,7 @@ let package = Package(
         .target(name: "Passthrough", dependencies: ["FuseKit", "CFuse"]),
         .target(name: "FaultRules"),
         .target(name: "FaultLayer", dependencies: ["FuseKit", "FaultRules"]),
-        .target(name: "MonitorCore"),
+        .target(name: "MonitorCore", dependencies: ["FaultRules"]),
         .target(name: "Monitor", dependencies: ["MonitorCore", "FaultRules"]),
         .executableTarget(name: "faultfs", dependencies: [
             "FuseKit", "Passthrough", "FaultLayer", "FaultRules", "Monitor", "MonitorCore",
@@ -31,7 +31,7 @@ let package = Package(
         ]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "FaultRulesTests", dependencies: ["FaultRules"]),
-        .testTarget(name: "MonitorCoreTests", dependencies: ["MonitorCore"],
+        .testTarget(name: "MonitorCoreTests", dependencies: ["MonitorCore", "FaultRules"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "IntegrationTests", dependencies: ["FaultRules"]),
     ]

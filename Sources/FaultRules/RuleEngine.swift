@@ -189,7 +189,7 @@ struct RuleTable: Sendable {
             return nil
         case .resetCounters:
             resetCounters()
-            return nil
+            return located.command  // the caller keeps counters of its own
         case .release, .capacity:
             return located.command
         }

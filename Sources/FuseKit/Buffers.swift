@@ -18,6 +18,16 @@ public struct WriteSource {
         return n
     }
 
+    /// Runs `body` with a source that holds only the first `count` bytes
+    /// (a short write). libfuse hands write_buf a single buffer; should it
+    /// ever hand several, the whole data is kept.
+    public func withPrefix<T, E: Error>(_ count: Int, _ body: (WriteSource) throws(E) -> T) throws(E) -> T {
+        guard bufvec.pointee.count == 1 else { return try body(self) }
+        var copy = bufvec.pointee
+        copy.buf.size = min(copy.buf.size, count)
+        return try withUnsafeMutablePointer(to: &copy) { (p) throws(E) -> T in try body(WriteSource(p)) }
+    }
+
     /// Copies the data into memory (for the daemon's own control files).
     public func bytes(limit: Int = 1 << 20) throws(Errno) -> [UInt8] {
         let n = min(count, limit)

@@ -36,7 +36,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         inodes = InodeTable(root: Inode(key: InodeKey(st), handle: handle ?? .empty, pinnedFD: root, isDirectory: true))
         // Without handles every inode pins an O_PATH fd (libfuse's examples' way).
         fds = FDCache(capacity: handle == nil ? 0 : options.fdCacheCapacity, mountFD: mountFD)
-        rootPath = (try? procPath(root)) ?? ""
+        rootPath = (try? procLink(root)) ?? ""
         umask(0)  // the kernel already applied the caller's umask
     }
 
@@ -443,10 +443,4 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
 @inline(__always) private func isDotOrDotDot(_ name: UnsafePointer<CChar>) -> Bool {
     name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0))
-}
-
-private func procPath(_ fd: Int32) throws(Errno) -> String {
-    var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let n = try sysCall { readlink("/proc/self/fd/\(fd)", &buf, buf.count - 1) }
-    return String(decoding: buf.prefix(n).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

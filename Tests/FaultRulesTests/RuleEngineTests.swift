@@ -202,11 +202,11 @@ import Testing
         #expect(engine.renderRules() == "")
     }
 
-    @Test func releaseAndCapacityArePassedBack() throws {
+    @Test func releaseCapacityAndResetArePassedBack() throws {
         let engine = makeEngine("stall fsync id=s")
         let passed = try engine.apply(text: "release s\nrelease gone\nrelease\ncapacity 1G\ncapacity off\nreset-counters").get()
         #expect(passed == [.release(id: "s"), .release(id: "gone"), .release(id: nil),
-                           .capacity(bytes: 1 << 30), .capacity(bytes: nil)])
+                           .capacity(bytes: 1 << 30), .capacity(bytes: nil), .resetCounters])
         #expect(engine.armedOps == .of(.fsync))
     }
 
