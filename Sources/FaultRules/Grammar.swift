@@ -147,6 +147,10 @@ struct LineParser {
         ParseError(line: number, column: column, message: message)
     }
 
+    private func peek() -> Token? {
+        position < tokens.count ? tokens[position] : nil
+    }
+
     private mutating func next() -> Token? {
         guard position < tokens.count else { return nil }
         defer { position += 1 }
@@ -216,16 +220,24 @@ struct LineParser {
         let actionWord = actionToken.text.lowercased()
         var previous = actionToken
 
+        // `delay OPS DURATION` (canonical), or `delay DURATION OPS`.
         var delay: UInt64 = 0
-        if actionWord == "delay" {
-            let token = try require("duration (\(expectedDuration))", after: previous)
-            delay = try parsePositiveDuration(token)
+        var delayFound = false
+        if actionWord == "delay", let token = peek(), token.text.first?.isNumber == true {
+            delay = try parsePositiveDuration(next()!)
+            delayFound = true
             previous = token
         }
 
         let opsToken = try require("operations (one or more of \(knownOpWords), comma-separated)", after: previous)
         let opList = try parseOps(opsToken)
         previous = opsToken
+
+        if actionWord == "delay" && !delayFound {
+            let token = try require("duration (\(expectedDuration))", after: previous)
+            delay = try parsePositiveDuration(token)
+            previous = token
+        }
 
         var errno: Int32 = 0
         if actionWord == "fail" {

@@ -101,12 +101,12 @@ public struct Rule: Sendable, Equatable, CustomStringConvertible {
         self.seed = seed
     }
 
-    /// The canonical text: `ACTION OPS [ERRNO] key=value...`, keys in a fixed
+    /// The canonical text: `ACTION OPS [ERRNO|DURATION] key=value...`, keys in a fixed
     /// order, defaults left out.
     public var description: String {
         var words = [action.name]
-        if case .delay(let ns) = action { words.append(formatDuration(ns)) }
         words.append(ops.canonicalText)
+        if case .delay(let ns) = action { words.append(formatDuration(ns)) }
         if case .fail(let errno) = action { words.append(errnoName(errno) ?? String(errno)) }
 
         func add(_ key: String, _ value: String?) {

@@ -4,7 +4,7 @@ import Testing
 @Suite struct GrammarTests {
     static let validLines = [
         "fail writeback ENOSPC path=*.wal count=1",
-        "delay 200ms write", "delay 2s fsync", "delay 1.5s flush", "delay 100us read", "delay 1m open",
+        "delay 200ms write", "delay write 200ms prob=0.1 seed=7", "delay 2s fsync", "delay 1.5s flush", "delay 100us read", "delay 1m open",
         "stall fsync", "stall write timeout=5s",
         "drop write", "drop writeback path=**/*.wal", "drop syncwrite",
         "short write", "short syncwrite bytes=100", "short writeback bytes=4K",
@@ -35,7 +35,8 @@ import Testing
         #expect(wal.description == "fail writeback ENOSPC path=*.wal count=1")
 
         #expect(parseRule("delay 1.5s flush")?.action == .delay(nanoseconds: 1_500_000_000))
-        #expect(parseRule("delay 1.5s flush")?.description == "delay 1500ms flush")
+        #expect(parseRule("delay 1.5s flush")?.description == "delay flush 1500ms")
+        #expect(parseRule("delay flush 1.5s") == parseRule("delay 1.5s flush"))
         #expect(parseRule("stall fsync timeout=5s")?.action == .stall(timeoutNanoseconds: 5_000_000_000))
         #expect(parseRule("stall fsync")?.action == .stall(timeoutNanoseconds: nil))
         #expect(parseRule("short write bytes=4K")?.action == .short(bytes: 4096))
@@ -109,10 +110,11 @@ import Testing
         .init(text: "fail write 99999999999999999999", line: 1, column: 12, mentions: "unknown errno"),
         .init(text: "fail write EFOO", line: 1, column: 12, mentions: "unknown errno \"EFOO\""),
         .init(text: "delay 10parsecs write", line: 1, column: 7, mentions: "bad duration \"10parsecs\""),
-        .init(text: "delay write", line: 1, column: 7, mentions: "bad duration \"write\""),
+        .init(text: "delay write", line: 1, column: 12, mentions: "missing duration"),
+        .init(text: "delay write soon", line: 1, column: 13, mentions: "bad duration \"soon\""),
         .init(text: "delay 10 write", line: 1, column: 7, mentions: "bad duration"),
         .init(text: "delay 0s write", line: 1, column: 7, mentions: "bad duration"),
-        .init(text: "delay", line: 1, column: 6, mentions: "missing duration"),
+        .init(text: "delay", line: 1, column: 6, mentions: "missing operations"),
         .init(text: "stall fsync timeout=soon", line: 1, column: 21, mentions: "bad duration"),
         .init(text: "capacity 12Q", line: 1, column: 10, mentions: "bad capacity \"12Q\""),
         .init(text: "capacity", line: 1, column: 9, mentions: "missing size"),
