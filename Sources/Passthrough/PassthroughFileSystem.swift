@@ -65,8 +65,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     /// Looks `name` up under the directory fd `dirfd` and counts one kernel
-    /// lookup of it. `opened`: an fd of the same file the caller already has
-    /// (create), used to read its attributes and handle.
+    /// lookup of it.
     private func entry(dirfd: Int32, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
         let fd = try sysCall { openat(dirfd, name, Int32(FFS_O_PATH) | O_NOFOLLOW | O_CLOEXEC) }
         do throws(Errno) {
@@ -81,13 +80,20 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         }
     }
 
+    /// The entry of a file just created and opened as `fd` (no second open).
+    private func entry(openFD fd: Int32) throws(Errno) -> Entry {
+        var st = stat()
+        try sysCall { fstat(fd, &st) }
+        let inode = try remember(st, fd: fd)
+        return Entry(node: inodes.node(of: inode), attributes: st, attributesTimeout: timeout, entryTimeout: timeout)
+    }
+
     private func remember(_ st: stat, fd: Int32) throws(Errno) -> Inode {
         let handle = FileHandleBytes.of(fd: fd)
         let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
         var pinned: Int32 = -1
         if handle == nil {
             guard Errno.current == .EOPNOTSUPP else { throw Errno.current }
-            pinned = try sysCall { openat(fd, "", Int32(FFS_O_PATH) | O_CLOEXEC | O_NOFOLLOW | Int32(FFS_AT_EMPTY_PATH)) }
             pinned = try sysCall { fcntl(fd, F_DUPFD_CLOEXEC, 0) }
         }
         var made = false
@@ -209,7 +215,13 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func link(_ caller: Caller, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
         try withFD(node) { (fd) throws(Errno) in
             try withFD(newParent) { (dirfd) throws(Errno) in
-                try sysCall { linkat(fd, "", dirfd, newName.cString, Int32(FFS_AT_EMPTY_PATH)) }
+                if linkat(fd, "", dirfd, newName.cString, Int32(FFS_AT_EMPTY_PATH)) != 0 {
+                    // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (a daemon not run by root).
+                    guard Errno.current == .ENOENT else { throw Errno.current }
+                    try withProcPath(fd) { (p) throws(Errno) in
+                        try sysCall { linkat(AT_FDCWD, p, dirfd, newName.cString, AT_SYMLINK_FOLLOW) }
+                    }
+                }
                 return try entry(dirfd: dirfd, name: newName.cString)
             }
         }
@@ -272,7 +284,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
             let backing = backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW
             let fd = try asCaller(caller) { () throws(Errno) in try sysCall { openat(dirfd, name.cString, backing, mode) } }
             do throws(Errno) {
-                return (try entry(dirfd: dirfd, name: name.cString), opened(fd: fd, flags: flags))
+                return (try entry(openFD: fd), opened(fd: fd, flags: flags))
             } catch {
                 close(fd)
                 throw error
