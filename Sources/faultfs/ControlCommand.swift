@@ -1,0 +1,56 @@
+// `faultfs ctl MNT 'line' ...`: the control file, without echo, with a
+// message and an exit status on bad input.
+import ArgumentParser
+import Glibc
+
+struct ControlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ctl",
+        abstract: "Send fault commands to a mount (or show its rules when none is given).",
+        discussion: """
+            Each argument is one line of the control language, e.g.
+              faultfs ctl /srv/db 'fail writeback ENOSPC path=*.wal count=1'
+              faultfs ctl /srv/db release
+            All lines are applied together, or none is.
+            """)
+
+    @Argument(help: "The faultfs mount point.") var mountpoint: String
+    @Argument(help: "Control lines; none: print the active rules.") var lines: [String] = []
+    @Option(help: "The control directory's name (-o control=NAME at mount).") var control = ".faultfs"
+
+    func run() throws {
+        try reportingFailures {
+            let path = "\(mountpoint)/\(control)/control"
+            if lines.isEmpty {
+                print(try readFile(path), terminator: "")
+                return
+            }
+            let text = lines.joined(separator: "\n") + "\n"
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw CLIError("\(path): \(errnoString()) (is \(mountpoint) a faultfs mount?)") }
+            let written = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
+            let failure = errno
+            close(fd)
+            if written < 0 {
+                guard failure == EINVAL else { throw CLIError("\(path): \(String(cString: strerror(failure)))") }
+                // The layer keeps the reason of the last refusal in the control file.
+                let reason = (try? readFile(path))?.split(separator: "\n").last { $0.hasPrefix("# error: ") }
+                throw CLIError("refused: " + (reason.map { String($0.dropFirst("# error: ".count)) } ?? "invalid command"))
+            }
+        }
+    }
+
+    private func readFile(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CLIError("\(path): \(errnoString()) (is \(mountpoint) a faultfs mount?)") }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n <= 0 { break }
+            bytes += chunk[0..<n]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

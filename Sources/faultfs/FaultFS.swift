@@ -1,0 +1,41 @@
+// The root command. `faultfs SOURCE MOUNTPOINT -o ...` (no subcommand) means
+// `mount`, because that is how mount(8) calls a FUSE helper for
+// `mount -t fuse.faultfs SOURCE MOUNTPOINT` (through mount.fuse3).
+import ArgumentParser
+import Glibc
+
+@main
+struct FaultFS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "faultfs",
+        abstract: "A FUSE passthrough file system that will inject write, writeback and fsync errors.",
+        discussion: """
+            For mount(8) and fstab (type fuse.faultfs), install the binary in PATH:
+              install -m755 .build/release/faultfs /usr/local/bin/
+            """,
+        subcommands: [MountCommand.self, UnmountCommand.self, ControlCommand.self, MonitorCommand.self, RunCommand.self, ReportCommand.self, DemoCommand.self, DemoWriterCommand.self],
+        defaultSubcommand: MountCommand.self)
+}
+
+/// A failure the user can act on: printed as one line "faultfs: <message>", exit status 1.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a command body, turning a `CLIError` into its one-line message and exit status 1
+/// (ArgumentParser would print "Error: ..." followed by the usage).
+func reportingFailures(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as CLIError {
+        printError("faultfs: \(error.description)")
+        throw ExitCode.failure
+    }
+}
+
+func printError(_ message: String) {
+    var text = message
+    if !text.hasSuffix("\n") { text += "\n" }
+    _ = text.utf8CString.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
+}

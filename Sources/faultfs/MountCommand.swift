@@ -1,0 +1,129 @@
+// `faultfs mount`: check the request, then either serve here (-f) or start
+// the daemon and wait until the mount answers.
+import ArgumentParser
+import Glibc
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount SOURCE at MOUNTPOINT (the default command; SOURCE may equal MOUNTPOINT).",
+        discussion: """
+            faultfs options (-o): writeback (default), nowriteback, direct_io, nocache,
+            nosplice, threads=N, fdcache=N, control=NAME, rules=FILE, events=FILE.
+            Other options go to libfuse (allow_other, fsname=..., ro, noexec, ...);
+            mount(8)-only options (auto, noauto, user, _netdev, nofail, defaults,
+            relatime, x-*, ...) are ignored. default_permissions is always on.
+            """)
+
+    @Flag(name: [.short, .long], help: "Stay in the foreground and log to stderr.")
+    var foreground = false
+
+    @Option(name: .customShort("o", allowingJoined: true), parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("Comma-separated mount options (repeatable).", valueName: "OPTS"))
+    var options: [String] = []
+
+    @Option(help: ArgumentHelp("Maximum worker threads (default 64).", valueName: "N"))
+    var threads: Int?
+
+    @Option(help: ArgumentHelp("Append log lines to FILE (default: stderr with -f, else syslog).", valueName: "FILE"))
+    var log: String?
+
+    /// Set only by `Daemon.startAndWait` on the process it starts.
+    @Option(name: .customLong("ready-fd"), help: .hidden)
+    var readyFD: Int32?
+
+    @Argument(help: "The backing directory.")
+    var source: String
+
+    @Argument(help: "Where to mount it.")
+    var mountpoint: String
+
+    func run() throws {
+        if let readyFD {
+            try runDaemon(ready: ReadyPipe(fd: readyFD))
+        } else {
+            try reportingFailures { try mount() }
+        }
+    }
+
+    /// From the command line: serve here with -f, else start the daemon.
+    private func mount() throws(CLIError) {
+        let request = try checkRequest()
+        if foreground {
+            try setUpLogging(request.logFile.map(LogDestination.file) ?? .standardError)
+            try Server.serve(request, ready: nil)
+        } else {
+            try Daemon.startAndWait { daemonArguments(request, readyFD: $0) }
+        }
+    }
+
+    /// The daemon started by `Daemon.startAndWait`. Its errors go through the
+    /// pipe: the waiting parent prints them (once).
+    private func runDaemon(ready: ReadyPipe) throws {
+        var loggingIsSetUp = false
+        do {
+            let request = try checkRequest()
+            Daemon.detach()
+            try setUpLogging(request.logFile.map(LogDestination.file) ?? .syslog)
+            loggingIsSetUp = true
+            try Server.serve(request, ready: ready)
+        } catch {
+            ready.fail(error.description)
+            if loggingIsSetUp { logger.error("\(error.description)") }
+            throw ExitCode.failure
+        }
+    }
+
+    /// The same mount, in the foreground, with every path absolute (the
+    /// daemon works from /).
+    private func daemonArguments(_ request: MountRequest, readyFD: Int32) -> [String] {
+        var arguments = ["mount", "--foreground", "--ready-fd", String(readyFD)]
+        for group in options { arguments += ["-o", group] }
+        if let threads { arguments += ["--threads", String(threads)] }
+        if let logFile = request.logFile { arguments += ["--log", logFile] }
+        return arguments + ["--", request.source, request.mountpoint]
+    }
+
+    /// Validates the paths and options; everything `Server.serve` needs.
+    private func checkRequest() throws(CLIError) -> MountRequest {
+        let source = try existingDirectory(self.source, role: "SOURCE")
+        let mountpoint = try existingDirectory(self.mountpoint, role: "MOUNTPOINT")
+        if let existing = MountTable.faultFSMount(at: mountpoint) {
+            throw CLIError("\(mountpoint) is already a faultfs mount (of \(existing.source)); unmount it first: faultfs umount \(mountpoint)")
+        }
+        var configuration: MountConfiguration
+        do {
+            configuration = try MountOptionParser.parse(options, threads: threads, source: source)
+        } catch {
+            throw CLIError(error.description)
+        }
+        // The daemon works from /: files named relative to the caller's cwd must be absolute.
+        configuration.rulesFile = configuration.rulesFile.map(lexicalAbsolutePath)
+        configuration.eventsFile = configuration.eventsFile.map(lexicalAbsolutePath)
+        return MountRequest(source: source, mountpoint: mountpoint, configuration: configuration,
+                            logFile: log.map(lexicalAbsolutePath))
+    }
+
+    private func existingDirectory(_ path: String, role: String) throws(CLIError) -> String {
+        let resolved: String
+        switch canonicalPath(path) {
+        case .success(let p): resolved = p
+        case .failure(let error) where error.code == ENOTCONN:
+            throw CLIError("\(role) \(path): \(errnoString(ENOTCONN)) (a FUSE mount whose daemon died? run: faultfs umount \(path))")
+        case .failure(let error):
+            throw CLIError("\(role) \(path): \(errnoString(error.code))")
+        }
+        var info = stat()
+        guard stat(resolved, &info) == 0 else { throw CLIError("\(role) \(path): \(errnoString())") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(role) \(path) is not a directory") }
+        return resolved
+    }
+}
+
+/// A checked mount request: canonical paths and parsed options.
+struct MountRequest: Sendable {
+    var source: String
+    var mountpoint: String
+    var configuration: MountConfiguration
+    var logFile: String?
+}

@@ -1,0 +1,165 @@
+// Pure parsing of `-o` options: no I/O, no libfuse, so it can be unit tested.
+
+/// Everything a mount was asked for, after `-o` and the flags are parsed.
+struct MountConfiguration: Equatable, Sendable {
+    // Passthrough (see `passthroughOptions` in Serve.swift).
+    var writebackCache = true
+    var directIO = false
+    var aggressiveCaching = true
+    var splice = true
+    var fdCacheCapacity = 512
+
+    // Worker threads of the libfuse loop.
+    var maxIdleThreads = 8
+    var maxThreads = 64
+
+    // For the fault layer (parsed and kept; not used yet).
+    var controlName: String?
+    var rulesFile: String?
+    var eventsFile: String?
+
+    /// Options handed to libfuse as one `-o` list, still comma-escaped.
+    var fuseOptions: [String] = []
+    /// What the parser dropped or overrode, to be logged.
+    var notes: [String] = []
+
+    /// The argument vector for `fuse_session_new` (after argv[0]).
+    var fuseArguments: [String] { fuseOptions.isEmpty ? [] : ["-o", fuseOptions.joined(separator: ",")] }
+}
+
+struct MountOptionError: Error, CustomStringConvertible {
+    let description: String
+}
+
+enum MountOptionParser {
+    /// mount(8) and fstab options that mean nothing to libfuse, which would
+    /// refuse the whole mount over them ("fuse: unknown option(s)").
+    static let dropped: Set<String> = [
+        "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev", "nofail", "defaults",
+        // atime variants libfuse 3.14 does not know (it does know atime/noatime).
+        "relatime", "norelatime", "strictatime", "nostrictatime",
+        "diratime", "nodiratime", "lazytime", "nolazytime",
+    ]
+
+    /// - Parameters:
+    ///   - groups: the values of each `-o` (each a comma-separated list).
+    ///   - threads: `--threads N`, which wins over `threads=N`.
+    ///   - source: the absolute path of SOURCE, the default `fsname`.
+    static func parse(_ groups: [String], threads: Int? = nil, source: String) throws(MountOptionError) -> MountConfiguration {
+        var config = MountConfiguration()
+        var passed: [String] = []
+        var fsname: String?
+        var writeback: Bool? // as asked; nil: follows caching
+
+        for token in groups.flatMap(splitOptions) where !token.isEmpty {
+            let (key, value) = keyValue(token)
+            switch key {
+            case "writeback": try noValue(key, value); writeback = true
+            case "nowriteback": try noValue(key, value); writeback = false
+            case "direct_io": try noValue(key, value); config.directIO = true
+            case "nocache": try noValue(key, value); config.aggressiveCaching = false
+            case "nosplice": try noValue(key, value); config.splice = false
+            case "threads": config.maxThreads = try number(key, value, minimum: 1)
+            case "fdcache": config.fdCacheCapacity = try number(key, value, minimum: 0)
+            case "control": config.controlName = try string(key, value)
+            case "rules": config.rulesFile = try string(key, value)
+            case "events": config.eventsFile = try string(key, value)
+            case "fsname": fsname = value ?? ""  // kept escaped: it goes back to libfuse
+            case "subtype":
+                // The fstype must stay fuse.faultfs: `umount` and the
+                // double-mount check find our mounts by it.
+                config.notes.append("ignored \(token): the subtype is always faultfs")
+            case "default_permissions":
+                break // always added below
+            case _ where dropped.contains(key) || key.hasPrefix("x-") || key == "comment":
+                config.notes.append("ignored \(token): not a FUSE option")
+            default:
+                passed.append(token)
+            }
+        }
+        // With a writeback cache the kernel trusts its own file sizes over
+        // ours, so `nocache` (others change the backing files) turns it off
+        // unless `writeback` is asked for as well.
+        config.writebackCache = writeback ?? config.aggressiveCaching
+        if let threads {
+            guard threads >= 1 else { throw MountOptionError(description: "--threads must be at least 1") }
+            config.maxThreads = threads
+        }
+        config.maxIdleThreads = min(config.maxIdleThreads, config.maxThreads)
+
+        // The kernel checks permissions against our attributes, as on a real
+        // file system; the passthrough then acts with the caller's identity.
+        config.fuseOptions = ["default_permissions",
+                              "fsname=" + (fsname ?? escape(source)),
+                              "subtype=faultfs"] + passed
+        return config
+    }
+
+    /// Splits "a,b\,c" into ["a", "b\,c"]: libfuse's own syntax, where a
+    /// backslash escapes the next character. Escapes are kept, so a token
+    /// can be handed back to libfuse as it came.
+    static func splitOptions(_ list: String) -> [String] {
+        var tokens: [String] = []
+        var current = ""
+        var escaped = false
+        for character in list {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                current.append(character)
+                escaped = true
+            } else if character == "," {
+                tokens.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        tokens.append(current)
+        return tokens
+    }
+
+    /// Escapes commas and backslashes for a libfuse option value.
+    static func escape(_ value: String) -> String {
+        var out = ""
+        for character in value {
+            if character == "," || character == "\\" { out.append("\\") }
+            out.append(character)
+        }
+        return out
+    }
+
+    /// Removes libfuse escapes: "a\,b" -> "a,b".
+    static func unescape(_ value: String) -> String {
+        var out = ""
+        var escaped = false
+        for character in value {
+            if !escaped && character == "\\" { escaped = true; continue }
+            out.append(character)
+            escaped = false
+        }
+        return out
+    }
+
+    private static func keyValue(_ token: String) -> (String, String?) {
+        guard let equals = token.firstIndex(of: "=") else { return (token, nil) }
+        return (String(token[..<equals]), String(token[token.index(after: equals)...]))
+    }
+
+    private static func noValue(_ key: String, _ value: String?) throws(MountOptionError) {
+        if value != nil { throw MountOptionError(description: "option \(key) takes no value") }
+    }
+
+    private static func number(_ key: String, _ value: String?, minimum: Int) throws(MountOptionError) -> Int {
+        guard let value, let n = Int(value), n >= minimum else {
+            throw MountOptionError(description: "option \(key)=N needs an integer N >= \(minimum), got \(key)=\(value ?? "")")
+        }
+        return n
+    }
+
+    private static func string(_ key: String, _ value: String?) throws(MountOptionError) -> String {
+        guard let value, !value.isEmpty else { throw MountOptionError(description: "option \(key)= needs a value") }
+        return unescape(value)
+    }
+}

@@ -1,0 +1,149 @@
+// Serving one mount: build the file system, mount, answer requests until a
+// signal or an unmount, unmount.
+import CFuse
+import FuseKit
+import Glibc
+import FaultLayer
+import Foundation
+import Passthrough
+import Synchronization
+
+/// The one place the served file system is assembled: the passthrough,
+/// decorated by the fault layer, with the rules of `-o rules=FILE` applied.
+func makeFileSystem(root: Int32, configuration: MountConfiguration) throws(CLIError) -> any FileSystem {
+    let passthrough: PassthroughFileSystem
+    let faults: FaultFileSystem
+    do {
+        passthrough = try PassthroughFileSystem(root: root, options: configuration.passthroughOptions)
+        faults = try FaultFileSystem(wrapping: passthrough, tree: passthrough, options: configuration.faultLayerOptions)
+    } catch {
+        throw CLIError("\(error)")
+    }
+    if let rulesFile = configuration.rulesFile {
+        guard let text = try? String(contentsOfFile: rulesFile, encoding: .utf8) else {
+            throw CLIError("cannot read rules file \(rulesFile): \(errnoString())")
+        }
+        if case .failure(let error) = faults.applyControl(text) {
+            throw CLIError("\(rulesFile): \(error)")
+        }
+    }
+    return faults
+}
+
+extension PassthroughFileSystem: BackingTree {}
+
+extension MountConfiguration {
+    var passthroughOptions: PassthroughOptions {
+        var options = PassthroughOptions()
+        options.writebackCache = writebackCache
+        options.directIO = directIO
+        options.aggressiveCaching = aggressiveCaching
+        options.splice = splice
+        options.fdCacheCapacity = fdCacheCapacity
+        return options
+    }
+
+    var faultLayerOptions: FaultLayerOptions {
+        var options = FaultLayerOptions()
+        if let controlName { options.controlName = controlName }
+        options.eventsPath = eventsFile
+        options.writebackCache = writebackCache
+        return options
+    }
+
+    /// One line for the log: what this mount does.
+    var summary: String {
+        "writeback=\(writebackCache ? "on" : "off") direct_io=\(directIO ? "on" : "off") "
+            + "caching=\(aggressiveCaching ? "aggressive" : "none") splice=\(splice ? "on" : "off") "
+            + "fdcache=\(fdCacheCapacity) threads=\(maxIdleThreads) idle/\(maxThreads) max"
+            + (controlName.map { " control=\($0)" } ?? "") + (rulesFile.map { " rules=\($0)" } ?? "")
+            + (eventsFile.map { " events=\($0)" } ?? "")
+            + " fuse: -o \(fuseOptions.joined(separator: ","))"
+    }
+}
+
+enum Server {
+    /// Mounts and serves until the mount ends. `ready` is the daemon's pipe
+    /// to the waiting parent (nil in the foreground).
+    static func serve(_ request: MountRequest, ready: ReadyPipe?) throws(CLIError) {
+        let config = request.configuration
+        // Modes of new files arrive with the caller's umask already applied;
+        // ours must not strip more bits.
+        umask(0)
+
+        // Opened before mounting: for an in-place mount (SOURCE == MOUNTPOINT)
+        // this fd is the only way back to the files underneath.
+        let root = open(request.source, Int32(FFS_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw CLIError("cannot open \(request.source): \(errnoString())") }
+        var before = stat()
+        guard stat(request.mountpoint, &before) == 0 else {
+            close(root)
+            throw CLIError("\(request.mountpoint): \(errnoString())")
+        }
+
+        let fileSystem = try makeFileSystem(root: root, configuration: config)
+        let session: Session
+        do {
+            session = try Session(fileSystem: fileSystem, options: config.fuseArguments)
+            try session.mount(at: request.mountpoint)
+        } catch {
+            throw CLIError("\(error.description) (see the message above from libfuse)")
+        }
+        session.installSignalHandlers()
+        logger.info("mounted \(request.source) at \(request.mountpoint): \(config.summary)")
+        for note in config.notes { logger.notice("\(note)") }
+
+        let failed = Atomic<Bool>(false)
+        let mountpoint = request.mountpoint
+        let deviceBefore = before.st_dev
+        startThread {
+            if let problem = waitUntilLive(mountpoint, deviceBefore: deviceBefore) {
+                failed.store(true, ordering: .releasing)
+                logger.error("\(problem)")
+                ready?.fail(problem)
+                // Signal handlers are installed: this ends `run` as a SIGTERM would.
+                kill(getpid(), SIGTERM)
+                return
+            }
+            logger.info("ready: \(mountpoint) answers")
+            ready?.ready()
+            if ready != nil { Daemon.silenceOutput() }
+        }
+
+        let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
+        session.unmount()
+        if failed.load(ordering: .acquiring) { throw CLIError("unmounted \(mountpoint): the mount never answered") }
+        if signal > 0 {
+            logger.info("unmounted \(mountpoint) on signal \(signal)")
+        } else {
+            logger.info("unmounted \(mountpoint)")
+        }
+    }
+
+    /// stat() of the mount point goes through the new mount once the loop
+    /// answers; its device then differs from the directory underneath.
+    /// Returns nil when live, else what went wrong.
+    private static func waitUntilLive(_ mountpoint: String, deviceBefore: dev_t) -> String? {
+        var after = stat()
+        guard stat(mountpoint, &after) == 0 else {
+            return "the new mount at \(mountpoint) does not answer: \(errnoString())"
+        }
+        guard after.st_dev != deviceBefore else {
+            return "\(mountpoint) is not a FUSE mount after mounting (same device as before)"
+        }
+        return nil
+    }
+}
+
+/// Runs `body` on a new detached thread (Foundation's Thread would pull in
+/// Foundation for one call).
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
+    let context = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { context in
+        Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+        return nil
+    }, context)
+    if rc == 0 { pthread_detach(thread) } else { Unmanaged<Box>.fromOpaque(context).release(); body() }
+}

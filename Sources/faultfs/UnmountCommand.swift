@@ -1,0 +1,119 @@
+// `faultfs umount`: unmount a faultfs mount, including one whose daemon died
+// (every access then fails with ENOTCONN, "Transport endpoint is not connected").
+import ArgumentParser
+import Glibc
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umount",
+        abstract: "Unmount a faultfs mount (also one whose daemon died).",
+        aliases: ["unmount"])
+
+    @Flag(name: [.short, .long], help: "Detach now even if busy (MNT_DETACH); the file system goes away once no longer used.")
+    var lazy = false
+
+    @Argument(help: "The faultfs mount point.")
+    var mountpoint: String
+
+    func run() throws {
+        try reportingFailures { try unmount() }
+    }
+
+    private func unmount() throws(CLIError) {
+        let path = Self.resolve(mountpoint)
+        let entries = MountTable.current()
+        guard let top = MountTable.topMount(at: path, in: entries) else {
+            throw CLIError("\(path) is not a mount point")
+        }
+        guard top.isFaultFS else {
+            throw CLIError("\(path) is not a faultfs mount (it is \(top.fileSystemType))")
+        }
+
+        // Found before unmounting: afterwards nothing ties it to the path.
+        let daemons = Self.daemons(servingAt: path)
+        if lazy {
+            try detach(path)
+        } else if umount2(path, 0) != 0 {
+            try unmountFailed(path, errno: errno)
+        }
+        // So that a script may reuse the directory, or the source, at once.
+        waitForExit(daemons, seconds: 10)
+    }
+
+    private func unmountFailed(_ path: String, errno: Int32) throws(CLIError) {
+        switch errno {
+        case ENOTCONN:
+            try detach(path) // the daemon is gone: nothing to flush
+        case EBUSY:
+            throw CLIError("\(path) is busy: a process has a file open or its working directory there; close them, or use --lazy")
+        case EPERM:
+            throw CLIError("\(path): unmounting needs root (or use: fusermount3 -u \(path))")
+        case let code:
+            throw CLIError("cannot unmount \(path): \(errnoString(code))")
+        }
+    }
+
+    /// faultfs processes that hold /dev/fuse and whose command line ends with
+    /// `path` (`Daemon.startAndWait` passes canonical paths). The daemon's pid
+    /// is recorded nowhere else.
+    static func daemons(servingAt path: String) -> [pid_t] {
+        guard let dir = opendir("/proc") else { return [] }
+        defer { closedir(dir) }
+        var found: [pid_t] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = pid_t(name), pid != getpid(),
+                  let cmdline = readTextFile("/proc/\(pid)/cmdline") else { continue }
+            let argv = cmdline.split(separator: "\0", omittingEmptySubsequences: false).dropLast().map(String.init)
+            guard let first = argv.first, first.hasSuffix("faultfs"),
+                  let last = argv.last, lexicalAbsolutePath(last) == path || last == path,
+                  holdsFuseDevice(pid) else { continue }
+            found.append(pid)
+        }
+        return found
+    }
+
+    private static func holdsFuseDevice(_ pid: pid_t) -> Bool {
+        guard let dir = opendir("/proc/\(pid)/fd") else { return false }
+        defer { closedir(dir) }
+        var target = [CChar](repeating: 0, count: 64)
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let n = readlink("/proc/\(pid)/fd/\(name)", &target, target.count - 1)
+            if n == 9, String(decoding: target[0..<9].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "/dev/fuse" { return true }
+        }
+        return false
+    }
+
+    /// Waits until none of `pids` runs (a zombie counts as gone).
+    private func waitForExit(_ pids: [pid_t], seconds: Int) {
+        for _ in 0..<(seconds * 20) {
+            let running = pids.filter { pid in
+                guard kill(pid, 0) == 0, let stat = readTextFile("/proc/\(pid)/stat"),
+                      let close = stat.lastIndex(of: ")") else { return false }
+                return !stat[close...].hasPrefix(") Z")
+            }
+            if running.isEmpty { return }
+            usleep(50_000)
+        }
+        printError("faultfs: unmounted, but the daemon (pid \(pids.map(String.init).joined(separator: " "))) still runs after \(seconds) s")
+    }
+
+    private func detach(_ path: String) throws(CLIError) {
+        guard umount2(path, Int32(MNT_DETACH)) == 0 else {
+            throw CLIError("cannot detach \(path): \(errnoString())")
+        }
+    }
+
+    /// The canonical path, as mountinfo spells it. realpath fails on a dead
+    /// mount (stat says ENOTCONN), so then resolve only the parent.
+    static func resolve(_ path: String) -> String {
+        if case .success(let resolved) = canonicalPath(path) { return resolved }
+        let absolute = lexicalAbsolutePath(path)
+        guard let slash = absolute.lastIndex(of: "/"), absolute != "/" else { return absolute }
+        let parent = slash == absolute.startIndex ? "/" : String(absolute[..<slash])
+        let name = absolute[absolute.index(after: slash)...]
+        guard case .success(let resolvedParent) = canonicalPath(parent) else { return absolute }
+        return resolvedParent == "/" ? "/" + name : resolvedParent + "/" + name
+    }
+}
