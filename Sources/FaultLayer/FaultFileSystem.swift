@@ -102,6 +102,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
             return base.isEmpty ? name.string : base + "/" + name.string
         }
         func comm() -> String? { pid > 0 ? processName(pid) : nil }
+        func processID() -> Int32? { pid > 0 ? threadGroup(of: pid) : nil }
     }
 
     /// Checks one request; returns `.drop`/`.short` for a write to act on,
@@ -545,6 +546,19 @@ func processName(_ pid: pid_t) -> String? {
     let n = read(fd, &buf, buf.count)
     guard n > 0 else { return nil }
     return String(decoding: buf[0..<n], as: UTF8.self).trimmingNewline
+}
+
+/// The process a thread belongs to (Tgid in /proc/TID/status).
+func threadGroup(of tid: pid_t) -> pid_t? {
+    let fd = open("/proc/\(tid)/status", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: 4096)
+    let n = read(fd, &buf, buf.count)
+    guard n > 0 else { return nil }
+    let text = String(decoding: buf[0..<n], as: UTF8.self)
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Tgid:") }) else { return nil }
+    return pid_t(String(line.dropFirst(5).filter { $0 != " " && $0 != "\t" }))
 }
 
 private extension String {

@@ -139,7 +139,7 @@ public struct Rule: Sendable, Equatable, CustomStringConvertible {
         let name = "rule " + (id ?? "without id")
         var warnings: [String] = []
         if ops.contains(.writeback), !ops.contains(.syncwrite), !features.writebackCache {
-            warnings.append("\(name) targets writeback, but this mount has no writeback cache, so the kernel sends no writeback writes; use write or syncwrite")
+            warnings.append("\(name) targets writeback, but this mount has no writeback cache: only stores through a shared mmap are written back; use write or syncwrite for write(2)")
         }
         if comm != nil || pid != nil, ops.contains(.writeback), features.writebackCache {
             warnings.append("\(name) has comm= or pid=, which never match writeback writes: they carry no caller")

@@ -21,7 +21,8 @@ public struct RequestInfo: Sendable {
     public var offset: Int64
     /// 0 when the request has no length.
     public var length: Int64
-    /// 0 when there is no caller (writeback).
+    /// The calling thread (FUSE reports thread ids); 0 when there is no
+    /// caller (writeback).
     public var pid: Int32
 
     public init(op: FaultOp, inode: UInt64 = 0, offset: Int64 = -1, length: Int64 = 0, pid: Int32 = 0) {
@@ -39,6 +40,12 @@ public protocol RequestDetails {
     /// Relative to the mount root, without leading slash.
     func path() -> String?
     func comm() -> String?
+    /// The process (thread group) of the calling thread `RequestInfo.pid`.
+    func processID() -> Int32?
+}
+
+public extension RequestDetails {
+    func processID() -> Int32? { nil }
 }
 
 /// The rule that matched a request and what to do to it.
@@ -236,7 +243,8 @@ struct ActiveRule: Sendable {
         guard rule.ops.contains(info.op) else { return false }
         if rule.pid != nil || rule.comm != nil {
             guard info.pid != 0 else { return false }  // writeback: no caller to compare
-            if let pid = rule.pid, pid != info.pid { return false }
+            // `pid=` names a process or one of its threads.
+            if let pid = rule.pid, pid != info.pid, details.processID() != pid { return false }
         }
         if let range = rule.offsetRange, !range.overlaps(offset: info.offset, length: info.length) { return false }
         if let comm = rule.comm, details.comm() != comm { return false }
@@ -263,6 +271,7 @@ struct LazyDetails<Source: RequestDetails> {
     let source: Source
     private var cachedPath: String??
     private var cachedComm: String??
+    private var cachedProcessID: Int32??
 
     init(source: Source) {
         self.source = source
@@ -276,5 +285,10 @@ struct LazyDetails<Source: RequestDetails> {
     mutating func comm() -> String? {
         if cachedComm == nil { cachedComm = .some(source.comm()) }
         return cachedComm!
+    }
+
+    mutating func processID() -> Int32? {
+        if cachedProcessID == nil { cachedProcessID = .some(source.processID()) }
+        return cachedProcessID!
     }
 }

@@ -128,6 +128,9 @@ import Testing
         #expect(byPid.decide(RequestInfo(op: .syncwrite, pid: 42), FixedDetails()) != nil)
         #expect(byPid.decide(RequestInfo(op: .syncwrite, pid: 43), FixedDetails()) == nil)
         #expect(byPid.decide(RequestInfo(op: .writeback, pid: 0), UnaskableDetails()) == nil)
+        // A thread (FUSE reports thread ids) of process 42.
+        #expect(byPid.decide(RequestInfo(op: .syncwrite, pid: 4242), FixedDetails(threadGroup: 42)) != nil)
+        #expect(byPid.decide(RequestInfo(op: .syncwrite, pid: 4243), FixedDetails(threadGroup: 41)) == nil)
 
         let byComm = makeEngine("fail write EIO comm=postgres")
         #expect(byComm.decide(RequestInfo(op: .syncwrite, pid: 9), FixedDetails(processName: "postgres")) != nil)

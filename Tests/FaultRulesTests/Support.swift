@@ -5,8 +5,10 @@ import Testing
 struct FixedDetails: RequestDetails {
     var filePath: String? = nil
     var processName: String? = nil
+    var threadGroup: Int32? = nil
     func path() -> String? { filePath }
     func comm() -> String? { processName }
+    func processID() -> Int32? { threadGroup }
 }
 
 /// Details that must not be asked for: the hot path should not need them.
