@@ -197,7 +197,15 @@ struct RuleTable: Sendable {
         case .resetCounters:
             resetCounters()
             return located.command  // the caller keeps counters of its own
-        case .release, .capacity:
+        case .release(let id):
+            // Releasing ends the stall: its held requests go on, and no new
+            // request is held (the rule is removed).
+            rules.removeAll { rule in
+                guard case .stall = rule.rule.action else { return false }
+                return id == nil || rule.id == id
+            }
+            return located.command
+        case .capacity:
             return located.command
         }
     }

@@ -154,13 +154,15 @@ public enum Chart {
             let mx = px(m.x)
             if let last = groups.last, mx - last.x < 1 { groups[groups.count - 1].count += 1 } else { groups.append((mx, m.label, 1)) }
         }
-        var lastLabelX = -1000.0
+        // Labels go on up to three rows; a label is drawn on the first row
+        // where it does not overlap the previous one (about 5.5 px a character).
+        var rowEnds = [-1000.0, -1000.0, -1000.0]
         for g in groups {
             s += "<line class=\"marker\" x1=\"\(f(g.x))\" y1=\"\(f(top))\" x2=\"\(f(g.x))\" y2=\"\(f(top + ph))\"/>"
-            if g.x - lastLabelX >= 90 {
-                let text = g.count > 1 ? "\(g.label) ×\(g.count)" : g.label
-                s += "<text class=\"mlab\" x=\"\(f(g.x + 2))\" y=\"\(f(top + 10))\">" + xmlEscape(text) + "</text>"
-                lastLabelX = g.x
+            let text = g.count > 1 ? "\(g.label) ×\(g.count)" : g.label
+            if let row = rowEnds.firstIndex(where: { g.x > $0 + 4 }) {
+                s += "<text class=\"mlab\" x=\"\(f(g.x + 2))\" y=\"\(f(top + 10 + 12 * Double(row)))\">" + xmlEscape(text) + "</text>"
+                rowEnds[row] = g.x + 2 + 5.5 * Double(text.count)
             }
             s += "\n"
         }

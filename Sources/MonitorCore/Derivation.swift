@@ -1,3 +1,5 @@
+import FaultRules
+
 // "Error injected → recorded by kernel → told to": joins the fault layer's
 // injections with the filemap tracepoints.
 //
@@ -69,7 +71,8 @@ public enum Derivation {
     public static let fsyncFamily = "fsync/fdatasync/msync"
 
     /// - Parameters:
-    ///   - injections: the fault layer's events (any order).
+    ///   - injections: the fault layer's events (any order); only errors
+    ///     (`isError`) are followed, stalls and releases are left out.
     ///   - traceEvents: parsed trace events, `timeNs` on the injections' clock.
     ///   - mountDevice: the FUSE mount's st_dev ("0:39"); nil accepts any device.
     ///   - inodeMap: injection inode → kernel ino, for a fault layer that logs
@@ -93,7 +96,7 @@ public enum Derivation {
             }
         }
 
-        let order = injections.enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }
+        let order = injections.filter(\.isError).enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }
         var paths: [ErrorPath] = []
         var cover: [Int: Int] = [:]      // check event index → injections it covers
         var toldIndex: [[Int]] = []      // per path, the check event index of each Told
@@ -131,13 +134,9 @@ public enum Derivation {
     static func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
 }
 
-/// Short errno names for the report (Linux x86-64 numbers).
-public func errnoName(_ e: Int32) -> String {
-    let names: [Int32: String] = [
-        1: "EPERM", 2: "ENOENT", 4: "EINTR", 5: "EIO", 9: "EBADF", 11: "EAGAIN", 12: "ENOMEM",
-        13: "EACCES", 16: "EBUSY", 17: "EEXIST", 22: "EINVAL", 27: "EFBIG", 28: "ENOSPC",
-        30: "EROFS", 38: "ENOSYS", 95: "EOPNOTSUPP", 110: "ETIMEDOUT", 122: "EDQUOT",
-    ]
+/// An errno for the report: its name from FaultRules' table ("EIO"), else
+/// "errno N". The sign is ignored.
+public func errnoLabel(_ e: Int32) -> String {
     let a = abs(e)
-    return names[a] ?? "errno \(a)"
+    return errnoName(a) ?? "errno \(a)"
 }

@@ -4,30 +4,52 @@
 //
 //   {"kind":"setting","key":"kernel.release","value":"6.18.0"}
 //   {"kind":"workload_start","time_ns":1,"command":"python3 w.py"}
-//   {"kind":"injection","time_ns":2,"rule":"r1","op":"writeback","path":"/f","inode":16220322,"errno":5}
+//   {"kind":"injection","time_ns":2,"rule":"r1","action":"fail","op":"writeback","path":"f","inode":16220322,...}
+//       (the rest of the object is FaultRules.InjectionEvent.jsonLine())
+//   {"kind":"control","time_ns":2,"line":"stall writeback","result":"ok"}
 //   {"kind":"trace","time_ns":3,"line":"python3-20466 [000] ... file_check_and_advance_wb_err: ..."}
 //   {"kind":"note","text":"tracefs not available"}
 //   {"kind":"workload_exit","time_ns":4,"status":"exited 0","code":0}
 
+import FaultRules
 import Foundation
 
-/// One fault the fault layer injected.
-public struct InjectionEvent: Sendable, Equatable {
-    public var timeNs: Int64
-    public var ruleID: String
-    /// The FUSE operation failed, e.g. "writeback" (a FUSE_WRITE with
-    /// FUSE_WRITE_CACHE), "write", "fsync", "flush".
-    public var op: String
-    public var path: String
-    /// The FUSE node id, which is the kernel's i_ino for a FUSE mount.
-    public var inode: UInt64
-    /// Positive errno (5 = EIO) replied to the kernel.
-    public var errno: Int32
+// The injected-fault event is FaultRules' `InjectionEvent` (the fault layer
+// writes it with `jsonLine()`); this file only adds its parser.
 
-    public init(timeNs: Int64, ruleID: String, op: String, path: String, inode: UInt64, errno: Int32) {
-        self.timeNs = timeNs; self.ruleID = ruleID; self.op = op; self.path = path
-        self.inode = inode; self.errno = abs(errno)
+extension InjectionEvent {
+    /// Parses one line written by `InjectionEvent.jsonLine()` (also the
+    /// "injection" lines of events.jsonl, which carry an extra "kind").
+    /// nil when the line is not such an object.
+    public static func parse(jsonLine line: String) -> InjectionEvent? {
+        guard let o = parseJSONObject(line) else { return nil }
+        return parse(object: o)
     }
+
+    static func parse(object o: [String: Any]) -> InjectionEvent? {
+        guard let t = jsonInt64(o["time_ns"]), let opName = o["op"] as? String,
+              let op = FaultOp.allCases.first(where: { $0.name == opName }) else { return nil }
+        return InjectionEvent(timeNs: t, ruleID: o["rule"] as? String ?? "", action: o["action"] as? String ?? "fail",
+                              op: op, path: o["path"] as? String, inode: UInt64(bitPattern: jsonInt64(o["inode"]) ?? 0),
+                              offset: jsonInt64(o["offset"]) ?? -1, length: jsonInt64(o["length"]) ?? 0,
+                              errno: abs(Int32(truncatingIfNeeded: jsonInt64(o["errno"]) ?? 0)),
+                              pid: Int32(truncatingIfNeeded: jsonInt64(o["pid"]) ?? 0), comm: o["comm"] as? String,
+                              writeback: o["writeback"] as? Bool ?? false)
+    }
+
+    /// True for an injected error (a "fail" with an errno): the events the
+    /// derivation table follows. Stalls, delays, releases are not errors.
+    public var isError: Bool { errno != 0 && (action == "fail" || action == "short" || action == "drop") }
+
+    /// Short text for chart markers: "r1 fail EIO", "r2 stall", "release".
+    public var markerLabel: String {
+        var parts = [ruleID.isEmpty ? action : ruleID]
+        if !ruleID.isEmpty, action != "fail" { parts.append(action) }
+        if errno != 0 { parts.append(errnoLabel(errno)) }
+        return parts.joined(separator: " ")
+    }
+
+    public var pathText: String { path ?? "?" }
 }
 
 public struct Setting: Sendable, Equatable {
@@ -59,6 +81,26 @@ public enum RunEvent: Sendable, Equatable {
     case injection(InjectionEvent)
     case trace(TraceEvent)
     case note(timeNs: Int64?, text: String)
+    /// A line the runner wrote to the mount's control file (its plan), with
+    /// the outcome ("ok" or the error).
+    case control(timeNs: Int64, line: String, result: String)
+    /// A watched process changed state or wchan (written on change only).
+    case process(timeNs: Int64, ProcessState)
+}
+
+/// A watched process as seen at one sample: state letter and the kernel
+/// function it sleeps in ("balance_dirty_pages", "folio_wait_writeback").
+public struct ProcessState: Sendable, Equatable {
+    public var role: String
+    public var pid: Int32
+    public var comm: String
+    public var state: String
+    public var wchan: String?
+    public init(role: String, pid: Int32, comm: String, state: String, wchan: String?) {
+        self.role = role; self.pid = pid; self.comm = comm; self.state = state; self.wchan = wchan
+    }
+    /// What changes are tracked on: state and wchan.
+    public func sameAs(_ o: ProcessState) -> Bool { state == o.state && wchan == o.wchan && pid == o.pid }
 }
 
 public enum EventLog {
@@ -73,8 +115,15 @@ public enum EventLog {
             return "{\"kind\":\"workload_exit\",\"time_ns\":\(t)" + s("status", status)
                 + (code.map { ",\"code\":\($0)" } ?? "") + "}"
         case .injection(let i):
-            return "{\"kind\":\"injection\",\"time_ns\":\(i.timeNs)" + s("rule", i.ruleID) + s("op", i.op)
-                + s("path", i.path) + ",\"inode\":\(i.inode),\"errno\":\(i.errno)}"
+            // The fault layer's own line, with "kind" in front.
+            var line = i.jsonLine()
+            while line.hasSuffix("\n") { line.removeLast() }
+            return "{\"kind\":\"injection\"," + line.dropFirst()
+        case .control(let t, let line, let result):
+            return "{\"kind\":\"control\",\"time_ns\":\(t)" + s("line", line) + s("result", result) + "}"
+        case .process(let t, let p):
+            return "{\"kind\":\"process\",\"time_ns\":\(t)" + s("role", p.role) + ",\"pid\":\(p.pid)" + s("comm", p.comm)
+                + s("state", p.state) + (p.wchan.map { s("wchan", $0) } ?? "") + "}"
         case .trace(let t):
             return "{\"kind\":\"trace\",\"time_ns\":\(t.timeNs)" + s("line", t.raw) + "}"
         case .note(let t, let text):
@@ -98,10 +147,15 @@ public enum EventLog {
             return .workloadExit(timeNs: t, status: o["status"] as? String ?? "",
                                  code: jsonInt64(o["code"]).map { Int32(truncatingIfNeeded: $0) })
         case "injection":
-            guard let t, let ino = jsonInt64(o["inode"]), let e = jsonInt64(o["errno"]) else { return nil }
-            return .injection(InjectionEvent(timeNs: t, ruleID: o["rule"] as? String ?? "", op: o["op"] as? String ?? "",
-                                             path: o["path"] as? String ?? "", inode: UInt64(bitPattern: ino),
-                                             errno: Int32(truncatingIfNeeded: e)))
+            return InjectionEvent.parse(object: o).map { .injection($0) }
+        case "control":
+            guard let t, let line = o["line"] as? String else { return nil }
+            return .control(timeNs: t, line: line, result: o["result"] as? String ?? "")
+        case "process":
+            guard let t, let pid = jsonInt64(o["pid"]) else { return nil }
+            return .process(timeNs: t, ProcessState(role: o["role"] as? String ?? "", pid: Int32(truncatingIfNeeded: pid),
+                                                    comm: o["comm"] as? String ?? "", state: o["state"] as? String ?? "?",
+                                                    wchan: o["wchan"] as? String))
         case "trace":
             guard let line = o["line"] as? String, var ev = TraceParser.parse(line) else { return nil }
             if let t { ev.timeNs = t }   // the writer may have shifted it onto the run clock

@@ -1,3 +1,5 @@
+import FaultRules
+
 // The run report: one self-contained HTML file (inline CSS and SVG, no
 // script, no network) and a short plain-text summary for terminals and CI.
 // All text coming from the run is escaped; the HTML is also well-formed XML
@@ -37,6 +39,13 @@ public func renderHTML(run: RunData) -> String {
         .compactMap { $0 }.joined(separator: ", ").ifEmpty("(unknown)"))
     h += row("bdi", bdiSummary(run, prefix: false))
     h += row("duration", formatFixed(run.durationSeconds, 1) + " s" + (run.workload.status.map { ", workload " + $0 } ?? ""))
+    h += "<tr><th>plan</th><td>"
+    if run.controls.isEmpty { h += "<span class=\"muted\">(none)</span>" }
+    for c in run.controls {
+        h += formatFixed(Double(c.timeNs - run.startNs) / 1e9, 2) + " s: <code>" + xmlEscape(c.line) + "</code>"
+            + (c.result == "ok" ? "" : " → " + xmlEscape(c.result)) + "<br/>"
+    }
+    h += "</td></tr>\n"
     h += "<tr><th>rules</th><td>"
     if run.rules.isEmpty { h += "<span class=\"muted\">(none)</span>" }
     for r in run.rules { h += "<code>" + xmlEscape(r.key) + "</code>: " + xmlEscape(r.value) + "<br/>" }
@@ -74,8 +83,8 @@ public func renderHTML(run: RunData) -> String {
         for (i, p) in paths.prefix(Report.maxTableRows).enumerated() {
             let t = Double(p.injection.timeNs - run.startNs) / 1e9
             h += "<tr><td>\(i + 1)</td><td>\(formatFixed(t, 3))</td><td>" + xmlEscape(p.injection.ruleID) + "</td><td>"
-                + xmlEscape(p.injection.op) + "</td><td>" + xmlEscape(p.injection.path) + " (\(p.kernelIno))</td><td>"
-                + errnoName(p.injection.errno) + "</td><td>"
+                + xmlEscape(p.injection.op.name) + "</td><td>" + xmlEscape(p.injection.pathText) + " (\(p.kernelIno))</td><td>"
+                + errnoLabel(p.injection.errno) + "</td><td>"
             if let r = p.recorded {
                 h += "+" + formatFixed(r.delayMs, 2) + " ms by " + xmlEscape(r.task) + "[\(r.pid)]"
             } else {
@@ -86,7 +95,7 @@ public func renderHTML(run: RunData) -> String {
             case .told:
                 h += p.told.map { t in
                     "<span class=\"told\">" + xmlEscape(t.task) + "[\(t.pid)]</span>, " + xmlEscape(t.call) + ", +"
-                        + formatFixed(t.delayMs, 2) + " ms, got " + errnoName(t.reportedErrno)
+                        + formatFixed(t.delayMs, 2) + " ms, got " + errnoLabel(t.reportedErrno)
                         + (t.coversInjections > 1 ? " (one report for \(t.coversInjections) injections)" : "")
                 }.joined(separator: "<br/>")
             case .neverTold: h += "<span class=\"never\">never told</span>"
@@ -120,7 +129,31 @@ public func renderSummary(run: RunData) -> String {
             out.append("peak \(name): not recorded")
         }
     }
+    if let (v, t, thresh) = peakBdiInFlight(run) {
+        out.append("peak bdi in flight (BdiReclaimable+BdiWriteback) \(formatMiB(v)) at \(formatFixed(Double(t - run.startNs) / 1e9, 1)) s"
+            + (thresh.map { ", BdiDirtyThresh then \(formatMiB($0))" } ?? ""))
+    }
     if let (v, _) = peak(run, Metric.fuseWaiting) { out.append("peak FUSE waiting requests: \(formatNumber(v))") }
+    for w in stallWindows(run) {
+        let inside = run.samples.filter { $0.timeNs >= w.from && $0.timeNs <= w.to }
+        func top(_ k: String) -> String { inside.compactMap { $0[k] }.max().map(formatMiB) ?? "n/a" }
+        var line = "during '\(w.line)' (\(formatFixed(Double(w.from - run.startNs) / 1e9, 1))–\(formatFixed(Double(w.to - run.startNs) / 1e9, 1)) s): peak Dirty \(top(Metric.dirty)), Writeback \(top(Metric.writeback))"
+        let bdi = inside.compactMap { s -> (Double, Double?)? in
+            guard let r = s[Metric.bdiReclaimable], let wb = s[Metric.bdiWriteback] else { return nil }
+            return (r + wb, s[Metric.bdiDirtyThresh])
+        }.max { $0.0 < $1.0 }
+        if let bdi { line += ", bdi in flight \(formatMiB(bdi.0))" + (bdi.1.map { " of its \(formatMiB($0)) limit" } ?? "") }
+        let pauses = run.traceEvents.filter { $0.timeNs >= w.from && $0.timeNs <= w.to }.compactMap(\.balanceDirtyPagesPauseMs)
+        if !pauses.isEmpty { line += ", \(pauses.count) balance_dirty_pages pauses (\(pauses.reduce(0, +)) ms)" }
+        out.append(line)
+    }
+    let blocked = run.timeInStates(role: "workload").filter { $0.state == "D" && $0.seconds >= 0.05 }
+    if !blocked.isEmpty {
+        out.append("workload blocked (state D): " + blocked.prefix(3).map { "\(formatFixed($0.seconds, 1)) s in \($0.wchan ?? "?")" }.joined(separator: ", "))
+    }
+    for c in run.controls {
+        out.append("plan: at \(formatFixed(Double(c.timeNs - run.startNs) / 1e9, 1)) s '\(c.line)'" + (c.result == "ok" ? "" : " -> \(c.result)"))
+    }
     let pauses = run.traceEvents.compactMap(\.balanceDirtyPagesPauseMs)
     if !pauses.isEmpty { out.append("balance_dirty_pages: \(pauses.count) events, longest pause \(pauses.max()!) ms") }
 
@@ -151,14 +184,14 @@ public func renderSummary(run: RunData) -> String {
             let covered = r.reduce(0) { $0 + $1.coversInjections }
             let delay = r.count == 1 ? "after \(formatFixed(delays[0], 2)) ms"
                 : "\(r.count) times, after \(formatFixed(delays.min()!, 2))–\(formatFixed(delays.max()!, 2)) ms"
-            out.append("told: \(k.task)[\(k.pid)] \(errnoName(k.errno)) via \(Derivation.fsyncFamily) \(delay)"
+            out.append("told: \(k.task)[\(k.pid)] \(errnoLabel(k.errno)) via \(Derivation.fsyncFamily) \(delay)"
                 + (covered > r.count ? " (covering \(covered) injections)" : ""))
         }
         let never = paths.filter { $0.status == .neverTold }
         if never.isEmpty {
             out.append("never told: none")
         } else {
-            let files = Set(never.map { "\($0.injection.path) (ino \($0.kernelIno))" }).sorted()
+            let files = Set(never.map { "\($0.injection.pathText) (ino \($0.kernelIno))" }).sorted()
             out.append("never told: \(never.count) injection(s) on " + files.joined(separator: ", "))
         }
         let unrec = paths.filter { $0.status == .notRecorded }.count
@@ -174,6 +207,27 @@ private func bdiSummary(_ run: RunData, prefix: Bool = true) -> String {
     let parts = [("max_ratio", SettingKey.bdiMaxRatio), ("strict_limit", SettingKey.bdiStrictLimit), ("max_bytes", SettingKey.bdiMaxBytes)]
         .compactMap { name, key in run.setting(key).map { "\(name)=\($0)" } }
     return parts.isEmpty ? "bdi settings unknown" : (prefix ? "bdi " : "") + parts.joined(separator: " ")
+}
+
+/// From each plan line starting with "stall" to the next "release" (or the end).
+func stallWindows(_ run: RunData) -> [(line: String, from: Int64, to: Int64)] {
+    var out: [(String, Int64, Int64)] = []
+    let steps = run.controls.sorted { $0.timeNs < $1.timeNs }
+    for (i, c) in steps.enumerated() where c.line.lowercased().hasPrefix("stall") && c.result == "ok" {
+        let end = steps[(i + 1)...].first { $0.line.lowercased().hasPrefix("release") }?.timeNs ?? run.endNs
+        out.append((c.line, c.timeNs, end))
+    }
+    return out
+}
+
+/// The highest BdiReclaimable+BdiWriteback and the BdiDirtyThresh of that sample.
+func peakBdiInFlight(_ run: RunData) -> (Double, Int64, Double?)? {
+    var best: (Double, Int64, Double?)?
+    for s in run.samples {
+        guard let r = s[Metric.bdiReclaimable], let w = s[Metric.bdiWriteback] else { continue }
+        if best == nil || r + w > best!.0 { best = (r + w, s.timeNs, s[Metric.bdiDirtyThresh]) }
+    }
+    return best
 }
 
 private func peak(_ run: RunData, _ key: String) -> (Double, Int64)? {
@@ -193,7 +247,8 @@ func buildCharts(_ run: RunData) -> [BuiltChart] {
     let start = run.startNs
     func sec(_ t: Int64) -> Double { Double(t - start) / 1e9 }
     let xr = 0...max(run.durationSeconds, 0.001)
-    let markers = run.injections.map { ChartMarker(x: sec($0.timeNs), label: "\($0.ruleID) \(errnoName($0.errno))") }
+    let markers = run.injections.map { ChartMarker(x: sec($0.timeNs), label: $0.markerLabel) }
+        + run.controls.map { ChartMarker(x: sec($0.timeNs), label: $0.line) }
     let mib = 1.0 / 1048576
     func series(_ name: String, _ color: Int, _ value: (Sample) -> Double?) -> ChartSeries {
         ChartSeries(name: name, color: Report.colors[color], points: run.samples.map { ChartPoint(x: sec($0.timeNs), y: value($0)) })

@@ -1,3 +1,5 @@
+import FaultRules
+
 // Everything a report is drawn from. The Monitor module fills it live, or
 // rebuilds it from a run folder with `RunData.load(samplesJSONL:eventsJSONL:)`.
 
@@ -26,6 +28,10 @@ public struct RunData: Sendable {
     /// false when tracefs could not be used: the derivation table is then
     /// empty for that reason, and the report says so.
     public var traceAvailable: Bool
+    /// The runner's plan as applied: lines written to the control file.
+    public var controls: [ControlStep] = []
+    /// State/wchan changes of watched processes, in time order.
+    public var processStates: [(timeNs: Int64, state: ProcessState)] = []
 
     public init(settings: [Setting] = [], samples: [Sample] = [], injections: [InjectionEvent] = [],
                 traceEvents: [TraceEvent] = [], workload: WorkloadInfo = WorkloadInfo(), notes: [String] = [],
@@ -54,7 +60,8 @@ public struct RunData: Sendable {
     }
 
     public var endNs: Int64 {
-        let lasts = [workload.exitNs, samples.last?.timeNs, injections.map(\.timeNs).max()].compactMap { $0 }
+        let lasts = [workload.exitNs, samples.last?.timeNs, injections.map(\.timeNs).max(),
+                     controls.map(\.timeNs).max()].compactMap { $0 }
         return max(lasts.max() ?? startNs, startNs)
     }
 
@@ -88,6 +95,8 @@ public struct RunData: Sendable {
         case .injection(let i): injections.append(i)
         case .trace(let t): traceEvents.append(t)
         case .note(_, let text): notes.append(text)
+        case .control(let t, let line, let result): controls.append(ControlStep(timeNs: t, line: line, result: result))
+        case .process(let t, let p): processStates.append((t, p))
         }
     }
 }
@@ -95,4 +104,31 @@ public struct RunData: Sendable {
 extension SettingKey {
     /// "1" or "0": whether tracefs events were collected.
     public static let traceAvailable = "trace.available"
+}
+
+/// One line of the plan, as the runner applied it.
+public struct ControlStep: Sendable, Equatable {
+    public var timeNs: Int64
+    public var line: String
+    /// "ok", or what went wrong writing it.
+    public var result: String
+    public init(timeNs: Int64, line: String, result: String) { self.timeNs = timeNs; self.line = line; self.result = result }
+}
+
+extension RunData {
+    /// For one role, the time spent per (state, wchan), longest first: each
+    /// change lasts until the next change of that process, the last one
+    /// until the run's end.
+    public func timeInStates(role: String) -> [(state: String, wchan: String?, seconds: Double)] {
+        let list = processStates.filter { $0.state.role == role }.sorted { $0.timeNs < $1.timeNs }
+        var total: [String: (String, String?, Int64)] = [:]
+        for (i, e) in list.enumerated() {
+            var end = i + 1 < list.count ? list[i + 1].timeNs : endNs
+            if let exit = workload.exitNs, role == "workload" { end = min(end, exit) }
+            let key = e.state.state + "|" + (e.state.wchan ?? "")
+            let prev = total[key]?.2 ?? 0
+            total[key] = (e.state.state, e.state.wchan, prev + max(0, end - e.timeNs))
+        }
+        return total.values.map { ($0.0, $0.1, Double($0.2) / 1e9) }.sorted { $0.seconds > $1.seconds }
+    }
 }

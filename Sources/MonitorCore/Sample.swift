@@ -47,6 +47,8 @@ public enum Metric {
     public static let procStimeTicks = "proc.stime_ticks"
     /// 1 while the process is in state D (uninterruptible), else 0.
     public static let procBlocked = "proc.blocked"
+    /// Another watched process (the daemon): "proc.daemon.rss_pages".
+    public static func proc(_ role: String, _ field: String) -> String { "proc.\(role).\(field)" }
     /// e.g. "psi.io.some.avg10", "psi.memory.full.total_us"
     public static func psi(_ resource: String, _ kind: String, _ field: String) -> String {
         "psi.\(resource).\(kind).\(field)"
@@ -79,6 +81,7 @@ public enum Metric {
         }
         c += [cgDirty, cgWriteback, cgFile, cgAnon]
         c += [procRssPages, procUtimeTicks, procStimeTicks, procBlocked]
+        c += ["rss_pages", "utime_ticks", "stime_ticks", "blocked"].map { proc("daemon", $0) }
         return c
     }()
 }
@@ -145,6 +148,12 @@ public struct Sample: Sendable, Equatable {
     public mutating func record(_ c: CgroupMemoryStat) {
         set(Metric.cgDirty, c.dirty); set(Metric.cgWriteback, c.writeback)
         set(Metric.cgFile, c.file); set(Metric.cgAnon, c.anon)
+    }
+
+    /// A process other than the workload's main one, under "proc.<role>.*".
+    public mutating func record(_ p: ProcStat, role: String) {
+        set(Metric.proc(role, "rss_pages"), p.rssPages); set(Metric.proc(role, "utime_ticks"), p.utimeTicks)
+        set(Metric.proc(role, "stime_ticks"), p.stimeTicks); set(Metric.proc(role, "blocked"), Int64(p.state == "D" ? 1 : 0))
     }
 
     public mutating func record(_ p: ProcStat) {

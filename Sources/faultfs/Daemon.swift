@@ -4,13 +4,14 @@
 // mount answers ("R") or why it failed ("E<message>").
 import CFuse
 import Glibc
+import Monitor
 import Synchronization
 
 enum Daemon {
     /// How long the parent waits for the mount to answer.
     static let readinessTimeout: Int32 = 60
 
-    /// Starts `/proc/self/exe <arguments(N)>`, N being the pipe's write end,
+    /// Starts our own executable with `<arguments(N)>`, N being the pipe's write end,
     /// and returns once the mount is live; throws the child's error otherwise.
     static func startAndWait(arguments: (_ readyFD: Int32) -> [String]) throws(CLIError) {
         var ends: [Int32] = [0, 0]
@@ -25,8 +26,11 @@ enum Daemon {
         defer { argv.forEach { free($0) } }
         var cargv: [UnsafeMutablePointer<CChar>?] = argv + [nil]
         var pid: pid_t = 0
+        // The resolved path, not /proc/self/exe: the daemon's name (comm, as
+        // traces and ps show it) comes from the file name.
+        let executable = Spawn.selfExecutable()
         let rc = cargv.withUnsafeMutableBufferPointer {
-            posix_spawn(&pid, "/proc/self/exe", nil, nil, $0.baseAddress!, ffs_environ())
+            posix_spawn(&pid, executable, nil, nil, $0.baseAddress!, ffs_environ())
         }
         close(writeEnd) // so the pipe reaches EOF when the child is gone
         guard rc == 0 else { throw CLIError("cannot start the daemon: \(errnoString(rc))") }

@@ -210,7 +210,16 @@ import Testing
         let passed = try engine.apply(text: "release s\nrelease gone\nrelease\ncapacity 1G\ncapacity off\nreset-counters").get()
         #expect(passed == [.release(id: "s"), .release(id: "gone"), .release(id: nil),
                            .capacity(bytes: 1 << 30), .capacity(bytes: nil), .resetCounters])
-        #expect(engine.armedOps == .of(.fsync))
+        #expect(engine.armedOps == [])  // release removed the stall rule
+    }
+
+    @Test func releaseRemovesOnlyTheStallRulesItNames() throws {
+        let engine = makeEngine("stall fsync id=s\nstall flush id=t\nfail write EIO id=f")
+        _ = try engine.apply(text: "release s").get()
+        #expect(engine.armedOps == OpSet([.flush, .writeback, .syncwrite]))
+        _ = try engine.apply(text: "release f").get()  // not a stall: kept
+        _ = try engine.apply(text: "release").get()
+        #expect(engine.armedOps == OpSet.write)
     }
 
     @Test func applyingCommandsDirectly() throws {

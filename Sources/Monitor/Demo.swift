@@ -1,0 +1,159 @@
+// `faultfs demo`: a built-in writer (`faultfs demo-writer DIR`, re-executed
+// so that the trace shows it as its own task, "demo-writer") and a built-in
+// plan, run through `Runner`. It shows, in well under a minute:
+//   1. write() succeeds into the page cache;
+//   2. background writeback fails with ENOSPC (injected);
+//   3. fsync reports it once, a second fsync says all is well;
+//   4. the backing file lacks the data (checked after unmount);
+//   5. a stall: Dirty/Writeback climb to the bdi limit, the writer is
+//      throttled in balance_dirty_pages; then the release.
+import FaultRules
+import Glibc
+import MonitorCore
+
+/// glibc functions the Glibc module does not export (GNU extensions).
+enum GNU {
+    nonisolated(unsafe) static let handle = dlopen(nil, RTLD_NOW)
+    typealias PrctlFn = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
+    typealias SyncFileRangeFn = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
+    static func setTaskName(_ name: String) {
+        guard let f = dlsym(handle, "prctl") else { return }
+        let prctl = unsafeBitCast(f, to: PrctlFn.self)
+        _ = name.withCString { prctl(15 /* PR_SET_NAME */, UInt(bitPattern: $0), 0, 0, 0) }
+    }
+    /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writeback, no wait.
+    static func startWriteback(_ fd: Int32) -> Int32 {
+        guard let f = dlsym(handle, "sync_file_range") else { errno = ENOSYS; return -1 }
+        return unsafeBitCast(f, to: SyncFileRangeFn.self)(fd, 0, 0, 2)
+    }
+}
+
+public enum Demo {
+    public static let phase1 = "[demo] phase 1"
+    public static let phase2 = "[demo] phase 2"
+    public static let errorFile = "demo.dat"
+    public static let stallFile = "stall.dat"
+    public static let errorBytes = 8 << 20
+    public static let stallBytes = 256 << 20
+    /// When the release happens (the stall starts about 3 s in).
+    public static let releaseAtNs: Int64 = 12_000_000_000
+
+    /// The plan, as a user would write it in a plan file.
+    public static let planText = """
+        when /phase 1/: fail writeback ENOSPC path=\(errorFile)
+        when /phase 2/: clear
+        when /phase 2/: stall writeback path=\(stallFile)
+        at 12s: clear
+        at 12s: release
+        """
+
+    public static func options(outDir: String, intervalNs: Int64 = 100_000_000) throws(MonitorError) -> RunOptions {
+        var o = RunOptions(outDir: outDir, command: [Spawn.selfExecutable(), "demo-writer"])
+        o.intervalNs = intervalNs
+        do { o.plan = try Plan.parse(planText) } catch { throw MonitorError(error.description) }
+        return o
+    }
+
+    /// Runs the demo; returns the run result (summary, report path, checks).
+    public static func run(outDir: String, intervalNs: Int64 = 100_000_000) throws(MonitorError) -> RunResult {
+        try Runner.run(try options(outDir: outDir, intervalNs: intervalNs)) { dir in
+            [check(dir + "/" + errorFile, expected: errorBytes, name: errorFile, note: "writeback failed: the data never reached it"),
+             check(dir + "/" + stallFile, expected: stallBytes, name: stallFile, note: "stalled, then released: all of it arrived")]
+        }
+    }
+
+    /// The byte the writer puts at `offset`: 'A'...'Z', never 0 (a hole
+    /// reads as 0, so it cannot pass for written data).
+    @inline(__always) static func pattern(_ offset: Int) -> UInt8 { UInt8(65 + offset % 26) }
+
+    /// Compares a backing file with what the writer wrote.
+    static func check(_ path: String, expected: Int, name: String, note: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "backing file \(name): missing (\(Sys.errorText()))" }
+        defer { close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        var same = 0, offset = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            for i in 0..<n where buffer[i] == pattern(offset + i) { same += 1 }
+            offset += n
+        }
+        return "backing file \(name) after unmount: \(same) of \(expected) bytes hold what the program wrote (size \(st.st_size)) — \(note)"
+    }
+}
+
+/// The demo's writer, run as `faultfs demo-writer` with $FAULTFS_DIR set.
+public enum DemoWriter {
+    public static func run(dir: String) -> Int32 {
+        GNU.setTaskName("demo-writer")
+        let start = Sys.monotonicNs()
+        func say(_ s: String) {
+            let t = formatFixed(Double(Sys.monotonicNs() - start) / 1e9, 2)
+            var line = "[\(t)s] \(s)\n"
+            line.withUTF8 { _ = write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+        }
+        func result(_ rc: Int) -> String { rc == 0 ? "0" : "\(errnoName(errno) ?? "errno \(errno)") (\(Sys.errorText()))" }
+
+        // Phase 1: an error in background writeback.
+        say("\(Demo.phase1): writeback of \(Demo.errorFile) will fail with ENOSPC")
+        Sys.sleepNs(500_000_000)
+        let path = dir + "/" + Demo.errorFile
+        let fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { say("open \(path): \(Sys.errorText())"); return 1 }
+        let chunk = 1 << 20
+        var buffer = [UInt8](repeating: 0, count: chunk)
+        var writtenOK = 0
+        for c in 0..<(Demo.errorBytes / chunk) {
+            for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
+            let n = buffer.withUnsafeBytes { pwrite(fd, $0.baseAddress, chunk, off_t(c * chunk)) }
+            if n == chunk { writtenOK += n } else { say("write at \(c * chunk): \(result(-1))") }
+        }
+        say("write \(Demo.errorBytes >> 20) MiB -> ok (\(writtenOK) bytes accepted into the page cache)")
+        let sfr = GNU.startWriteback(fd)
+        say("sync_file_range(WRITE) -> \(result(Int(sfr))) (background writeback started; it does not report errors)")
+        Sys.sleepNs(1_000_000_000)
+        say("waited 1 s: the daemon has answered the writeback with ENOSPC; no one has been told yet")
+        var rc = fsync(fd)
+        say("fsync -> \(result(Int(rc)))" + (rc != 0 ? "   <- the writeback error, reported once" : ""))
+        rc = fsync(fd)
+        say("fsync again -> \(result(Int(rc)))" + (rc == 0 ? "   <- all is well, says the kernel: the error was reported once" : ""))
+        var back = [UInt8](repeating: 0, count: 4096)
+        let r = back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, 0) }
+        let same = r == 4096 && (0..<4096).allSatisfy { back[$0] == Demo.pattern($0) }
+        say("read back 4 KiB -> \(same ? "the new data (still in the page cache, now clean)" : "other data")")
+        rc = close(fd)
+        say("close -> \(result(Int(rc)))")
+
+        // Phase 2: a stall.
+        say("\(Demo.phase2): writeback of \(Demo.stallFile) stalls; writing \(Demo.stallBytes >> 20) MiB")
+        Sys.sleepNs(500_000_000)
+        let spath = dir + "/" + Demo.stallFile
+        let sfd = open(spath, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
+        guard sfd >= 0 else { say("open \(spath): \(Sys.errorText())"); return 1 }
+        var lastReport = Sys.monotonicNs()
+        var total = 0
+        for c in 0..<(Demo.stallBytes / chunk) {
+            for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
+            let t0 = Sys.monotonicNs()
+            let n = buffer.withUnsafeBytes { write(sfd, $0.baseAddress, chunk) }
+            let took = Sys.monotonicNs() - t0
+            if n != chunk { say("write -> \(result(-1))"); break }
+            total += n
+            if took > 500_000_000 {
+                say("write #\(c + 1) took \(formatFixed(Double(took) / 1e9, 1)) s   <- throttled in balance_dirty_pages (\(total >> 20) MiB written)")
+            } else if (total >> 20) % 32 == 0 || Sys.monotonicNs() - lastReport > 1_000_000_000 {
+                say("written \(total >> 20) MiB")
+            }
+            lastReport = Sys.monotonicNs()
+        }
+        let t0 = Sys.monotonicNs()
+        rc = fsync(sfd)
+        say("fsync -> \(result(Int(rc))) after \(formatFixed(Double(Sys.monotonicNs() - t0) / 1e9, 2)) s (the stall was released)")
+        close(sfd)
+        say("[demo] done: \(total >> 20) MiB written to \(Demo.stallFile)")
+        return 0
+    }
+}

@@ -1,0 +1,328 @@
+// `faultfs run`: mount faultfs over a directory (in place), monitor, run the
+// workload, apply the fault plan, unmount, write the report. Ctrl-C and
+// SIGTERM stop the workload and still clean up (unmount, trace instance,
+// cgroup) and write the report.
+import Glibc
+import FaultRules
+import MonitorCore
+import Synchronization
+
+public struct RunOptions: Sendable {
+    /// Mount over this directory; nil: a fresh temporary one ($FAULTFS_DIR).
+    public var dir: String?
+    public var outDir: String
+    public var intervalNs: Int64 = 100_000_000
+    public var plan: [PlanStep] = []
+    public var memoryLimit: Int64?
+    public var command: [String]
+    /// Extra -o options for the mount.
+    public var mountOptions: [String] = []
+    public var live = true
+    public var trace = true
+    public init(outDir: String, command: [String]) { self.outDir = outDir; self.command = command }
+}
+
+public struct RunResult: Sendable {
+    public var exitCode: Int32
+    public var summary: String
+    public var reportPath: String
+    /// Output of the `afterUnmount` hook.
+    public var checks: [String]
+}
+
+public enum Runner {
+    /// Blocks SIGINT/SIGTERM/SIGHUP in this thread (call before starting any
+    /// thread, so they all inherit the mask) and returns the set to wait on.
+    static func blockStopSignals() -> sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        return set
+    }
+
+    /// - Parameter afterUnmount: called with the backing directory once the
+    ///   mount is gone (the demo compares the files there); its lines are
+    ///   printed and recorded as notes.
+    public static func run(_ o: RunOptions, afterUnmount: ((String) -> [String])? = nil) throws(MonitorError) -> RunResult {
+        var signals = blockStopSignals()
+        let out = Sys.absolute(o.outDir)
+        guard Sys.makeDirectories(out) else { throw MonitorError("cannot create \(out): \(Sys.errorText())") }
+        let injections = out + "/injections.jsonl"
+        _ = Sys.write(injections, "", create: true)
+
+        // The directory.
+        var dir: String
+        var madeTemp = false
+        if let d = o.dir {
+            dir = Sys.absolute(d)
+            guard Sys.isDirectory(dir) else { throw MonitorError("--dir \(d) is not a directory") }
+        } else {
+            var template = Array("/tmp/faultfs-run.XXXXXX".utf8CString)
+            guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
+                throw MonitorError("mkdtemp: \(Sys.errorText())")
+            }
+            dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            madeTemp = true
+        }
+        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        if realpath(dir, &resolved) != nil { dir = resolved.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+
+        // Mount, by running ourselves.
+        let exe = Spawn.selfExecutable()
+        let optionList = (["events=" + injections] + o.mountOptions).joined(separator: ",")
+        let mountArgv = [exe, "mount", "-o", optionList, dir, dir]
+        guard let mst = Spawn.runToEnd(mountArgv), Spawn.describe(mst).code == 0 else {
+            if madeTemp { _ = rmdir(dir) }
+            throw MonitorError("mounting failed: \(mountArgv.joined(separator: " "))")
+        }
+        let control = dir + "/.faultfs/control"
+        let hasFaultLayer = Sys.exists(control)
+
+        // Memory cgroup.
+        var cgroup: MemoryCgroup?
+        var notes: [String] = []
+        if let limit = o.memoryLimit {
+            switch MemoryCgroup.create(limit: limit) {
+            case .success(let c): cgroup = c
+            case .failure(let e): notes.append("memory cgroup not used: \(e.description)")
+            }
+        }
+
+        // Monitor.
+        var mo = MonitorOptions(mountPoint: dir, outDir: out)
+        mo.intervalNs = o.intervalNs
+        mo.injectionsPath = injections
+        mo.cgroupMemoryStat = cgroup?.statFile
+        mo.live = o.live && isatty(STDERR_FILENO) != 0
+        mo.trace = o.trace
+        mo.settings = [Setting("run.dir", dir + (madeTemp ? " (temporary)" : "")), Setting("run.mount", mountArgv.joined(separator: " "))]
+        for (i, step) in o.plan.enumerated() { mo.settings.append(Setting("plan.\(i + 1)", step.description)) }
+        if let c = cgroup { mo.settings.append(Setting("cgroup", "\(c.path) (\(c.version.rawValue)), limit \(c.limit) bytes: workload inside, daemon outside")) }
+        let monitor: MonitorSession
+        do { monitor = try MonitorSession(mo) } catch {
+            unmount(exe, dir)
+            cgroup?.remove()
+            if madeTemp { _ = rmdir(dir) }
+            throw error
+        }
+        for n in notes { monitor.record(.note(timeNs: nil, text: n)) }
+        if !hasFaultLayer && !o.plan.isEmpty {
+            monitor.record(.note(timeNs: nil, text: "\(control) does not exist: this faultfs has no fault layer, the plan was not applied"))
+        }
+        if let d = findDaemon(mountpoint: dir) { monitor.watch(WatchedProcess(role: "daemon", pid: d)) }
+
+        // Plan steps at the start go in before the workload.
+        var done = [Bool](repeating: false, count: o.plan.count)
+        func apply(_ i: Int) {
+            done[i] = true
+            let line = o.plan[i].line
+            let t = Sys.realtimeNs()
+            let result = hasFaultLayer ? (Sys.write(control, line + "\n") ?? "ok") : "no control file"
+            monitor.record(.control(timeNs: t, line: line, result: result))
+            printErr("faultfs run: \(formatSeconds(max(0, t - startNs))) \(line)" + (result == "ok" ? "" : " -> \(result)"))
+        }
+        var startNs = Sys.realtimeNs()
+        for i in o.plan.indices { if case .at(let t) = o.plan[i].trigger, t <= 0 { apply(i) } }
+
+        // The workload.
+        var argv = o.command
+        if let c = cgroup { argv = ["/bin/sh", "-c", "echo $$ > \"$0\" && exec \"$@\"", c.procsFile] + argv }
+        let regexSteps = o.plan.indices.filter { if case .outputMatches = o.plan[$0].trigger { return true } else { return false } }
+        startNs = Sys.realtimeNs()
+        monitor.record(.workloadStart(timeNs: startNs, command: o.command.joined(separator: " ")))
+        let spawned = Spawn.start(argv, env: ["FAULTFS_DIR": dir, "FAULTFS_RUN_DIR": out], captureStdout: !regexSteps.isEmpty)
+        var exitCode: Int32 = 127
+        if let err = spawned.error {
+            monitor.record(.workloadExit(timeNs: Sys.realtimeNs(), status: err, code: nil))
+            printErr("faultfs run: \(err)")
+        } else {
+            let pid = spawned.pid
+            monitor.watch(WatchedProcess(role: "workload", pid: pid))
+            let matched = MatchSet()
+            if let fd = spawned.stdout {
+                var patterns: [(index: Int, pattern: String)] = []
+                for i in regexSteps { if case .outputMatches(let r) = o.plan[i].trigger { patterns.append((i, r)) } }
+                let fixed = patterns
+                startThread { OutputScanner.run(fd: fd, patterns: fixed, matched: matched) }
+            }
+            var bytesSeen: [pid_t: Int64] = [:]
+            var stopping = false
+            var killDeadline: Int64 = 0
+            var lastBytesCheck: Int64 = 0
+            while true {
+                if let status = Spawn.poll(pid) {
+                    let d = Spawn.describe(status)
+                    exitCode = d.exitCode
+                    monitor.record(.workloadExit(timeNs: Sys.realtimeNs(), status: d.text, code: d.code))
+                    break
+                }
+                let now = Sys.realtimeNs()
+                if !stopping {
+                    for i in o.plan.indices where !done[i] {
+                        switch o.plan[i].trigger {
+                        case .at(let t): if now - startNs >= t { apply(i) }
+                        case .outputMatches: if matched.contains(i) { apply(i) }
+                        case .afterBytes(let n):
+                            if now - lastBytesCheck >= 20_000_000 {
+                                if written(tree: pid, seen: &bytesSeen) >= n { apply(i) }
+                            }
+                        }
+                    }
+                    if now - lastBytesCheck >= 20_000_000 { lastBytesCheck = now }
+                } else if now > killDeadline {
+                    kill(pid, SIGKILL)
+                    killDeadline = Int64.max
+                }
+                var ts = timespec(tv_sec: 0, tv_nsec: 10_000_000)
+                let sig = sigtimedwait(&signals, nil, &ts)
+                if sig > 0 && !stopping {
+                    stopping = true
+                    monitor.record(.note(timeNs: Sys.realtimeNs(), text: "stopped by signal \(sig): workload sent SIGTERM, stalled requests released"))
+                    printErr("\nfaultfs run: stopping (signal \(sig))")
+                    kill(pid, SIGTERM)
+                    // A workload blocked on a stalled request cannot die until it is answered.
+                    if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
+                    killDeadline = Sys.realtimeNs() + 5_000_000_000
+                }
+            }
+            if let c = cgroup { c.killAll() }
+        }
+
+        // Unmount (release anything stalled first, or the unmount waits forever).
+        if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
+        let unmountProblem = unmount(exe, dir)
+        if let p = unmountProblem { monitor.record(.note(timeNs: Sys.realtimeNs(), text: p)) }
+        var checks: [String] = []
+        if let hook = afterUnmount, unmountProblem == nil {
+            checks = hook(dir)
+            for c in checks { monitor.record(.note(timeNs: nil, text: c)) }
+        }
+        let cost = monitor.stop()
+        cgroup?.remove()
+        if madeTemp { removeTree(dir) }
+        _ = cost
+        let summary = try ReportWriter.write(runDir: out)
+        return RunResult(exitCode: exitCode, summary: summary, reportPath: out + "/report.html", checks: checks)
+    }
+
+    /// Bytes written (wchar) by the tree, counting processes that already exited.
+    static func written(tree pid: pid_t, seen: inout [pid_t: Int64]) -> Int64 {
+        for p in Spawn.tree(pid) {
+            guard let io = Sys.read("/proc/\(p)/io") else { continue }
+            for line in io.split(separator: "\n") where line.hasPrefix("wchar:") {
+                if let v = Int64(line.dropFirst(6).drop { $0 == " " }) { seen[p] = max(seen[p] ?? 0, v) }
+            }
+        }
+        return seen.values.reduce(0, +)
+    }
+
+    /// `faultfs umount DIR`, retried while busy, then lazily. nil when done.
+    @discardableResult
+    static func unmount(_ exe: String, _ dir: String) -> String? {
+        for _ in 0..<50 {
+            guard Sys.mountType(at: dir) == "fuse.faultfs" else { return nil }
+            if let st = Spawn.runToEnd([exe, "umount", dir]), Spawn.describe(st).code == 0 { return nil }
+            Sys.sleepNs(100_000_000)
+        }
+        guard Sys.mountType(at: dir) == "fuse.faultfs" else { return nil }
+        _ = Spawn.runToEnd([exe, "umount", "--lazy", dir])
+        return "\(dir) stayed busy: detached lazily"
+    }
+
+    /// The daemon serving `mountpoint`: a faultfs started with --ready-fd
+    /// whose last argument is the mount point.
+    static func findDaemon(mountpoint: String) -> pid_t? {
+        guard let d = opendir("/proc") else { return nil }
+        defer { closedir(d) }
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = pid_t(name), let cmd = Sys.read("/proc/\(pid)/cmdline") else { continue }
+            let args = cmd.split(separator: "\0", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
+            if args.contains("--ready-fd"), args.last == mountpoint { return pid }
+        }
+        return nil
+    }
+
+    static func removeTree(_ path: String) {
+        _ = Spawn.runToEnd(["/bin/rm", "-rf", "--one-file-system", path])
+    }
+}
+
+func printErr(_ s: String) {
+    var t = s + "\n"
+    t.withUTF8 { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
+}
+
+/// Copies the workload's stdout to ours and notes which patterns matched.
+enum OutputScanner {
+    static func run(fd: Int32, patterns: [(index: Int, pattern: String)], matched: MatchSet) {
+        let compiled: [(Int, Regex<AnyRegexOutput>)] = patterns.compactMap { p in (try? Regex(p.pattern)).map { (p.index, $0) } }
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        func check(_ line: String) {
+            for (i, r) in compiled where line.contains(r) {
+                matched.insert(i)
+            }
+        }
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            _ = buffer.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, n) }
+            pending += buffer[0..<n]
+            while let nl = pending.firstIndex(of: 10) {
+                check(String(decoding: pending[..<nl], as: UTF8.self))
+                pending.removeSubrange(...nl)
+            }
+        }
+        if !pending.isEmpty { check(String(decoding: pending, as: UTF8.self)) }
+        close(fd)
+    }
+}
+
+/// A memory cgroup for the workload (v1 or v2, whichever has the memory
+/// controller here). The daemon stays outside.
+public struct MemoryCgroup: Sendable {
+    public var path: String
+    public var version: CgroupVersion
+    public var limit: Int64
+    public var statFile: String { path + "/memory.stat" }
+    public var procsFile: String { path + "/cgroup.procs" }
+
+    public static func create(limit: Int64) -> Result<MemoryCgroup, MonitorError> {
+        let name = "faultfs-\(getpid())"
+        if Sys.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") {
+            let p = "/sys/fs/cgroup/memory/" + name
+            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { return .failure(MonitorError("mkdir \(p): \(Sys.errorText())")) }
+            if let e = Sys.write(p + "/memory.limit_in_bytes", String(limit)) { _ = rmdir(p); return .failure(MonitorError("memory.limit_in_bytes: \(e)")) }
+            return .success(MemoryCgroup(path: p, version: .v1, limit: limit))
+        }
+        if let c = Sys.read("/sys/fs/cgroup/cgroup.controllers"), c.contains("memory") {
+            _ = Sys.write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
+            let p = "/sys/fs/cgroup/" + name
+            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { return .failure(MonitorError("mkdir \(p): \(Sys.errorText())")) }
+            if let e = Sys.write(p + "/memory.max", String(limit)) { _ = rmdir(p); return .failure(MonitorError("memory.max: \(e)")) }
+            return .success(MemoryCgroup(path: p, version: .v2, limit: limit))
+        }
+        return .failure(MonitorError("no memory cgroup controller found (v1 /sys/fs/cgroup/memory or v2 /sys/fs/cgroup)"))
+    }
+
+    func killAll() {
+        for p in (Sys.read(procsFile) ?? "").split(separator: "\n") { if let pid = pid_t(p) { kill(pid, SIGKILL) } }
+    }
+
+    func remove() {
+        killAll()
+        for _ in 0..<50 {
+            if rmdir(path) == 0 || errno == ENOENT { return }
+            Sys.sleepNs(20_000_000)
+        }
+    }
+}
+
+final class MatchSet: Sendable {
+    private let set = Mutex<Set<Int>>([])
+    func insert(_ i: Int) { set.withLock { _ = $0.insert(i) } }
+    func contains(_ i: Int) -> Bool { set.withLock { $0.contains(i) } }
+}

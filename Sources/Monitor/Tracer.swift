@@ -1,0 +1,178 @@
+// Kernel trace through a tracefs *instance* of our own
+// (/sys/kernel/tracing/instances/faultfs-<pid>): its own buffer, clock,
+// events and filters, so the global tracing state is never touched and
+// removing the instance undoes everything. tracefs is mounted if needed and
+// unmounted again if we mounted it.
+//
+// Clock: tracefs has no realtime clock. The instance uses trace_clock=mono
+// (CLOCK_MONOTONIC), and each event's time is shifted by an offset measured
+// at start: realtime - monotonic.
+import Glibc
+import MonitorCore
+import Synchronization
+
+public final class Tracer: @unchecked Sendable {
+    public static let root = "/sys/kernel/tracing"
+    public let instance: String
+    public private(set) var notes: [String] = []
+    /// The events enabled, with their filters (for the settings table).
+    public private(set) var enabled: [(event: String, filter: String?)] = []
+    private var mountedTracefs = false
+    private let offsetNs: Int64
+    private let stopFlag = Atomic<Bool>(false)
+    private let done = Atomic<Bool>(false)
+    private let handler: @Sendable ([TraceEvent], Int) -> Void
+
+    /// Sets up the instance and starts reading it on a thread. `handler`
+    /// receives parsed events (time shifted to CLOCK_REALTIME) and the
+    /// number of events the kernel reported lost. Returns nil, with the
+    /// reason in `failure`, when tracefs cannot be used.
+    public static func start(device: DeviceID, failure: inout String?,
+                             handler: @escaping @Sendable ([TraceEvent], Int) -> Void) -> Tracer? {
+        var mounted = false
+        if !Sys.exists(root + "/instances") {
+            guard Sys.mountType(at: root) == nil || Sys.mountType(at: root) == "tracefs" else {
+                failure = "\(root) is something else than tracefs"; return nil
+            }
+            guard Sys.mountPseudo(type: "tracefs", at: root) else {
+                failure = "tracefs not available (cannot mount at \(root): \(Sys.errorText()))"; return nil
+            }
+            mounted = true
+        }
+        removeStaleInstances()
+        let name = "\(root)/instances/faultfs-\(getpid())"
+        guard mkdir(name, 0o755) == 0 || errno == EEXIST else {
+            failure = "cannot create tracefs instance \(name): \(Sys.errorText())"
+            if mounted { _ = Sys.unmount(root) }
+            return nil
+        }
+        let t = Tracer(instance: name, handler: handler, offsetNs: Sys.realtimeNs() - Sys.monotonicNs())
+        t.mountedTracefs = mounted
+        t.configure(device: device)
+        if t.enabled.isEmpty {
+            failure = "no trace event could be enabled"
+            t.removeInstance()
+            return nil
+        }
+        startThread { t.readLoop() }
+        return t
+    }
+
+    private init(instance: String, handler: @escaping @Sendable ([TraceEvent], Int) -> Void, offsetNs: Int64) {
+        self.instance = instance; self.handler = handler; self.offsetNs = offsetNs
+    }
+
+    private func configure(device: DeviceID) {
+        _ = Sys.write(instance + "/tracing_on", "0")
+        if Sys.write(instance + "/trace_clock", "mono") != nil { notes.append("trace_clock mono refused: times may be off") }
+        _ = Sys.write(instance + "/buffer_size_kb", "4096")
+        // s_dev inside the kernel is MKDEV(major, minor) = major << 20 | minor.
+        let kdev = (UInt64(device.major) << 20) | UInt64(device.minor)
+        let plan: [(String, String?)] = [
+            ("filemap/filemap_set_wb_err", "s_dev == \(kdev)"),
+            ("filemap/file_check_and_advance_wb_err", "s_dev == \(kdev)"),
+            ("fuse/fuse_request_end", "connection == \(kdev) && error != 0"),
+            ("writeback/balance_dirty_pages", "bdi == \"\(device)\""),
+            // No device in this event: reclaim throttling is machine-wide.
+            ("vmscan/mm_vmscan_throttled", nil),
+        ]
+        for (event, filter) in plan {
+            let dir = "\(instance)/events/\(event)"
+            guard Sys.exists(dir + "/enable") else { notes.append("trace event \(event) does not exist on this kernel"); continue }
+            var applied = filter
+            if let filter, let err = Sys.write(dir + "/filter", filter) {
+                notes.append("filter '\(filter)' on \(event) refused (\(err)): recorded unfiltered")
+                applied = nil
+            }
+            if let err = Sys.write(dir + "/enable", "1") { notes.append("cannot enable \(event): \(err)"); continue }
+            enabled.append((event.replacingOccurrences("/", ":"), applied))
+        }
+        _ = Sys.write(instance + "/trace", "", create: true)
+        _ = Sys.write(instance + "/tracing_on", "1")
+    }
+
+    private func readLoop() {
+        let fd = open(instance + "/trace_pipe", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        defer { if fd >= 0 { close(fd) }; done.store(true, ordering: .releasing) }
+        guard fd >= 0 else { return }
+        var pending: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var idleRoundsAfterStop = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 {
+                pending += buffer[0..<n]
+                if let lastNL = pending.lastIndex(of: 10) {
+                    let chunk = String(decoding: pending[...lastNL], as: UTF8.self)
+                    pending.removeSubrange(...lastNL)
+                    deliver(chunk)
+                }
+                continue
+            }
+            if stopFlag.load(ordering: .acquiring) {
+                // Drain: stop after a few empty reads.
+                idleRoundsAfterStop += 1
+                if idleRoundsAfterStop > 3 { break }
+            }
+            Sys.sleepNs(50_000_000)
+        }
+    }
+
+    private func deliver(_ text: String) {
+        var events: [TraceEvent] = []
+        var lost = 0
+        for line in text.split(separator: "\n") {
+            let l = String(line)
+            if let n = TraceParser.lostEvents(l) { lost += n; continue }
+            guard var e = TraceParser.parse(l) else { continue }
+            e.timeNs = e.traceTimeNs + offsetNs
+            events.append(e)
+        }
+        if !events.isEmpty || lost > 0 { handler(events, lost) }
+    }
+
+    /// Stops reading (after draining what is buffered), removes the instance
+    /// and unmounts tracefs if we mounted it.
+    public func stop() {
+        _ = Sys.write(instance + "/tracing_on", "0")
+        stopFlag.store(true, ordering: .releasing)
+        var rounds = 0
+        while !done.load(ordering: .acquiring) && rounds < 100 { Sys.sleepNs(20_000_000); rounds += 1 }
+        removeInstance()
+    }
+
+    private func removeInstance() {
+        for (event, _) in enabled {
+            _ = Sys.write("\(instance)/events/\(event.replacingOccurrences(":", "/"))/enable", "0")
+        }
+        // rmdir fails while a reader holds trace_pipe open: retry briefly.
+        var tries = 0
+        while rmdir(instance) != 0 && errno == EBUSY && tries < 50 { Sys.sleepNs(20_000_000); tries += 1 }
+        if mountedTracefs { _ = Sys.unmount(Self.root); mountedTracefs = false }
+    }
+
+    /// Instances left by a monitor that was killed (its pid is gone).
+    static func removeStaleInstances() {
+        guard let dir = opendir(root + "/instances") else { return }
+        var stale: [String] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.hasPrefix("faultfs-"), let pid = Int32(name.dropFirst(8)) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { stale.append(name) }
+        }
+        closedir(dir)
+        for s in stale { _ = rmdir("\(root)/instances/\(s)") }
+    }
+}
+
+/// Runs `body` on a new detached thread.
+func startThread(_ body: @escaping @Sendable () -> Void) {
+    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
+    let context = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { context in
+        Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
+        return nil
+    }, context)
+    if rc == 0 { pthread_detach(thread) } else { Unmanaged<Box>.fromOpaque(context).release(); body() }
+}

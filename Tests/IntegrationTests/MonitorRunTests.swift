@@ -1,0 +1,191 @@
+// `faultfs run` for real: a temporary directory, a writer, a fault plan, and
+// what the run folder then holds. Needs root (mount, tracefs). No timed
+// assertions: the plan has times, the checks look at what was recorded.
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Glibc
+import Testing
+
+/// Samples and events of a run folder, read with Foundation only (this test
+/// target does not link MonitorCore).
+private struct RunFolder {
+    let path: String
+    var samples: [[String: Any]] = []
+    var events: [[String: Any]] = []
+
+    init(_ path: String) throws {
+        self.path = path
+        func objects(_ name: String) throws -> [[String: Any]] {
+            let text = try String(contentsOfFile: path + "/" + name, encoding: .utf8)
+            return text.split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+        }
+        samples = try objects("samples.jsonl")
+        events = try objects("events.jsonl")
+    }
+
+    func values(_ key: String) -> [(t: Int64, v: Double)] {
+        samples.compactMap { s in
+            guard let t = (s["time_ns"] as? NSNumber)?.int64Value, let v = (s[key] as? NSNumber)?.doubleValue else { return nil }
+            return (t, v)
+        }
+    }
+
+    func events(kind: String) -> [[String: Any]] { events.filter { $0["kind"] as? String == kind } }
+
+    func text(_ name: String) throws -> String { try String(contentsOfFile: path + "/" + name, encoding: .utf8) }
+}
+
+/// True when the HTML parses as XML (the report is written to be).
+private func wellFormed(_ html: String) -> (ok: Bool, error: String) {
+    let parser = XMLParser(data: Data(html.utf8))
+    let ok = parser.parse()
+    return (ok, parser.parserError.map { "\($0)" } ?? "")
+}
+
+private func leftovers() -> [String] {
+    var out: [String] = []
+    let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+    out += mounts.split(separator: "\n").filter { $0.contains("faultfs-run.") }.map(String.init)
+    let instances = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/kernel/tracing/instances")) ?? []
+    // Other runs on the machine may have theirs: only a dead owner's counts.
+    out += instances.filter { name in
+        guard name.hasPrefix("faultfs-"), let pid = pid_t(name.dropFirst(8)) else { return false }
+        return kill(pid, 0) != 0 && errno == ESRCH
+    }.map { "tracefs instance \($0) of a process that is gone" }
+    return out
+}
+
+private let writer64 = """
+    import os, sys, time
+    d = os.environ["FAULTFS_DIR"]
+    fd = os.open(d + "/data.bin", os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+    chunk = b"w" * (1 << 20)
+    for i in range(64):
+        os.write(fd, chunk)
+    print("wrote 64 MiB", flush=True)
+    time.sleep(1)
+    try:
+        os.fsync(fd)
+        print("fsync ok", flush=True)
+    except OSError as e:
+        print("fsync " + ("EIO" if e.errno == 5 else str(e.errno)), flush=True)
+    os.close(fd)
+    """
+
+private let stallWriter = """
+    import os
+    d = os.environ["FAULTFS_DIR"]
+    fd = os.open(d + "/big.bin", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+    print("writer: start", flush=True)
+    chunk = b"s" * (1 << 20)
+    for i in range(200):
+        os.write(fd, chunk)
+    os.fsync(fd)
+    print("writer: done", flush=True)
+    os.close(fd)
+    """
+
+@Suite(.serialized)
+struct MonitorRunTests {
+    @Test func writebackEIOIsRecordedAndToldToTheWriter() throws {
+        try withTemporaryDirectory("monitor-run") { tmp in
+            let out = tmp + "/run"
+            let r = try runCommand(try FaultFSBinary.path(), [
+                "run", "--quiet", "--interval", "50ms", "--out", out,
+                "--fault", "fail writeback EIO path=data.bin", "--at", "0s",
+                "--", "python3", "-c", writer64,
+            ], limitSeconds: 300)
+            #expect(r.status == 0, "\(r)")
+            #expect(r.stdout.contains("fsync EIO"), "\(r)")
+            #expect(r.stdout.contains("report: "), "\(r)")
+            #expect(leftovers().isEmpty, "\(leftovers())")
+
+            let run = try RunFolder(out)
+            // Dirty rose while the writer's pages sat in the page cache.
+            let dirty = run.values("mem.dirty_bytes")
+            #expect(dirty.count >= 10)
+            if let first = dirty.first?.v, let top = dirty.map(\.v).max() {
+                #expect(top - first >= 4 * 1048576, "Dirty went from \(first) to at most \(top)")
+            }
+            // The fault layer's injections are in events.jsonl.
+            let injections = run.events(kind: "injection")
+            #expect(!injections.isEmpty)
+            #expect(injections.allSatisfy { ($0["errno"] as? NSNumber)?.intValue == 5 && $0["op"] as? String == "writeback" })
+            #expect(run.events(kind: "control").contains { $0["line"] as? String == "fail writeback EIO path=data.bin" && $0["result"] as? String == "ok" })
+            #expect(run.events(kind: "workload_exit").count == 1)
+
+            // tracefs is available on this machine: the writer's fsync was told.
+            let traced = run.events.contains { $0["kind"] as? String == "setting" && $0["key"] as? String == "trace.available" && $0["value"] as? String == "1" }
+            #expect(traced, "tracefs should be available here")
+            let summary = try run.text("summary.txt")
+            #expect(summary.contains("told: python3["), "\(summary)")
+            #expect(summary.contains("EIO via fsync/fdatasync/msync"), "\(summary)")
+            #expect(summary.contains("never told: none"), "\(summary)")
+
+            let html = try run.text("report.html")
+            let xml = wellFormed(html)
+            #expect(xml.ok, "\(xml.error)")
+            #expect(html.components(separatedBy: "<svg").count - 1 >= 4)
+            #expect(html.contains("Dirty and Writeback"))
+            #expect(html.contains("class=\"told\">python3["))
+
+            // `faultfs report` rebuilds the same report from the folder.
+            try FileManager.default.removeItem(atPath: out + "/report.html")
+            let again = try runCommand(try FaultFSBinary.path(), ["report", out], limitSeconds: 120)
+            #expect(again.status == 0, "\(again)")
+            #expect(FileManager.default.fileExists(atPath: out + "/report.html"))
+        }
+    }
+
+    @Test func stallPlateausAtTheBdiLimitUntilReleased() throws {
+        try withTemporaryDirectory("monitor-stall") { tmp in
+            let out = tmp + "/run"
+            let r = try runCommand(try FaultFSBinary.path(), [
+                "run", "--quiet", "--interval", "50ms", "--out", out,
+                "--fault", "stall writeback path=big.bin", "--when", "^writer: start",
+                // `release` frees the stalled requests; `clear` first, or new ones stall again.
+                "--fault", "clear", "--at", "5s", "--fault", "release", "--at", "5s",
+                "--", "python3", "-c", stallWriter,
+            ], limitSeconds: 300)
+            #expect(r.status == 0, "\(r)")
+            #expect(r.stdout.contains("writer: done"), "\(r)")
+            #expect(leftovers().isEmpty, "\(leftovers())")
+
+            let run = try RunFolder(out)
+            let controls = run.events(kind: "control")
+            let stallAt = try #require(controls.first { ($0["line"] as? String)?.hasPrefix("stall") == true }?["time_ns"] as? NSNumber).int64Value
+            let releaseAt = try #require(controls.first { $0["line"] as? String == "clear" }?["time_ns"] as? NSNumber).int64Value
+            #expect(controls.allSatisfy { $0["result"] as? String == "ok" })
+
+            // The mount's own in-flight pages (dirty + writeback) against its threshold.
+            let reclaimable = Dictionary(run.values("bdi.reclaimable_bytes").map { ($0.t, $0.v) }, uniquingKeysWith: { a, _ in a })
+            let writeback = Dictionary(run.values("bdi.writeback_bytes").map { ($0.t, $0.v) }, uniquingKeysWith: { a, _ in a })
+            let thresh = Dictionary(run.values("bdi.dirty_thresh_bytes").map { ($0.t, $0.v) }, uniquingKeysWith: { a, _ in a })
+            let series = reclaimable.keys.sorted().compactMap { t -> (t: Int64, inFlight: Double, thresh: Double)? in
+                guard let w = writeback[t], let th = thresh[t], let rc = reclaimable[t] else { return nil }
+                return (t, rc + w, th)
+            }
+            let during = series.filter { $0.t > stallAt && $0.t < releaseAt }
+            #expect(!during.isEmpty)
+            let peak = try #require(during.max { $0.inFlight < $1.inFlight })
+            // Plateau near the limit: within 25% of the bdi's threshold, never far above it.
+            #expect(peak.inFlight >= 0.75 * peak.thresh, "peak \(peak.inFlight) vs threshold \(peak.thresh)")
+            #expect(peak.inFlight <= 1.25 * peak.thresh, "peak \(peak.inFlight) vs threshold \(peak.thresh)")
+            // It stays there: most samples of the second half of the stall are near the limit too.
+            let late = during.filter { $0.t > (stallAt + releaseAt) / 2 }
+            #expect(late.filter { $0.inFlight >= 0.6 * $0.thresh }.count * 2 >= late.count)
+            // The release brings it down.
+            let last = try #require(series.last)
+            #expect(last.t > releaseAt)
+            #expect(last.inFlight < 0.25 * peak.thresh, "after release \(last.inFlight)")
+
+            let summary = try run.text("summary.txt")
+            #expect(summary.contains("during 'stall writeback path=big.bin'"), "\(summary)")
+            #expect(wellFormed(try run.text("report.html")).ok)
+        }
+    }
+}
