@@ -1,0 +1,162 @@
+#!/usr/bin/python3
+"""Campaign results: one JSON line per run, and the markdown table.
+
+  report.py record OUT RUNDIR APP MODE PLAN N    append to OUT/results.jsonl, print the VERDICT line
+  report.py table OUT [--doc FILE]               write OUT/results.md (and the table block in FILE)
+"""
+import json, os, re, sys
+
+BEGIN, END = "<!-- campaign:begin -->", "<!-- campaign:end -->"
+
+
+def read(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def app_said(rundir, app):
+    """What the application reported during the fault phase, in a few words."""
+    w = load(os.path.join(rundir, "workload.json")) or {}
+    parts = []
+    ph = w.get("phases", {})
+    f, a = ph.get("fault", {}), ph.get("after", {})
+    if f:
+        n = f.get("ok", 0) + f.get("failed", 0)
+        parts.append("fault window: %d/%d commits failed" % (f.get("failed", 0), n))
+    if a:
+        n = a.get("ok", 0) + a.get("failed", 0)
+        parts.append("after: %d/%d failed" % (a.get("failed", 0), n))
+    errs = w.get("errors", {})
+    if errs:
+        top = sorted(errs.items(), key=lambda x: -x[1])[:2]
+        parts.append("errors: " + "; ".join("%s (x%d)" % (e[:90], c) for e, c in top))
+    if w.get("final_checkpoint") and w["final_checkpoint"] != "ok":
+        parts.append("final CHECKPOINT: " + w["final_checkpoint"][:80])
+    log = read(os.path.join(rundir, "server-log-summary.txt"))
+    if log:
+        parts.append("server log: " + log)
+    alive = read(os.path.join(rundir, "alive.txt"))
+    if alive:
+        parts.append("server " + alive + " at the end")
+    notes = read(os.path.join(rundir, "phase-notes"))
+    if notes:
+        parts.append(notes)
+    return "; ".join(parts) or "nothing"
+
+
+def monitor_line(rundir):
+    s = read(os.path.join(rundir, "monitor", "summary.txt"))
+    keep = [l for l in s.splitlines() if l.startswith(("injections:", "told:", "never told:"))]
+    return " | ".join(keep)
+
+
+def record(out, rundir, app, mode, plan, n):
+    v = load(os.path.join(rundir, "verdict.json"))
+    err = read(os.path.join(rundir, "error"))
+    r = {"app": app, "mode": mode, "plan": plan, "run": int(n),
+         "fault": read(os.path.join(rundir, "fault-applied.txt")),
+         "description": read(os.path.join(rundir, "plan-description")),
+         "app_reported": app_said(rundir, app),
+         "restart": "failed" if os.path.exists(os.path.join(rundir, "restart-failed")) else "ok",
+         "monitor": monitor_line(rundir),
+         "monitor_report": os.path.join(rundir, "monitor", "report.html")
+         if os.path.exists(os.path.join(rundir, "monitor", "report.html")) else "",
+         "rundir": rundir}
+    tamper = read(os.path.join(rundir, "tamper.txt"))
+    if tamper:
+        r["tamper"] = tamper
+    restart_log = read(os.path.join(rundir, "server-restart-summary.txt"))
+    if restart_log:
+        r["restart_log"] = restart_log
+    w = load(os.path.join(rundir, "workload.json")) or {}
+    if not err and w.get("inject_failed"):
+        err = "the fault plan could not be applied (see %s/workload.json.hooks.log)" % rundir
+    if err or not v:
+        r["verdict"] = "campaign error"
+        r["error"] = err or "no verdict (see %s/check.log)" % rundir
+        r["categories"] = ["campaign error"]
+    else:
+        r["verdict"] = v["verdict"]
+        r["categories"] = v["categories"]
+        r["counts"] = {k: c for k, c in v["counts"].items() if c}
+        r["acked_keys"] = v["acked_keys"]
+        r["failed_ops"] = v["failed_ops"]
+        r["notes"] = v.get("notes", [])
+        r["examples"] = v.get("examples", {})
+    with open(os.path.join(out, "results.jsonl"), "a") as f:
+        f.write(json.dumps(r) + "\n")
+    counts = " ".join("%s=%d" % (k.replace(" ", "_"), c) for k, c in r.get("counts", {}).items())
+    print("VERDICT app=%s mode=%s plan=%s run=%s verdict=%s acked=%s failed_ops=%s %s%s" % (
+        app, mode, plan, n, r["verdict"].replace(" ", "_"), r.get("acked_keys", "-"),
+        r.get("failed_ops", "-"), counts, (" error=" + json.dumps(r["error"])) if "error" in r else ""),
+        flush=True)
+    print("  app reported: " + r["app_reported"], flush=True)
+
+
+def cell(rs):
+    """One table cell for the runs of one case."""
+    out = []
+    for r in rs:
+        if r["verdict"] == "campaign error":
+            out.append("campaign error")
+            continue
+        c = r.get("counts", {})
+        bad = [k for k in r["categories"] if k != "correct"]
+        if not bad:
+            out.append("correct (%d keys)" % r.get("acked_keys", 0))
+        else:
+            out.append(", ".join("%s (%d)" % (k, c.get(k, 0)) if k != "application unavailable" else k for k in bad))
+    return "<br>".join(out)
+
+
+def table(out, doc):
+    rs = []
+    with open(os.path.join(out, "results.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                rs.append(json.loads(line))
+    meta = read(os.path.join(out, "meta.txt"))
+    lines = ["Generated by `mount-scripts/campaign` from real runs (%s)." % meta.replace("\n", "; "), "",
+             "| application | mode | fault plan | verdict (keys) | what the application reported |",
+             "|---|---|---|---|---|"]
+    groups = {}
+    for r in rs:
+        groups.setdefault((r["app"], r["mode"], r["plan"]), []).append(r)
+    for (app, mode, plan), g in groups.items():
+        said = g[0]["app_reported"].replace("|", "\\|")
+        if g[0].get("restart") == "failed" or g[0].get("restart_log"):
+            said += "; restart: " + (g[0].get("restart_log") or "failed").replace("|", "\\|")
+        lines.append("| %s | %s | `%s` | %s | %s |" % (app, mode, plan, cell(g), said))
+    lines.append("")
+    lines.append("Fault plans: " + "; ".join(sorted({"`%s`: %s" % (r["plan"], r["description"]) for r in rs})) + ".")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text)
+    if doc:
+        old = read(doc) if os.path.exists(doc) else ""
+        block = BEGIN + "\n" + text + END
+        if BEGIN in old and END in old:
+            new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, old, flags=re.S)
+        else:
+            new = (old + "\n\n" if old else "# Applications under faultfs\n\n") + block + "\n"
+        with open(doc, "w") as f:
+            f.write(new if new.endswith("\n") else new + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "record":
+        record(*sys.argv[2:8])
+    elif sys.argv[1] == "table":
+        table(sys.argv[2], sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--doc" else None)
