@@ -539,28 +539,23 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
 
 /// /proc/PID/comm without its newline; nil when the process is gone.
 func processName(_ pid: pid_t) -> String? {
-    let fd = open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buf = [UInt8](repeating: 0, count: 64)
-    let n = read(fd, &buf, buf.count)
-    guard n > 0 else { return nil }
-    return String(decoding: buf[0..<n], as: UTF8.self).trimmingNewline
+    guard let text = readProcFile("/proc/\(pid)/comm") else { return nil }
+    return text.hasSuffix("\n") ? String(text.dropLast()) : text
 }
 
 /// The process a thread belongs to (Tgid in /proc/TID/status).
 func threadGroup(of tid: pid_t) -> pid_t? {
-    let fd = open("/proc/\(tid)/status", O_RDONLY | O_CLOEXEC)
+    guard let text = readProcFile("/proc/\(tid)/status"),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Tgid:") }) else { return nil }
+    return pid_t(String(line.dropFirst(5).filter { $0 != " " && $0 != "\t" }))
+}
+
+/// The first 4 KiB of a /proc file; nil when it cannot be read.
+private func readProcFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var buf = [UInt8](repeating: 0, count: 4096)
     let n = read(fd, &buf, buf.count)
-    guard n > 0 else { return nil }
-    let text = String(decoding: buf[0..<n], as: UTF8.self)
-    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Tgid:") }) else { return nil }
-    return pid_t(String(line.dropFirst(5).filter { $0 != " " && $0 != "\t" }))
-}
-
-private extension String {
-    var trimmingNewline: String { hasSuffix("\n") ? String(dropLast()) : self }
+    return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : nil
 }

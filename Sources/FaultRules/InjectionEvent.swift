@@ -61,7 +61,7 @@ public struct InjectionEvent: Sendable, Equatable {
 
 /// A JSON string literal: quotes, backslashes and control characters escaped;
 /// everything else, non-ASCII included, passes through as UTF-8.
-func jsonString(_ text: String) -> String {
+public func jsonString(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -165,8 +165,9 @@ public final class Tracer: @unchecked Sendable {
     }
 }
 
-/// Runs `body` on a new detached thread.
-func startThread(_ body: @escaping @Sendable () -> Void) {
+/// Runs `body` on a new detached thread (Foundation's Thread would pull in
+/// Foundation for one call).
+public func startThread(_ body: @escaping @Sendable () -> Void) {
     final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
     let context = Unmanaged.passRetained(Box(body)).toOpaque()
     var thread = pthread_t()

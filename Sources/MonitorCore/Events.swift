@@ -105,7 +105,7 @@ public struct ProcessState: Sendable, Equatable {
 
 public enum EventLog {
     public static func jsonLine(_ e: RunEvent) -> String {
-        func s(_ k: String, _ v: String) -> String { ",\"\(k)\":\"" + jsonEscape(v) + "\"" }
+        func s(_ k: String, _ v: String) -> String { ",\"\(k)\":" + jsonString(v) }
         switch e {
         case .setting(let st):
             return "{\"kind\":\"setting\"" + s("key", st.key) + s("value", st.value) + "}"

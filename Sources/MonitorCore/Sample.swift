@@ -1,3 +1,4 @@
+import FaultRules
 // One sample = the values of every counter at one instant. A counter that
 // the kernel does not have (or that could not be read this time) is simply
 // not in `values`: it is written as an empty CSV cell and left out of the
@@ -188,7 +189,7 @@ public struct SampleSeries: Sendable {
         var out = "{\"time_ns\":\(s.timeNs)"
         for k in s.values.keys.sorted() {
             guard let v = s.values[k], v.isFinite else { continue }
-            out += ",\"" + jsonEscape(k) + "\":" + formatNumber(v)
+            out += "," + jsonString(k) + ":" + formatNumber(v)
         }
         return out + "}"
     }
@@ -240,23 +241,3 @@ func formatFixed(_ v: Double, _ decimals: Int) -> String {
 
 /// Bytes → "12.3 MiB".
 public func formatMiB(_ bytes: Double) -> String { formatFixed(bytes / 1048576, 1) + " MiB" }
-
-func jsonEscape(_ s: String) -> String {
-    var out = ""
-    out.reserveCapacity(s.utf8.count)
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let h = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-            } else { out.unicodeScalars.append(u) }
-        }
-    }
-    return out
-}

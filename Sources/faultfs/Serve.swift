@@ -3,6 +3,7 @@
 import CFuse
 import FuseKit
 import Glibc
+import Monitor
 import FaultLayer
 import Foundation
 import Passthrough
@@ -133,17 +134,4 @@ enum Server {
         }
         return nil
     }
-}
-
-/// Runs `body` on a new detached thread (Foundation's Thread would pull in
-/// Foundation for one call).
-func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
-    let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { context in
-        Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-    }, context)
-    if rc == 0 { pthread_detach(thread) } else { Unmanaged<Box>.fromOpaque(context).release(); body() }
 }
