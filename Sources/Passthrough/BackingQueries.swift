@@ -28,19 +28,16 @@ extension PassthroughFileSystem {
             guard let dir = fdopendir(dirfd) else { close(dirfd); return }
             defer { closedir(dir) }
             while let d = Glibc.readdir(dir) {
-                let handled: Void = withUnsafePointer(to: d.pointee.d_name) { raw in
-                    let name = UnsafeRawPointer(raw).assumingMemoryBound(to: CChar.self)
-                    if name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0)) { return }
-                    var st = stat()
-                    guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { return }
-                    if (st.st_mode & S_IFMT) == S_IFDIR {
-                        let child = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                        if child >= 0 { walk(child) }
-                    } else if seen.insert(InodeKey(st)).inserted {
-                        total += Int64(st.st_size)
-                    }
+                let name = direntName(d)
+                if isDotOrDotDot(name) { continue }
+                var st = stat()
+                guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                if (st.st_mode & S_IFMT) == S_IFDIR {
+                    let child = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                    if child >= 0 { walk(child) }
+                } else if seen.insert(InodeKey(st)).inserted {
+                    total += Int64(st.st_size)
                 }
-                _ = handled
             }
         }
         let start = openat(mountFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)

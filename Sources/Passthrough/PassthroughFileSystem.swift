@@ -326,7 +326,11 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func lseek(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, whence: Int32) throws(Errno) -> off_t {
-        try sysCall { Glibc.lseek(Int32(truncatingIfNeeded: handle), offset, whence) }
+        // With the writeback cache, data may still be dirty in the kernel's
+        // page cache: the backing file's holes are not the file's holes.
+        // ENOSYS makes the kernel answer itself (all data, hole at EOF).
+        if writebackCache && (whence == Int32(FFS_SEEK_DATA) || whence == Int32(FFS_SEEK_HOLE)) { throw .ENOSYS }
+        return try sysCall { Glibc.lseek(Int32(truncatingIfNeeded: handle), offset, whence) }
     }
 
     // MARK: directories
@@ -362,8 +366,8 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                     return
                 }
                 let next = d.pointee.d_off
-                let added: Bool = try withUnsafePointer(to: d.pointee.d_name) { (raw) throws(Errno) -> Bool in
-                    let name = UnsafeRawPointer(raw).assumingMemoryBound(to: CChar.self)
+                let name = direntName(d)
+                let added: Bool = try { () throws(Errno) -> Bool in
                     if !plus || isDotOrDotDot(name) {
                         var st = stat()
                         st.st_ino = d.pointee.d_ino
@@ -379,7 +383,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                     if buffer.addPlus(name, entry: e, nextOffset: next) { return true }
                     forget(node: e.node, count: 1)
                     return false
-                }
+                }()
                 if !added {
                     // The entry did not fit: the next call starts with it.
                     seekdir(s.dir, s.offset)
@@ -453,6 +457,12 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 }
 
-@inline(__always) private func isDotOrDotDot(_ name: UnsafePointer<CChar>) -> Bool {
+/// The name inside a dirent, by offset: copying `d_name` (256 bytes) would
+/// read past a short entry at the end of readdir's buffer.
+@inline(__always) func direntName(_ d: UnsafeMutablePointer<dirent>) -> UnsafePointer<CChar> {
+    (UnsafeRawPointer(d) + MemoryLayout<dirent>.offset(of: \dirent.d_name)!).assumingMemoryBound(to: CChar.self)
+}
+
+@inline(__always) func isDotOrDotDot(_ name: UnsafePointer<CChar>) -> Bool {
     name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0))
 }

@@ -77,10 +77,11 @@ enum MountOptionParser {
                 passed.append(token)
             }
         }
-        // With a writeback cache the kernel trusts its own file sizes over
-        // ours, so `nocache` (others change the backing files) turns it off
-        // unless `writeback` is asked for as well.
-        config.writebackCache = writeback ?? config.aggressiveCaching
+        // With a writeback cache the kernel trusts its own file sizes and
+        // times over ours, so `nocache` (others change the backing files) and
+        // `direct_io` (no page cache to write back; the kernel would keep a
+        // stale mtime) turn it off unless `writeback` is asked for as well.
+        config.writebackCache = writeback ?? (config.aggressiveCaching && !config.directIO)
         if let threads {
             guard threads >= 1 else { throw MountOptionError(description: "--threads must be at least 1") }
             config.maxThreads = threads

@@ -89,6 +89,7 @@ private let stallWriter = """
     os.close(fd)
     """
 
+extension AllMountTests {
 @Suite(.serialized)
 struct MonitorRunTests {
     @Test func writebackEIOIsRecordedAndToldToTheWriter() throws {
@@ -188,4 +189,5 @@ struct MonitorRunTests {
             #expect(wellFormed(try run.text("report.html")).ok)
         }
     }
+}
 }
