@@ -536,7 +536,9 @@ extension AllMountTests {
             }
         }
 
-        @Test("lseek SEEK_DATA and SEEK_HOLE on a sparse file", arguments: [[], ["nowriteback"]])
+        /// Without the writeback cache the backing file's holes are the
+        /// file's holes: the answers equal ext4's.
+        @Test("lseek SEEK_DATA and SEEK_HOLE on a sparse file", arguments: [["nowriteback"]])
         func seekDataAndHole(options: [String]) throws {
             try compareWithPlainDirectory(options: options) { t in
                 let fd = t.open("sparse", O_CREAT | O_RDWR)
@@ -551,6 +553,29 @@ extension AllMountTests {
                 t.call("pwrite 4 KiB at 2 MiB, no fsync", pwriteBytes(fd, pattern(file: 8, offset: 0, count: 4096), at: 2 * MiB))
                 t.call("lseek SEEK_DATA from 1 MiB + 4 KiB", sys { lseek(fd, off_t(MiB + 4096), Linux.SEEK_DATA) })
                 t.close(fd)
+            }
+        }
+
+        /// With the writeback cache, data may still sit dirty in the kernel's
+        /// page cache, where the backing file has a hole: faultfs declines
+        /// FUSE_LSEEK and the kernel gives POSIX's fallback answers (all of
+        /// the file is data, the only hole is at EOF), never a hole over data.
+        @Test("lseek SEEK_DATA and SEEK_HOLE with the writeback cache: data still in the page cache is never skipped")
+        func seekDataAndHoleWithWritebackCache() throws {
+            try withMount { fs in
+                let fd = open(fs.path("sparse"), O_CREAT | O_RDWR, 0o644)
+                #expect(fd >= 0)
+                defer { close(fd) }
+                #expect(pwriteBytes(fd, pattern(file: 8, offset: 0, count: 4096), at: 0).ok)
+                #expect(pwriteBytes(fd, pattern(file: 8, offset: 0, count: 4096), at: MiB).ok)
+                #expect(sys { fsync(fd) }.ok)
+                #expect(pwriteBytes(fd, pattern(file: 8, offset: 0, count: 4096), at: 2 * MiB).ok)  // not written back
+                let size = 2 * MiB + 4096
+                for offset in [0, 4096, MiB, MiB + 4096, 2 * MiB] {
+                    #expect(sys { lseek(fd, off_t(offset), Linux.SEEK_DATA) } == Outcome(value: offset, errno: 0), "SEEK_DATA from \(offset)")
+                    #expect(sys { lseek(fd, off_t(offset), Linux.SEEK_HOLE) } == Outcome(value: size, errno: 0), "SEEK_HOLE from \(offset)")
+                }
+                #expect(sys { lseek(fd, off_t(size), Linux.SEEK_DATA) }.errno == ENXIO)
             }
         }
 
