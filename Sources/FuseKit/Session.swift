@@ -26,6 +26,21 @@ public final class SessionState: Sendable {
         set { negotiatedBits.store(newValue.rawValue, ordering: .releasing) }
     }
 
+    /// The kernel leaves clearing setuid/setgid bits on write, truncate and
+    /// chown to the file system (FUSE_HANDLE_KILLPRIV_V2), and does not ask
+    /// for "security.capability" before each write.
+    public var fileSystemKillsPrivileges: Bool { ffs_killpriv_v2_enabled() != 0 }
+
+    /// Tells the kernel to forget the attributes it caches for `node` (after
+    /// the file system changed them on its own, e.g. cleared a setuid bit).
+    /// Safe inside a request on that node: attribute invalidation takes no
+    /// inode lock.
+    public func invalidateAttributes(of node: NodeID) {
+        let address = sessionAddress.load(ordering: .acquiring)
+        guard address != 0, let se = OpaquePointer(bitPattern: address) else { return }
+        _ = fuse_lowlevel_notify_inval_inode(se, node, -1, 0)
+    }
+
     func attach(_ se: OpaquePointer?) { sessionAddress.store(UInt(bitPattern: se.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0), ordering: .releasing) }
     func markClosing() { closing.store(true, ordering: .releasing) }
 }
@@ -69,6 +84,10 @@ public final class Session {
     public func mount(at path: String) throws(SessionError) {
         guard fuse_session_mount(se, path) == 0 else { throw SessionError("fuse: could not mount on \(path)") }
         mounted = true
+        // Our own /dev/fuse I/O hooks: they ask for FUSE_HANDLE_KILLPRIV_V2
+        // (see the shim), which spares every write(2) a getxattr round trip.
+        let rc = ffs_install_io(se)
+        guard rc == 0 else { throw SessionError("fuse: could not install the connection I/O (\(Errno(-rc)))") }
     }
 
     /// SIGINT, SIGTERM and SIGHUP end `run` cleanly; SIGPIPE is ignored.

@@ -21,7 +21,9 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// The root's backing path as the kernel prints it (for `backingPath`).
     let rootPath: String
     private let daemonUID = geteuid(), daemonGID = getegid()
+    // Set once by `initialize`, before any request.
     private var writebackCache = false
+    private var session: SessionState?
 
     /// `root`: an fd of the backing directory opened before mounting (an
     /// in-place mount then still reaches the files underneath). Takes it over.
@@ -50,6 +52,26 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // handle_killpriv (the kernel clears setuid bits, as on ext4).
         conn.want = want.intersection(conn.capable)
         writebackCache = conn.want.contains(.writebackCache)
+        self.session = session
+    }
+
+    /// Whether a write, truncation or O_TRUNC open by `caller` must clear
+    /// setuid/setgid bits here: the kernel leaves that to us when it runs the
+    /// connection with FUSE_HANDLE_KILLPRIV_V2. Root (CAP_FSETID) keeps them.
+    @inline(__always) private func mustKillPrivileges(_ caller: Caller) -> Bool {
+        caller.uid != 0 && session?.fileSystemKillsPrivileges == true
+    }
+
+    /// Clears setuid, and setgid on a group-executable file, as a local file
+    /// system does when someone without CAP_FSETID modifies the file.
+    private func dropSetIDBits(_ fd: Int32, chmodAt: (mode_t) throws(Errno) -> Void) throws(Errno) {
+        var st = stat()
+        try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { return }
+        var mode = st.st_mode & 0o7777
+        if mode & S_ISUID != 0 { mode &= ~S_ISUID }
+        if mode & S_ISGID != 0 && mode & S_IXGRP != 0 { mode &= ~S_ISGID }
+        if mode != st.st_mode & 0o7777 { try chmodAt(mode) }
     }
 
     public func destroy() {}
@@ -169,6 +191,11 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 if let openFD { try sysCall { ftruncate(openFD, changes.size) } }
                 else { try withProcPath(fd) { (path) throws(Errno) in try sysCall { truncate(path, changes.size) } } }
             }
+            if (f.contains(.killSUID) || f.contains(.killSGID)) && !f.contains(.mode) {
+                try dropSetIDBits(fd) { (mode) throws(Errno) in
+                    try withProcPath(fd) { (path) throws(Errno) in try sysCall { chmod(path, mode) } }
+                }
+            }
             if f.contains(.atime) || f.contains(.mtime) || f.contains(.atimeNow) || f.contains(.mtimeNow) {
                 var times = (changes.atime, changes.mtime)
                 try withUnsafePointer(to: &times) { (p) throws(Errno) in
@@ -276,6 +303,9 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 try withProcPath(pathFD) { (p) throws(Errno) in try sysCall { Glibc.open(p, backing) } }
             }
         }
+        if flags & O_TRUNC != 0 && mustKillPrivileges(caller) {
+            try? dropSetIDBits(fd) { (mode) throws(Errno) in try sysCall { fchmod(fd, mode) } }
+        }
         return opened(fd: fd, flags: flags)
     }
 
@@ -297,7 +327,14 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func write(_ caller: Caller, node: NodeID, handle: UInt64, data: WriteSource, offset: off_t, fromWriteback: Bool) throws(Errno) -> Int {
-        try data.store(to: Int32(truncatingIfNeeded: handle), at: offset)
+        let fd = Int32(truncatingIfNeeded: handle)
+        if !fromWriteback && mustKillPrivileges(caller) {
+            try dropSetIDBits(fd) { (mode) throws(Errno) in
+                try sysCall { fchmod(fd, mode) }
+                session?.invalidateAttributes(of: node)  // the kernel still caches the old mode
+            }
+        }
+        return try data.store(to: fd, at: offset)
     }
 
     public func flush(_ caller: Caller, node: NodeID, handle: UInt64) throws(Errno) {}

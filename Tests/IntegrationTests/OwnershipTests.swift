@@ -49,6 +49,31 @@ extension AllMountTests {
             }
         }
 
+        /// faultfs runs the connection with FUSE_HANDLE_KILLPRIV_V2, so the
+        /// kernel leaves this to the daemon; the result must be ext4's.
+        @Test("a write, a truncate or an O_TRUNC open by another user clears setuid and setgid", arguments: [[], ["nowriteback"]])
+        func modificationClearsSetIDBits(options: [String]) throws {
+            try withMount(options: ["allow_other"] + options, prepare: { try makeDirectory($0 + "/d", mode: 0o1777) }) { fs in
+                for name in ["appended", "truncated", "replaced"] {
+                    try writeFile(fs.path("d/" + name), "x\n")
+                    try check("chmod d/\(name)", sys { chmod(fs.path("d/" + name), 0o6777) })
+                }
+                let script = "echo more >> \(fs.path("d/appended")); truncate -s 1 \(fs.path("d/truncated")); echo y > \(fs.path("d/replaced"))"
+                let result = try asNobody(["sh", "-c", script])
+                #expect(result.status == 0, "\(result)")
+                for name in ["appended", "truncated", "replaced"] {
+                    #expect(summary(fs.path("d/" + name))?.permissions == 0o777, "d/\(name) through the mount")
+                    #expect(summary(fs.backing("d/" + name))?.permissions == 0o777, "d/\(name) in the backing dir")
+                }
+                // Root (CAP_FSETID) keeps the bits.
+                try check("chmod d/appended", sys { chmod(fs.path("d/appended"), 0o6777) })
+                let fd = open(fs.path("d/appended"), O_WRONLY | O_APPEND)
+                #expect(pwriteBytes(fd, Array("root\n".utf8), at: 0).ok)
+                close(fd)
+                #expect(summary(fs.path("d/appended"))?.permissions == 0o6777)
+            }
+        }
+
         @Test("setgid directory: new files get its group, new subdirs also its setgid bit")
         func setgidDirectory() throws {
             let group: gid_t = 100
