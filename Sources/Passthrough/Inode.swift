@@ -107,20 +107,21 @@ final class InodeTable: @unchecked Sendable {
     func forget(_ node: NodeID, count: UInt64) -> Inode? {
         if node == rootNodeID { return nil }
         let inode = inode(node)
-        let gone: Bool = byKey.withLock { table in
+        let (gone, shrunk): (Bool, Bool) = byKey.withLock { table in
             inode.lookups -= min(count, inode.lookups)
-            guard inode.lookups == 0 else { return false }
-            if table[inode.key] === inode {
-                table[inode.key] = nil
-                // Give memory back after a mass delete: a dictionary never shrinks by itself.
-                if table.capacity > 4096 && table.count < table.capacity / 8 {
-                    table = Dictionary(minimumCapacity: table.count * 2).merging(table) { a, _ in a }
-                }
-            }
-            return true
+            guard inode.lookups == 0 else { return (false, false) }
+            guard table[inode.key] === inode else { return (true, false) }
+            table[inode.key] = nil
+            // A dictionary never shrinks by itself: rebuild it after a mass delete.
+            guard table.capacity > 4096 && table.count < table.capacity / 8 else { return (true, false) }
+            table = Dictionary(minimumCapacity: table.count * 2).merging(table) { a, _ in a }
+            return (true, true)
         }
         guard gone else { return nil }
         Unmanaged.passUnretained(inode).release()
+        // ...and hand the freed inodes' memory back to the system, or RSS
+        // stays at its peak after a million files come and go.
+        if shrunk { _ = malloc_trim(0) }
         return inode
     }
 
