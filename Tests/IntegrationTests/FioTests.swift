@@ -27,7 +27,7 @@ extension AllMountTests {
                 throw error
             }
             try withMount { fs in
-                let arguments = ["--name=verify", "--directory=\(fs.mountpoint)", "--verify=crc32c", "--do_verify=1",
+                let arguments = ["--name=verify", "--directory=\(fs.mountpoint)", "--verify=crc32c", "--do_verify=1", "--verify_state_save=0",
                                  "--ioengine=psync", "--fsync_on_close=1"] + job.arguments
                 let result = try runCommand(fio, arguments)
                 #expect(result.status == 0, "fio \(arguments.joined(separator: " ")): \(result); daemon log: \(fs.log.suffix(2000))")
