@@ -31,6 +31,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     let events: EventLog
     let gate = StallGate()
     let capacity = CapacityModel()
+    let paths = PathCache()
     private let lastError = Mutex<String?>(nil)
     private let controlName: ContiguousArray<CChar>
     // Set once by `initialize`, before any request.
@@ -93,11 +94,12 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     /// Lazily computed request details for the engine and the event log.
     struct Details: RequestDetails {
         let tree: any BackingTree
+        let paths: PathCache
         let node: NodeID
         let name: FileName?
         let pid: pid_t
         func path() -> String? {
-            guard let base = tree.path(of: node) else { return nil }
+            guard let base = paths.path(of: node, resolve: { tree.path(of: node) }) else { return nil }
             guard let name else { return base }
             return base.isEmpty ? name.string : base + "/" + name.string
         }
@@ -118,7 +120,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     @inline(never)
     private func inject(_ op: FaultOp, _ caller: Caller, node: NodeID, name: FileName?,
                         offset: off_t, length: Int64) throws(Errno) -> FaultAction? {
-        let details = Details(tree: tree, node: node, name: name, pid: caller.pid)
+        let details = Details(tree: tree, paths: paths, node: node, name: name, pid: caller.pid)
         let info = RequestInfo(op: op, inode: name == nil ? tree.inodeNumber(of: node) : 0,
                                offset: Int64(offset), length: length, pid: caller.pid)
         guard let decision = engine.decide(info, details) else { return nil }
@@ -162,7 +164,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     /// Capacity exhausted: ENOSPC, logged like an injection.
     private func noSpace(_ op: FaultOp, _ caller: Caller, node: NodeID, offset: off_t, length: Int64) -> Errno {
         stats[op].failed.add(1, ordering: .relaxed)
-        let details = Details(tree: tree, node: node, name: nil, pid: caller.pid)
+        let details = Details(tree: tree, paths: paths, node: node, name: nil, pid: caller.pid)
         let info = RequestInfo(op: op, inode: tree.inodeNumber(of: node), offset: Int64(offset), length: length, pid: caller.pid)
         record("capacity", "fail", info, details, errno: ENOSPC)
         return .ENOSPC
@@ -211,6 +213,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
 
     public func forget(node: NodeID, count: UInt64) {
         if ControlNode.of(node) != nil { return }
+        paths.forget(node)  // its id may name another inode next
         inner.forget(node: node, count: count)
     }
 
@@ -276,12 +279,14 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         let freed = capacity.isOn ? sizeIfLastLink(caller, parent: parent, name: name) : 0
         try inner.unlink(caller, parent: parent, name: name)
         capacity.free(freed)
+        paths.forgetAll()
     }
 
     public func rmdir(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) {
         try refuseInControl(parent, name, error: .EPERM)
         _ = try check(.rmdir, caller, node: parent, name: name)
         try inner.rmdir(caller, parent: parent, name: name)
+        paths.forgetAll()
     }
 
     public func rename(_ caller: Caller, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
@@ -291,6 +296,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         let freed = capacity.isOn && flags == 0 ? sizeIfLastLink(caller, parent: newParent, name: newName) : 0
         try inner.rename(caller, parent: parent, name: name, newParent: newParent, newName: newName, flags: flags)
         capacity.free(freed)
+        paths.forgetAll()
     }
 
     private func refuseInControl(_ parent: NodeID, _ name: FileName, error: Errno = .EEXIST) throws(Errno) {

@@ -37,6 +37,22 @@ public struct PathGlob: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { pattern }
 
+    /// The first name of every path this pattern can match, when the pattern
+    /// starts with a name without wildcards (`pg_wal/**` → `pg_wal`); nil
+    /// otherwise. The rule engine indexes rules by it.
+    public var literalFirstName: [UInt8]? {
+        guard case .name(let bytes)? = segments.first,
+              !bytes.contains(UInt8(ascii: "*")), !bytes.contains(UInt8(ascii: "?")) else { return nil }
+        return bytes
+    }
+
+    /// The first name of `path` (relative to the mount root), as UTF-8.
+    public static func firstName(of path: String) -> ArraySlice<UInt8> {
+        var bytes = Array(path.utf8)[...]
+        if bytes.first == UInt8(ascii: "/") { bytes = bytes.dropFirst() }
+        return bytes.prefix { $0 != UInt8(ascii: "/") }
+    }
+
     /// Whether `path` (relative to the mount root; one leading slash is
     /// ignored) matches. The root itself is the empty path.
     public func matches(_ path: Substring) -> Bool {

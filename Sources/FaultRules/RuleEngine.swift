@@ -62,6 +62,9 @@ public struct Decision: Sendable, Equatable {
 public final class RuleEngine: Sendable {
     private let features: MountFeatures
     private let table: Mutex<RuleTable>
+    /// A copy of `table.index`, read without the mutex: most requests match
+    /// no rule and never take it.
+    private let index = ReadMostly(RuleIndex([]))
     /// `table.armedOps`, republished under the lock whenever it may change.
     private let armedMask = Atomic<UInt32>(0)
 
@@ -80,9 +83,15 @@ public final class RuleEngine: Sendable {
     /// later rules do not see it. Nil: pass the request on untouched.
     public func decide(_ info: RequestInfo, _ details: some RequestDetails) -> Decision? {
         guard armedMask.load(ordering: .relaxed) & OpSet.of(info.op).rawValue != 0 else { return nil }
+        var lazyDetails = LazyDetails(source: details)
+        // Only the rules that can match this request's path, in order.
+        let candidates = index.read { $0.candidates(for: info.op) { lazyDetails.path() } }
+        guard !candidates.isEmpty else { return nil }
         return table.withLock { table in
-            var lazyDetails = LazyDetails(source: details)
-            for index in table.rules.indices {
+            // The rules changed since the index was read: ask again.
+            var candidates = candidates.version == table.index.version
+                ? candidates : table.index.candidates(for: info.op) { lazyDetails.path() }
+            while let index = candidates.next() {
                 guard !table.rules[index].isDormant,
                       table.rules[index].matches(info, &lazyDetails),
                       table.rules[index].countAndSelect()
@@ -119,7 +128,9 @@ public final class RuleEngine: Sendable {
                     return .failure(error)
                 }
             }
+            draft.index = RuleIndex(draft.rules, version: table.index.version &+ 1)
             table = draft
+            index.write { $0 = draft.index }
             publishArmedOps(table)
             return .success(forCaller)
         }
@@ -156,6 +167,8 @@ public final class RuleEngine: Sendable {
 
 struct RuleTable: Sendable {
     var rules: [ActiveRule] = []
+    /// Rebuilt whenever `rules` changes (not their counters).
+    var index = RuleIndex([])
     /// The number in the next automatic id (`r1`, `r2`, ...); never reused.
     var nextAutoID = 1
 
@@ -215,6 +228,62 @@ struct RuleTable: Sendable {
             let id = "r\(nextAutoID)"
             nextAutoID += 1
             if !rules.contains(where: { $0.id == id }) { return id }
+        }
+    }
+}
+
+/// Which rules a request may match, so that a thousand armed rules cost a
+/// request a few lookups rather than a thousand checks: rules are grouped by
+/// op, and path rules whose pattern starts with a literal name (`pg_wal/**`,
+/// `data/x.wal`) by that name. Candidates come out in rule order, so "the
+/// first match acts" holds.
+struct RuleIndex: Sendable {
+    /// Changes with every change of the rules the indices refer to.
+    let version: UInt64
+    /// Per op: the rules that need no path or whose path starts with a wildcard.
+    private var unindexed: [[Int]]
+    /// Per op: first name → rules whose path pattern starts with that name.
+    private var byFirstName: [[[UInt8]: [Int]]]
+
+    init(_ rules: [ActiveRule], version: UInt64 = 0) {
+        self.version = version
+        unindexed = Array(repeating: [], count: FaultOp.allCases.count)
+        byFirstName = Array(repeating: [:], count: FaultOp.allCases.count)
+        for (index, active) in rules.enumerated() {
+            for op in active.rule.ops.ops {
+                if let name = active.rule.path?.literalFirstName {
+                    byFirstName[Int(op.rawValue)][name, default: []].append(index)
+                } else {
+                    unindexed[Int(op.rawValue)].append(index)
+                }
+            }
+        }
+    }
+
+    /// The candidate rule indices for `op`, ascending. `path` is asked only
+    /// when some rule for `op` is indexed by name.
+    func candidates(for op: FaultOp, path: () -> String?) -> Candidates {
+        let o = Int(op.rawValue)
+        var named: ArraySlice<Int> = []
+        if !byFirstName[o].isEmpty, let path = path() {
+            named = byFirstName[o][Array(PathGlob.firstName(of: path))]?[...] ?? []
+        }
+        return Candidates(version: version, a: unindexed[o][...], b: named)
+    }
+
+    /// Merges two ascending index lists.
+    struct Candidates {
+        let version: UInt64
+        var a: ArraySlice<Int>
+        var b: ArraySlice<Int>
+        var isEmpty: Bool { a.isEmpty && b.isEmpty }
+        mutating func next() -> Int? {
+            switch (a.first, b.first) {
+            case let (x?, y?): if x < y { a.removeFirst(); return x } else { b.removeFirst(); return y }
+            case let (x?, nil): a.removeFirst(); return x
+            case let (nil, y?): b.removeFirst(); return y
+            case (nil, nil): return nil
+            }
         }
     }
 }

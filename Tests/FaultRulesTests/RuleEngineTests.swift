@@ -138,6 +138,23 @@ import Testing
         #expect(byComm.decide(RequestInfo(op: .writeback, pid: 0), FixedDetails(processName: "postgres")) == nil)
     }
 
+    /// Rules indexed by a literal first name and unindexed rules still act
+    /// in their written order.
+    @Test func indexedPathRulesKeepTheirOrder() {
+        let engine = makeEngine("fail write EIO path=a/** id=a\nfail write ENOSPC id=any\nfail write EROFS path=b/x id=b")
+        let write = RequestInfo(op: .syncwrite)
+        #expect(engine.decide(write, FixedDetails(filePath: "a/x"))?.ruleID == "a")
+        #expect(engine.decide(write, FixedDetails(filePath: "b/x"))?.ruleID == "any")
+        #expect(engine.decide(write, FixedDetails(filePath: "c"))?.ruleID == "any")
+        let reversed = makeEngine("fail write ENOSPC path=*.wal id=w\nfail write EIO path=d/** id=d")
+        #expect(reversed.decide(write, FixedDetails(filePath: "d/x.wal"))?.ruleID == "d")  // *.wal: one name only
+        #expect(reversed.decide(write, FixedDetails(filePath: "x.wal"))?.ruleID == "w")
+        #expect(reversed.decide(write, FixedDetails(filePath: nil)) == nil)
+        let many = makeEngine((1...1000).map { "fail write EIO path=dir\($0)/** id=r\($0)" }.joined(separator: "\n"))
+        #expect(many.decide(write, FixedDetails(filePath: "dir777/f"))?.ruleID == "r777")
+        #expect(many.decide(write, FixedDetails(filePath: "elsewhere")) == nil)
+    }
+
     @Test func opGroups() {
         let engine = makeEngine("fail setattr EPERM id=s\nfail write EIO id=w")
         #expect(engine.decide(RequestInfo(op: .truncate), FixedDetails())?.ruleID == "s")
