@@ -75,7 +75,7 @@ extension AllMountTests {
         @Test("sqlite --quick: control runs correct, seeded losses caught, every fault plan gets a verdict")
         func sqliteQuick() throws {
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
-            let (result, verdicts, out) = try runCampaign(["sqlite", "--quick"], limitSeconds: 240)
+            let (result, verdicts, out) = try runCampaign(["sqlite", "--quick"], limitSeconds: 600)
             defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(result.status == 0, "\(result)")
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
@@ -112,11 +112,10 @@ extension AllMountTests {
 
         @Test("postgres, one short case: a failed data-file writeback, verdict from the restarted server")
         func postgresShort() throws {
-            guard canRun(), access("/usr/lib/postgresql/15/bin/initdb", X_OK) == 0 else {
-                Issue.record("needs root and PostgreSQL 15 (apt-get install postgresql)"); return
-            }
+            // The campaign installs PostgreSQL itself when it is missing.
+            guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
             let (result, verdicts, out) = try runCampaign(["postgres", "--quick", "--modes", "default", "--plans", "wb-eio-data"],
-                                                          limitSeconds: 240)
+                                                          limitSeconds: 600)
             defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(result.status == 0, "\(result)")
             #expect(verdicts.count == 1, "\(result.stdout)")
@@ -130,11 +129,10 @@ extension AllMountTests {
 
         @Test("redis, one short case: appendfsync always with a failed AOF fsync")
         func redisShort() throws {
-            guard canRun(), access("/usr/bin/redis-server", X_OK) == 0 else {
-                Issue.record("needs root and redis-server (apt-get install redis-server)"); return
-            }
+            // The campaign installs redis-server itself when it is missing.
+            guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
             let (result, verdicts, out) = try runCampaign(["redis", "--quick", "--modes", "always", "--plans", "fsync-eio"],
-                                                          limitSeconds: 240)
+                                                          limitSeconds: 600)
             defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(result.status == 0, "\(result)")
             #expect(verdicts.count == 1, "\(result.stdout)")
