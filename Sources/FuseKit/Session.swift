@@ -12,7 +12,7 @@ public final class SessionState: Sendable {
 
     public init() {}
 
-    /// True once a signal, an unmount or `Session.stop` ends the session.
+    /// True once a signal or an unmount ends the session.
     public var isClosing: Bool {
         if closing.load(ordering: .acquiring) { return true }
         let address = sessionAddress.load(ordering: .acquiring)
@@ -101,12 +101,6 @@ public final class Session {
         return rc
     }
 
-    /// Asks `run` to return (from any thread).
-    public func stop() {
-        state.markClosing()
-        fuse_session_exit(se)
-    }
-
     public func unmount() {
         guard mounted else { return }
         fuse_remove_signal_handlers(se)
@@ -114,6 +108,4 @@ public final class Session {
         mounted = false
     }
 
-    /// The /dev/fuse fd (to find the connection number, for example).
-    public var deviceFD: Int32 { fuse_session_fd(se) }
 }

@@ -45,10 +45,6 @@ extension PassthroughFileSystem {
         return total
     }
 
-    /// How many O_PATH fds the inode cache holds, and how many inodes the
-    /// kernel remembers (for the benchmark and tests).
-    public var cachedFDCount: Int { fds.openCount }
-    public var rememberedInodeCount: Int { inodes.count }
 }
 
 func procLink(_ fd: Int32) throws(Errno) -> String {

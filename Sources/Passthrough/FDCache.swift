@@ -118,6 +118,4 @@ final class FDCache: @unchecked Sendable {
         }
         return false
     }
-
-    var openCount: Int { ring.withLock { $0.count } }
 }

@@ -124,6 +124,4 @@ final class InodeTable: @unchecked Sendable {
         if shrunk { _ = malloc_trim(0) }
         return inode
     }
-
-    var count: Int { byKey.withLock { $0.count } }
 }
