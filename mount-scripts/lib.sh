@@ -3,6 +3,20 @@
 # The Debian 12 packages faultfs needs to build, mount and be tested.
 FAULTFS_PACKAGES=(fuse3 libfuse3-dev pkg-config fio sqlite3 attr)
 
+# apt-get install PKG...: waits up to 5 minutes for another apt/dpkg to let go
+# of the lock (saying so), updates the package lists first if they are missing
+# or the install fails on them, and names the packages on failure.
+apt_install() {
+    local lock=(-o DPkg::Lock::Timeout=300)
+    echo "installing: $* (waiting up to 300 s for the dpkg lock if another apt/dpkg holds it)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get "${lock[@]}" install -y -qq "$@" >/dev/null 2>&1; then
+        apt-get "${lock[@]}" update -qq &&
+            apt-get "${lock[@]}" install -y -qq "$@" >/dev/null ||
+            { echo "error: apt-get install $* failed" >&2; return 1; }
+    fi
+}
+
 # Installs whichever of FAULTFS_PACKAGES is missing; quick when none is.
 install_dependencies() {
     local missing=() pkg
@@ -10,10 +24,7 @@ install_dependencies() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if ((${#missing[@]})); then
-        echo "installing: ${missing[*]}" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq "${missing[@]}" >/dev/null
+        apt_install "${missing[@]}" || return 1
     fi
     # The FUSE module may be built in (then modprobe fails harmlessly).
     modprobe fuse 2>/dev/null || true
