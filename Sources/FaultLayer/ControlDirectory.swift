@@ -1,17 +1,21 @@
 import FuseKit
 import Glibc
+import Synchronization
 
 /// The virtual `.faultfs` directory at the mount root and its three files.
-/// Their node ids are tiny constants: the decorated file system's node ids
-/// are addresses (see Passthrough's Inode), which never fall in 2...5.
+/// The directory and `events` have tiny constant node ids; `control` and
+/// `stats` get a new node id at every lookup (see `SnapshotNodes`), with the
+/// top bit set. The decorated file system's node ids are addresses (see
+/// Passthrough's Inode), which never fall in 2...5 nor have the top bit set.
 enum ControlNode: NodeID, CaseIterable {
     case directory = 2
-    case control = 3
-    case stats = 4
+    case control = 3    // its st_ino; its node ids are snapshot ids
+    case stats = 4      // likewise
     case events = 5
 
     static func of(_ node: NodeID) -> ControlNode? {
-        node >= 2 && node <= 5 ? ControlNode(rawValue: node) : nil
+        if node & SnapshotNodes.tag != 0 { return node & 1 == 0 ? .control : .stats }
+        return node >= 2 && node <= 5 ? ControlNode(rawValue: node) : nil
     }
 
     static func file(named name: FileName) -> ControlNode? {
@@ -53,23 +57,49 @@ enum ControlNode: NodeID, CaseIterable {
     }
 }
 
-/// The bytes one open of `control` or `stats` reads: taken at open, so a
-/// reader sees one consistent text however it splits its reads.
-final class Snapshot: @unchecked Sendable {
-    let bytes: [UInt8]
-    init(_ text: String) { bytes = Array(text.utf8) }
+/// The texts of `control` and `stats`, one per node id.
+///
+/// With the writeback cache the kernel keeps a regular file's size itself:
+/// it takes the size from the reply that creates the inode and then ignores
+/// the size in later replies (a write through the cache may have grown it).
+/// A file whose text changes under one node id would keep a stale size, and
+/// `tail`, `head -c` or a reader that trusts fstat would cut it. So every
+/// lookup of `control` or `stats` renders the text and answers a new node id
+/// whose size is that text's length; every open of that node reads that
+/// text. The kernel forgets the node when no dentry or open file uses it
+/// (FUSE drops unused inodes at once), and the text goes with it.
+final class SnapshotNodes: Sendable {
+    /// Set in every snapshot node id; bit 0 tells stats (1) from control (0).
+    static let tag: NodeID = 1 << 63
+    private struct Table {
+        var serial: NodeID = 0
+        var texts: [NodeID: [UInt8]] = [:]
+    }
+    private let table = Mutex(Table())
 
-    var handle: UInt64 { UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque())) }
-    static func from(_ handle: UInt64) -> Snapshot {
-        Unmanaged<Snapshot>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).takeUnretainedValue()
-    }
-    static func release(_ handle: UInt64) {
-        Unmanaged<Snapshot>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).release()
+    func make(_ file: ControlNode, text: String) -> (node: NodeID, size: Int) {
+        let bytes = Array(text.utf8)
+        let node = table.withLock { t in
+            t.serial += 1
+            let node = Self.tag | (t.serial << 1) | (file == .stats ? 1 : 0)
+            t.texts[node] = bytes
+            return node
+        }
+        return (node, bytes.count)
     }
 
-    func read(offset: off_t, size: Int) -> [UInt8] {
-        guard offset >= 0, offset < bytes.count else { return [] }
-        let start = Int(offset)
-        return Array(bytes[start..<min(bytes.count, start + size)])
+    func size(of node: NodeID) -> Int { table.withLock { $0.texts[node]?.count ?? 0 } }
+
+    func read(_ node: NodeID, offset: off_t, size: Int) -> [UInt8] {
+        table.withLock { t in
+            guard let bytes = t.texts[node], offset >= 0, offset < bytes.count else { return [] }
+            let start = Int(offset)
+            return Array(bytes[start..<min(bytes.count, start + size)])
+        }
     }
+
+    func forget(_ node: NodeID) { table.withLock { _ = $0.texts.removeValue(forKey: node) } }
+
+    /// Texts still remembered (for tests of forgetting).
+    var count: Int { table.withLock { $0.texts.count } }
 }

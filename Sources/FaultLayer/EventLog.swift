@@ -30,17 +30,21 @@ final class EventLog: Sendable {
 
     deinit { if fileFD >= 0 { close(fileFD) } }
 
-    func append(_ event: InjectionEvent) {
+    /// Returns the stream's new length.
+    @discardableResult
+    func append(_ event: InjectionEvent) -> Int64 {
         let bytes = Array(event.jsonLine().utf8)
-        ring.withLock { r in
+        let size = ring.withLock { r in
             let line = (start: r.totalBytes, bytes: bytes)
             if r.lines.count < capacity { r.lines.append(line) } else {
                 r.lines[r.first] = line
                 r.first = (r.first + 1) % capacity
             }
             r.totalBytes += Int64(bytes.count)
+            return r.totalBytes
         }
         if fileFD >= 0 { _ = bytes.withUnsafeBytes { write(fileFD, $0.baseAddress, $0.count) } }
+        return size
     }
 
     /// The stream's length: what `stat` shows for the events file.

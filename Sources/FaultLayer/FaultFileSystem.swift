@@ -32,6 +32,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     let gate = StallGate()
     let capacity = CapacityModel()
     let paths = PathCache()
+    let snapshots = SnapshotNodes()
     private let lastError = Mutex<String?>(nil)
     private let controlName: ContiguousArray<CChar>
     // Set once by `initialize`, before any request.
@@ -53,7 +54,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     public func applyControl(_ text: String) -> Result<Void, ParseError> {
         switch engine.apply(text: text) {
         case .failure(let error):
-            lastError.withLock { $0 = error.description }
+            lastError.withLock { $0 = error.shownText }
             return .failure(error)
         case .success(let commands):
             lastError.withLock { $0 = nil }
@@ -68,8 +69,8 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
             gate.release(ruleID: id)
         case .capacity(let bytes):
             capacity.set(limit: bytes, used: bytes == nil ? 0 : tree.usedBytes())
-            events.append(InjectionEvent(timeNs: realtimeNanoseconds(), ruleID: "-", action: "capacity",
-                                         op: .syncwrite, length: bytes ?? -1))
+            appendEvent(InjectionEvent(timeNs: realtimeNanoseconds(), ruleID: "-", action: "capacity",
+                                       op: .syncwrite, length: bytes ?? -1))
         case .resetCounters:
             stats.reset()
         case .add, .clear:
@@ -83,10 +84,18 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         var text = "# faultfs rules, in order (the first that matches acts); write a command to change them\n"
         text += engine.renderRules()
         if let limit = capacity.limitBytes {
-            text += "# capacity \(limit) bytes, used \(capacity.usedBytes) bytes\n"
+            text += "# capacity \(limit) bytes, used \(capacity.usedBytes) bytes (kept by clear; 'capacity off' removes it)\n"
         }
         if let error = lastError.withLock({ $0 }) { text += "# error: \(error)\n" }
         return text
+    }
+
+    /// Appends to the event log and tells the kernel the events file grew:
+    /// with the writeback cache it keeps the file's size itself, so without
+    /// this `tail -f` would never see the new lines (see `SnapshotNodes`).
+    private func appendEvent(_ event: InjectionEvent) {
+        let size = events.append(event)
+        session?.extendSize(of: ControlNode.events.rawValue, to: size, lastByte: UInt8(ascii: "\n"))
     }
 
     // MARK: the fault check
@@ -155,7 +164,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     }
 
     private func record(_ ruleID: String, _ action: String, _ info: RequestInfo, _ details: Details, errno: Int32 = 0) {
-        events.append(InjectionEvent(
+        appendEvent(InjectionEvent(
             timeNs: realtimeNanoseconds(), ruleID: ruleID, action: action, op: info.op, path: details.path(),
             inode: info.inode, offset: info.offset, length: info.length, errno: errno, pid: info.pid,
             comm: details.comm(), writeback: info.op == .writeback))
@@ -212,13 +221,16 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func forget(node: NodeID, count: UInt64) {
-        if ControlNode.of(node) != nil { return }
+        if ControlNode.of(node) != nil {
+            if node & SnapshotNodes.tag != 0 { snapshots.forget(node) }  // each is answered once: count is 1
+            return
+        }
         paths.forget(node)  // its id may name another inode next
         inner.forget(node: node, count: count)
     }
 
     public func getattr(_ caller: Caller, node: NodeID, handle: UInt64?) throws(Errno) -> Attributes {
-        if let c = ControlNode.of(node) { return Attributes(controlAttributes(c), timeout: 0) }
+        if let c = ControlNode.of(node) { return Attributes(controlAttributes(c, node: node), timeout: 0) }
         return try inner.getattr(caller, node: node, handle: handle)
     }
 
@@ -226,7 +238,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         if let c = ControlNode.of(node) {
             // Only the truncation of `echo > control` is accepted, and ignored.
             guard changes.fields.subtracting([.size, .atime, .mtime, .atimeNow, .mtimeNow, .ctime]).isEmpty else { throw .EPERM }
-            return Attributes(controlAttributes(c), timeout: 0)
+            return Attributes(controlAttributes(c, node: node), timeout: 0)
         }
         let resizes = changes.fields.contains(.size)
         _ = try check(resizes ? .truncate : .setattr, caller, node: node, offset: resizes ? changes.size : -1)
@@ -322,7 +334,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         if let c = ControlNode.of(node) {
             switch c {
             case .events: return .bytes(events.read(offset: Int64(offset), count: size))
-            case .control, .stats: return .bytes(Snapshot.from(handle).read(offset: offset, size: size))
+            case .control, .stats: return .bytes(snapshots.read(node, offset: offset, size: size))
             case .directory: throw .EISDIR
             }
         }
@@ -372,10 +384,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func release(_ caller: Caller, node: NodeID, handle: UInt64) {
-        if let c = ControlNode.of(node) {
-            if c == .control || c == .stats { Snapshot.release(handle) }
-            return
-        }
+        if ControlNode.of(node) != nil { return }
         inner.release(caller, node: node, handle: handle)
     }
 
@@ -444,13 +453,16 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         }
         let listing: [(String, ControlNode?)] = [(".", .directory), ("..", nil), ("control", .control), ("stats", .stats), ("events", .events)]
         for (index, (name, c)) in listing.enumerated() where index >= offset {
-            var st = c.map(controlAttributes) ?? ControlNode.directory.attributes(owner: 0, group: 0, size: 0)
+            var st = c.map { $0.attributes(owner: options.owner, group: options.group, size: 0) }
+                ?? ControlNode.directory.attributes(owner: 0, group: 0, size: 0)
             if c == nil { st.st_ino = 1 }
             let added = name.withCString { (n) -> Bool in
                 if !plus { return buffer.add(n, attributes: st, nextOffset: off_t(index + 1)) }
                 let isFile = index >= 2
                 let entry = isFile ? controlEntry(c!) : Entry(node: 0, attributes: st, attributesTimeout: 0, entryTimeout: 0)
-                return buffer.addPlus(n, entry: entry, nextOffset: off_t(index + 1))
+                let added = buffer.addPlus(n, entry: entry, nextOffset: off_t(index + 1))
+                if !added && entry.node & SnapshotNodes.tag != 0 { snapshots.forget(entry.node) }  // never answered
+                return added
             }
             if !added { return }
         }
@@ -509,12 +521,32 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
 
     // MARK: the control files
 
-    private func controlAttributes(_ c: ControlNode) -> stat {
-        c.attributes(owner: options.owner, group: options.group, size: c == .events ? events.size : 0)
+    private func controlAttributes(_ c: ControlNode, node: NodeID) -> stat {
+        let size: Int64 = switch c {
+        case .events: events.size
+        case .control, .stats: Int64(snapshots.size(of: node))
+        case .directory: 0
+        }
+        return c.attributes(owner: options.owner, group: options.group, size: size)
     }
 
+    /// The entry a lookup answers: `control` and `stats` get a new node with
+    /// the text taken now (see `SnapshotNodes`).
     private func controlEntry(_ c: ControlNode) -> Entry {
-        Entry(node: c.rawValue, attributes: controlAttributes(c), attributesTimeout: 0, entryTimeout: 0)
+        var node = c.rawValue
+        var size: Int64 = c == .events ? events.size : 0
+        switch c {
+        case .control: (node, size) = snapshotNode(.control, controlText())
+        case .stats: (node, size) = snapshotNode(.stats, stats.render())
+        case .events, .directory: break
+        }
+        return Entry(node: node, attributes: c.attributes(owner: options.owner, group: options.group, size: size),
+                     attributesTimeout: 0, entryTimeout: 0)
+    }
+
+    private func snapshotNode(_ c: ControlNode, _ text: String) -> (NodeID, Int64) {
+        let made = snapshots.make(c, text: text)
+        return (made.node, Int64(made.size))
     }
 
     private func mayWriteControl(_ caller: Caller) -> Bool { caller.uid == 0 || caller.uid == options.owner }
@@ -522,19 +554,16 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     private func openControl(_ c: ControlNode, _ caller: Caller, flags: Int32) throws(Errno) -> OpenedFile {
         let writing = flags & O_ACCMODE != O_RDONLY
         if writing && (c != .control || !mayWriteControl(caller)) { throw .EACCES }
-        var opened: OpenedFile
-        switch c {
-        case .control: opened = OpenedFile(handle: Snapshot(controlText()).handle)
-        case .stats: opened = OpenedFile(handle: Snapshot(stats.render()).handle)
-        case .events: opened = OpenedFile(handle: 0)
-        case .directory: throw .EISDIR
-        }
-        opened.directIO = true  // every read is answered fresh, never from the page cache
+        if c == .directory { throw .EISDIR }
+        // The node's text (control, stats) or the log (events) is read as is,
+        // never from the page cache.
+        var opened = OpenedFile(handle: 0)
+        opened.directIO = true
         return opened
     }
 
     private func writeControl(_ caller: Caller, node: NodeID, data: WriteSource) throws(Errno) -> Int {
-        guard node == ControlNode.control.rawValue, mayWriteControl(caller) else { throw .EACCES }
+        guard ControlNode.of(node) == .control, mayWriteControl(caller) else { throw .EACCES }
         let bytes = try data.bytes()
         switch applyControl(String(decoding: bytes, as: UTF8.self)) {
         case .success: return bytes.count

@@ -41,6 +41,29 @@ public final class SessionState: Sendable {
         _ = fuse_lowlevel_notify_inval_inode(se, node, -1, 0)
     }
 
+    /// Tells the kernel that `node`'s file is at least `size` bytes long and
+    /// ends with `lastByte`. With the writeback cache the kernel ignores the
+    /// size in attribute replies for regular files; a store notification is
+    /// how a file the daemon itself appends to can grow (the kernel grows the
+    /// size only for a store of at least one byte, so the last byte is sent).
+    /// Does nothing if the kernel holds no inode for `node`.
+    public func extendSize(of node: NodeID, to size: Int64, lastByte: UInt8) {
+        let address = sessionAddress.load(ordering: .acquiring)
+        guard address != 0, size > 0, let se = OpaquePointer(bitPattern: address) else { return }
+        var byte = lastByte
+        withUnsafeMutablePointer(to: &byte) { pointer in
+            var one = fuse_bufvec()
+            one.count = 1
+            one.buf.size = 1
+            one.buf.mem = UnsafeMutableRawPointer(pointer)
+            _ = fuse_lowlevel_notify_store(se, node, off_t(size - 1), &one, fuse_buf_copy_flags(rawValue: 0))
+        }
+    }
+
+    /// The mount was detached (a lazy unmount): `isClosing` turns true, so
+    /// held requests let go while the files still open are served on.
+    public func markDetached() { markClosing() }
+
     func attach(_ se: OpaquePointer?) { sessionAddress.store(UInt(bitPattern: se.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0), ordering: .releasing) }
     func markClosing() { closing.store(true, ordering: .releasing) }
 }
