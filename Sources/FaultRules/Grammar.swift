@@ -30,6 +30,35 @@ public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     public var description: String { "line \(line), column \(column): \(message)" }
+
+    /// `description` as the control file shows it: control bytes escaped and
+    /// cut to 200 characters (a refused line may be a megabyte of anything).
+    public var shownText: String { printableExcerpt(description, limit: 200) }
+}
+
+/// `text` with control characters escaped (`\n`, `\t`, `\u{1b}`) and cut to
+/// `limit` characters, saying how many more there were.
+public func printableExcerpt(_ text: String, limit: Int) -> String {
+    var out = ""
+    var shown = 0
+    var scalars = text.unicodeScalars.makeIterator()
+    while let scalar = scalars.next() {
+        guard shown < limit else {
+            var more = 1
+            while scalars.next() != nil { more += 1 }
+            return out + "... (\(more) more characters)"
+        }
+        switch scalar {
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        case _ where scalar.value < 0x20 || (0x7f...0x9f).contains(scalar.value):
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        default: out.unicodeScalars.append(scalar)
+        }
+        shown += 1
+    }
+    return out
 }
 
 /// Parses every line of `text`; the first error refuses the whole text.

@@ -11,13 +11,18 @@ public enum FaultOp: UInt8, CaseIterable, Sendable {
     case setattr        // a setattr that does not change the size
     case fallocate, copyFileRange, setxattr, open, read
 
-    /// The word the control language uses for this op.
+    /// The op's name in events and `stats`.
     public var name: String {
         switch self {
         case .copyFileRange: "copy_file_range"
         default: String(describing: self)
         }
     }
+
+    /// The control-language word for this op alone. `fsync` is the group
+    /// word (fsync and fdatasync, what a user who writes "fsync" means), so
+    /// fsync(2) alone is `fsync-only`.
+    public var word: String { self == .fsync ? "fsync-only" : name }
 }
 
 /// A set of `FaultOp`s: one bit per op, so the hot path can test membership
@@ -50,15 +55,27 @@ public struct OpSet: OptionSet, Sendable, Hashable {
     public static let write = OpSet([.writeback, .syncwrite])
     /// The word `setattr`: every setattr, those that truncate included.
     public static let anySetattr = OpSet([.setattr, .truncate])
+    /// The word `fsync`: fsync(2) and fdatasync(2) (sqlite, for one, calls
+    /// only fdatasync).
+    public static let anyFsync = OpSet([.fsync, .fdatasync])
     /// The word `all`.
     public static let all = OpSet(FaultOp.allCases)
 
+    /// The group words, each naming more than one op.
+    static let groups: [(word: String, ops: OpSet)] = [("write", .write), ("fsync", .anyFsync), ("setattr", .anySetattr)]
+
     /// The words OPS accepts and what each stands for, in the order error
-    /// messages list them. Every op's own name is a word, except that
-    /// `setattr` means `anySetattr`.
+    /// messages list them: every op's `word` (except setattr, a group word
+    /// for both kinds) and the group words.
     static let vocabulary: [(word: String, ops: OpSet)] =
         [("write", .write)]
-        + FaultOp.allCases.map { ($0.name, $0 == .setattr ? .anySetattr : .of($0)) }
+        + FaultOp.allCases.flatMap { op -> [(word: String, ops: OpSet)] in
+            switch op {
+            case .fsync: [("fsync", .anyFsync), (op.word, .of(op))]
+            case .setattr: [("setattr", .anySetattr)]
+            default: [(op.word, .of(op))]
+            }
+        }
         + [("all", .all)]
 
     /// The set a word names, or nil (case-insensitive).
@@ -68,18 +85,17 @@ public struct OpSet: OptionSet, Sendable, Hashable {
     }
 
     /// The canonical OPS text: `all`, or comma-separated words in `FaultOp`
-    /// order, using the group words `write` and `setattr` where they apply.
+    /// order, using the group words (`write`, `fsync`, `setattr`) where they apply.
     var canonicalText: String {
         if self == .all { return "all" }
         var remaining = self
         var words: [String] = []
         for op in FaultOp.allCases where remaining.contains(op) {
-            let group = [OpSet.write, .anySetattr].first { $0.contains(.of(op)) && remaining.isSuperset(of: $0) }
-            if let group {
-                words.append(group == .write ? "write" : "setattr")
-                remaining.subtract(group)
+            if let group = Self.groups.first(where: { $0.ops.contains(op) && remaining.isSuperset(of: $0.ops) }) {
+                words.append(group.word)
+                remaining.subtract(group.ops)
             } else {
-                words.append(op.name)
+                words.append(op.word)
                 remaining.subtract(.of(op))
             }
         }

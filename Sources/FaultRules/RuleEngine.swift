@@ -105,9 +105,8 @@ public final class RuleEngine: Sendable {
     }
 
     /// Applies all commands or none. Returns the ones the caller acts on
-    /// (`release`, `capacity`); `release` of an unknown id is passed back too,
-    /// since a stalled request may outlive its rule. For errors, `line` is
-    /// the command's 1-based index.
+    /// (`release`, also for `clear` of a stall rule; `capacity`;
+    /// `reset-counters`). For errors, `line` is the command's 1-based index.
     public func apply(_ commands: [ControlCommand]) -> Result<[ControlCommand], ParseError> {
         apply(located: commands.enumerated().map { LocatedCommand(command: $1, line: $0 + 1, idColumn: 1) })
     }
@@ -145,7 +144,10 @@ public final class RuleEngine: Sendable {
                 "\(rule.rule)  # matched=\(rule.matched) hits=\(rule.hits)" + (rule.isDormant ? " dormant" : "")
             }
             let warningLines = table.rules.flatMap { $0.rule.warnings(for: features) }.map { "# warning: " + $0 }
-            return (ruleLines + warningLines).map { $0 + "\n" }.joined()
+            let coversBothSyncs = table.rules.contains { $0.rule.ops.isSuperset(of: .anyFsync) }
+            let noteLines = coversBothSyncs
+                ? ["# note: fsync means fsync(2) and fdatasync(2); fsync-only or fdatasync names one of them"] : []
+            return (ruleLines + warningLines + noteLines).map { $0 + "\n" }.joined()
         }
     }
 
@@ -198,25 +200,32 @@ struct RuleTable: Sendable {
             rules.append(ActiveRule(rule))
             return nil
         case .clear(id: nil):
+            // A held request belongs to its stall rule: removing the rule lets it go.
+            let hadStall = rules.contains { $0.isStall }
             rules.removeAll()
-            return nil
+            return hadStall ? .release(id: nil) : nil
         case .clear(id: let id?):
             guard let index = rules.firstIndex(where: { $0.id == id }) else {
                 let known = rules.isEmpty ? "there are no rules" : "expected one of " + rules.map(\.id).joined(separator: ", ")
                 throw error("no rule with id \"\(id)\"; \(known)")
             }
+            let wasStall = rules[index].isStall
             rules.remove(at: index)
-            return nil
+            return wasStall ? .release(id: id) : nil
         case .resetCounters:
             resetCounters()
             return located.command  // the caller keeps counters of its own
         case .release(let id):
             // Releasing ends the stall: its held requests go on, and no new
-            // request is held (the rule is removed).
-            rules.removeAll { rule in
-                guard case .stall = rule.rule.action else { return false }
-                return id == nil || rule.id == id
+            // request is held (the rule is removed). Like `clear ID`, an id
+            // that names no stall rule is an error (`clear` of a stall rule
+            // releases its requests, so none outlives its rule).
+            if let id, !rules.contains(where: { $0.id == id && $0.isStall }) {
+                let stalls = rules.filter(\.isStall).map(\.id)
+                let known = stalls.isEmpty ? "there are no stall rules" : "expected one of " + stalls.joined(separator: ", ")
+                throw error("no stall rule with id \"\(id)\"; \(known)")
             }
+            rules.removeAll { $0.isStall && (id == nil || $0.id == id) }
             return located.command
         case .capacity:
             return located.command
@@ -308,6 +317,11 @@ struct ActiveRule: Sendable {
     /// Dormant rules are skipped and do not count towards `armedOps`.
     var isDormant: Bool {
         rule.count.map { hits >= $0 } ?? false
+    }
+
+    var isStall: Bool {
+        if case .stall = rule.action { return true }
+        return false
     }
 
     mutating func resetCounters() {

@@ -15,61 +15,71 @@ private let bytesPerUnit: [(unit: String, bytes: Int64)] = [
 /// `s`, `m` (minutes) or `h` (`200ms`, `1.5s`, `100us`, `1m`).
 /// Nil if malformed, without a unit, finer than a nanosecond, or too large.
 public func parseDuration(_ s: Substring) -> UInt64? {
-    let digitsEnd = s.firstIndex { !$0.isASCII || !($0.isNumber || $0 == ".") } ?? s.endIndex
-    let number = s[..<digitsEnd]
-    guard let unitNs = nanosecondsPerUnit.first(where: { $0.unit == s[digitsEnd...].lowercased() })?.ns
-    else { return nil }
-
-    let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
-    let integerText = parts[0]
-    let fractionText = parts.count > 1 ? parts[1] : ""
-    guard !(integerText.isEmpty && fractionText.isEmpty), !fractionText.contains(".") else { return nil }
-
-    guard let integer = integerText.isEmpty ? 0 : parseUnsigned(integerText),
-          case (var total, false) = integer.multipliedReportingOverflow(by: unitNs)
-    else { return nil }
-
-    // Each fraction digit is worth a tenth of the previous one; digits below
-    // one nanosecond must be zero.
-    var place = unitNs
-    for digit in fractionText {
-        guard let d = digit.wholeNumberValue, digit.isASCII else { return nil }
-        guard place % 10 == 0 else {
-            if d != 0 { return nil }
-            continue
-        }
-        place /= 10
-        guard case (let sum, false) = total.addingReportingOverflow(UInt64(d) * place) else { return nil }
-        total = sum
-    }
-    return total
+    let (number, unit) = splitNumber(s)
+    guard let unitNs = nanosecondsPerUnit.first(where: { $0.unit == unit.lowercased() })?.ns else { return nil }
+    return scaleExactly(number, by: unitNs)
 }
 
-/// A byte count: decimal digits, optionally followed by a binary unit
+/// A byte count: a decimal number, optionally followed by a binary unit
 /// `K`, `M`, `G` or `T` (also written `KB`/`KiB`...), or `B` for bytes;
-/// case-insensitive (`4096`, `512K`, `64M`, `2GiB`). Nil if malformed or
-/// beyond Int64.
+/// case-insensitive (`4096`, `512K`, `1.5G`, `2GiB`). Nil if malformed, not
+/// a whole number of bytes, or beyond Int64.
 public func parseSize(_ s: Substring) -> Int64? {
-    let digitsEnd = s.firstIndex { !$0.isASCII || !$0.isNumber } ?? s.endIndex
-    guard let count = parseUnsigned(s[..<digitsEnd]), count <= UInt64(Int64.max) else { return nil }
-
-    var unit = s[digitsEnd...].lowercased()
+    let (number, unitText) = splitNumber(s)
+    var unit = unitText.lowercased()
     if unit.hasSuffix("ib") {
         unit.removeLast(2)
         guard !unit.isEmpty else { return nil } // "iB" alone is no unit
     } else if unit.hasSuffix("b") {
         unit.removeLast()
     }
-    if unit.isEmpty { return Int64(count) }
-    guard let multiplier = bytesPerUnit.first(where: { $0.unit == unit })?.bytes,
-          case (let bytes, false) = Int64(count).multipliedReportingOverflow(by: multiplier)
+    let multiplier: Int64
+    if unit.isEmpty {
+        multiplier = 1
+    } else {
+        guard let m = bytesPerUnit.first(where: { $0.unit == unit })?.bytes else { return nil }
+        multiplier = m
+    }
+    guard let bytes = scaleExactly(number, by: UInt64(multiplier)), bytes <= UInt64(Int64.max) else { return nil }
+    return Int64(bytes)
+}
+
+/// The one number grammar of durations and sizes: ASCII digits with at most
+/// one `.`, then the unit (the rest).
+private func splitNumber(_ s: Substring) -> (number: Substring, unit: Substring) {
+    let end = s.firstIndex { !$0.isASCII || !($0.isNumber || $0 == ".") } ?? s.endIndex
+    return (s[..<end], s[end...])
+}
+
+/// `number` × `unit`, exactly: nil if malformed, if it overflows, or if the
+/// fraction is finer than one unit of the result (`1.5ns`, `0.5` bytes).
+private func scaleExactly(_ number: Substring, by unit: UInt64) -> UInt64? {
+    let parts = number.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+    let integerText = parts[0]
+    let fractionText = parts.count > 1 ? parts[1] : ""
+    guard !(integerText.isEmpty && fractionText.isEmpty), !fractionText.contains(".") else { return nil }
+    guard let integer = integerText.isEmpty ? 0 : parseUnsigned(integerText),
+          case (var total, false) = integer.multipliedReportingOverflow(by: unit)
     else { return nil }
-    return bytes
+
+    // Each fraction digit is worth a tenth of the previous one; digits below
+    // one unit of the result must be zero. Binary units are not powers of
+    // ten: the fraction is exact only when unit × fraction is whole.
+    guard !fractionText.isEmpty else { return total }
+    guard let fraction = parseUnsigned(fractionText), fractionText.count <= 18 else {
+        return fractionText.allSatisfy({ $0 == "0" }) ? total : nil
+    }
+    var scale: UInt64 = 1
+    for _ in 0..<fractionText.count { scale *= 10 }
+    guard case (let product, false) = fraction.multipliedReportingOverflow(by: unit), product % scale == 0,
+          case (let sum, false) = total.addingReportingOverflow(product / scale) else { return nil }
+    total = sum
+    return total
 }
 
 /// Canonical text of a duration: an integer in the largest unit that
 /// expresses it exactly (`1.5s` → `1500ms`).
-func formatDuration(_ ns: UInt64) -> String {
+public func formatDuration(_ ns: UInt64) -> String {
     let unit = nanosecondsPerUnit.first { ns % $0.ns == 0 && ns != 0 } ?? ("ns", 1)
     return "\(ns / unit.ns)\(unit.unit)"
 }

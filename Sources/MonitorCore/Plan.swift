@@ -10,6 +10,8 @@
 // '#' starts a comment only at the beginning of a line (control lines keep
 // theirs: the fault layer strips them).
 
+import FaultRules
+
 public enum PlanTrigger: Sendable, Equatable {
     /// Nanoseconds after the workload starts.
     case at(Int64)
@@ -74,6 +76,7 @@ public enum Plan {
             let v = value!
             if name == "--fault" {
                 flush()
+                try checkControlLine(v, origin: "--fault")
                 current = v; triggered = false
                 continue
             }
@@ -92,12 +95,23 @@ public enum Plan {
             let line = raw.trimmingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }
             do throws(PlanError) {
-                steps.append(try parseLine(line))
+                let step = try parseLine(line)
+                try checkControlLine(step.line, origin: nil)
+                steps.append(step)
             } catch {
                 throw PlanError("plan line \(n + 1): \(error.description)")
             }
         }
         return steps
+    }
+
+    /// Parses `line` with the control language's own parser, so that a run
+    /// refuses a bad step before it mounts or starts anything (the daemon
+    /// would refuse it only when its time comes).
+    static func checkControlLine(_ line: String, origin: String?) throws(PlanError) {
+        if case .failure(let error) = parseControl(line) {
+            throw PlanError((origin.map { $0 + " " } ?? "") + "'\(line)': \(error.description)")
+        }
     }
 
     static func parseLine(_ line: String) throws(PlanError) -> PlanStep {
@@ -134,29 +148,16 @@ public enum Plan {
         }
     }
 
-    /// "2s", "500ms", "1.5s", "1m", "250us", "3" (seconds) → ns.
+    /// A duration in the control language's grammar ("2s", "500ms", "1.5s",
+    /// "1m", "250us"; a unit is required) → ns.
     public static func parseSeconds(_ text: String) -> Int64? {
-        let t = text.trimmingSpaces()
-        let units: [(String, Double)] = [("ms", 1e6), ("us", 1e3), ("ns", 1), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
-        for (u, scale) in units where t.hasSuffix(u) {
-            guard let v = Double(t.dropLast(u.count)), v >= 0, v.isFinite else { return nil }
-            return Int64((v * scale).rounded())
-        }
-        guard let v = Double(t), v >= 0, v.isFinite else { return nil }
-        return Int64((v * 1e9).rounded())
+        parseDuration(Substring(text.trimmingSpaces())).flatMap { Int64(exactly: $0) }
     }
 
-    /// "4096", "64K", "64M", "1G", "64MiB" → bytes (powers of 1024).
+    /// A size in the control language's grammar ("4096", "64K", "1.5G",
+    /// "64MiB"; powers of 1024) → bytes.
     public static func parseBytes(_ text: String) -> Int64? {
-        var t = Substring(text.trimmingSpaces()).uppercased()
-        if t.hasSuffix("IB") { t.removeLast(2) } else if t.hasSuffix("B") { t.removeLast() }
-        var scale: Int64 = 1
-        if let last = t.last, let i = ["K", "M", "G", "T"].firstIndex(of: String(last)) {
-            t.removeLast()
-            for _ in 0...i { scale *= 1024 }
-        }
-        guard let v = Double(t), v >= 0, v.isFinite else { return nil }
-        return Int64((v * Double(scale)).rounded())
+        parseSize(Substring(text.trimmingSpaces()))
     }
 }
 
