@@ -28,6 +28,9 @@ public struct RunResult: Sendable {
     public var reportPath: String
     /// Output of the `afterUnmount` hook.
     public var checks: [String]
+    /// Plan steps the daemon refused, or whose trigger never came (the
+    /// workload ended first). The run did not do what the plan said.
+    public var planProblems: [String] = []
 }
 
 public enum Runner {
@@ -114,13 +117,18 @@ public enum Runner {
 
         // Plan steps at the start go in before the workload.
         var done = [Bool](repeating: false, count: o.plan.count)
+        var planProblems: [String] = []
         func apply(_ i: Int) {
             done[i] = true
             let line = o.plan[i].line
             let t = Sys.realtimeNs()
-            let result = hasFaultLayer ? (Sys.write(control, line + "\n") ?? "ok") : "no control file"
+            var result = "no control file"
+            if hasFaultLayer {
+                result = Sys.write(control, line + "\n").map { refusal(written: line, error: $0, control: control) } ?? "ok"
+            }
             monitor.record(.control(timeNs: t, line: line, result: result))
             printErr("faultfs run: \(formatSeconds(max(0, t - startNs))) \(line)" + (result == "ok" ? "" : " -> \(result)"))
+            if result != "ok" { planProblems.append("plan step \(i + 1) '\(o.plan[i].description)': \(result)") }
         }
         var startNs = Sys.realtimeNs()
         for i in o.plan.indices { if case .at(let t) = o.plan[i].trigger, t <= 0 { apply(i) } }
@@ -188,6 +196,14 @@ public enum Runner {
             }
             if let c = cgroup { c.killAll() }
         }
+        // Steps whose trigger never came: say so, a fault the plan promised did not happen.
+        let endedAt = formatSeconds(max(0, Sys.realtimeNs() - startNs))
+        for i in o.plan.indices where !done[i] {
+            let problem = "plan step \(i + 1) '\(o.plan[i].description)' never applied: the workload ended at \(endedAt) before its trigger"
+            planProblems.append(problem)
+            monitor.record(.note(timeNs: nil, text: problem))
+            printErr("faultfs run: " + problem)
+        }
 
         // Unmount (release anything stalled first, or the unmount waits forever).
         if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
@@ -203,7 +219,15 @@ public enum Runner {
         if madeTemp { removeTree(dir) }
         _ = cost
         let summary = try ReportWriter.write(runDir: out)
-        return RunResult(exitCode: exitCode, summary: summary, reportPath: out + "/report.html", checks: checks)
+        return RunResult(exitCode: exitCode, summary: summary, reportPath: out + "/report.html", checks: checks,
+                         planProblems: planProblems)
+    }
+
+    /// What the daemon said about a refused control line: the `# error:`
+    /// line it keeps in the control file, else the write's errno text.
+    static func refusal(written line: String, error: String, control: String) -> String {
+        let reason = (Sys.read(control) ?? "").split(separator: "\n").last { $0.hasPrefix("# error: ") }
+        return "refused: " + (reason.map { String($0.dropFirst("# error: ".count)) } ?? error)
     }
 
     /// Bytes written (wchar) by the tree, counting processes that already exited.

@@ -27,7 +27,7 @@ struct ControlCommand: ParsableCommand {
             }
             let text = lines.joined(separator: "\n") + "\n"
             let fd = open(path, O_WRONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw CLIError("\(path): \(errnoString()) (is \(mountpoint) a faultfs mount?)") }
+            guard fd >= 0 else { throw openFailed(path, errno: errno) }
             let written = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
             let failure = errno
             close(fd)
@@ -40,9 +40,24 @@ struct ControlCommand: ParsableCommand {
         }
     }
 
+    /// Says what is wrong: only a missing control file suggests that the
+    /// directory is no faultfs mount.
+    private func openFailed(_ path: String, errno code: Int32) -> CLIError {
+        switch code {
+        case EACCES, EPERM:
+            var st = stat()
+            let owner = stat(path, &st) == 0 ? " (uid \(st.st_uid))" : ""
+            return CLIError("\(path): permission denied: only root and the user who mounted it\(owner) may write the control file")
+        case ENOENT, ENOTDIR:
+            return CLIError("\(path): \(errnoString(code)) (is \(mountpoint) a faultfs mount?)")
+        default:
+            return CLIError("\(path): \(errnoString(code))")
+        }
+    }
+
     private func readFile(_ path: String) throws -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw CLIError("\(path): \(errnoString()) (is \(mountpoint) a faultfs mount?)") }
+        guard fd >= 0 else { throw openFailed(path, errno: errno) }
         defer { close(fd) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)

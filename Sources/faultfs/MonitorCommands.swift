@@ -139,6 +139,12 @@ struct RunCommand: ParsableCommand {
                 let r = try Runner.run(o)
                 printOut(r.summary + "report: " + r.reportPath)
                 status = r.exitCode
+                // The workload's status, unless it succeeded but the plan did
+                // not run as written (a refused step, a trigger that never came).
+                if status == 0 && !r.planProblems.isEmpty {
+                    printError("faultfs run: the plan did not run as written:\n  " + r.planProblems.joined(separator: "\n  "))
+                    status = 1
+                }
             } catch { throw CLIError("\(error)") }
         }
         if status != 0 { throw ExitCode(status) }

@@ -97,6 +97,7 @@ enum Server {
         let failed = Atomic<Bool>(false)
         let mountpoint = request.mountpoint
         let deviceBefore = before.st_dev
+        let state = session.state
         startThread {
             if let problem = waitUntilLive(mountpoint, deviceBefore: deviceBefore) {
                 failed.store(true, ordering: .releasing)
@@ -107,8 +108,10 @@ enum Server {
                 return
             }
             logger.info("ready: \(mountpoint) answers")
+            let mount = MountTable.faultFSMount(at: mountpoint)
             ready?.ready()
             if ready != nil { Daemon.silenceOutput() }
+            if let mount { watchForDetach(mount, state: state) }
         }
 
         let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
@@ -118,6 +121,36 @@ enum Server {
             logger.info("unmounted \(mountpoint) on signal \(signal)")
         } else {
             logger.info("unmounted \(mountpoint)")
+        }
+    }
+
+    /// Waits until `mount` leaves the mount table while the session still
+    /// runs: a lazy unmount (`faultfs umount -l`, `umount -l`,
+    /// `fusermount3 -uz`), or a plain one that is now waiting for requests.
+    /// The kernel tells the daemon nothing then, and a request held by a
+    /// `stall` would keep its caller, and the file system, forever. So held
+    /// requests are let go (and no new one is held); the files still open
+    /// are served until closed, and the session ends with the last of them.
+    private static func watchForDetach(_ mount: MountEntry, state: SessionState) {
+        let fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        while !state.isClosing {
+            // The kernel flags mountinfo (POLLPRI) whenever the table changes;
+            // the timeout only bounds how long a missed change could go unseen.
+            var waitFor = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
+            _ = poll(&waitFor, 1, 2_000)
+            guard let text = readTextFile("/proc/self/mountinfo") else { return }
+            // Reading the fd to its end is what re-arms POLLPRI.
+            var sink = [UInt8](repeating: 0, count: 65536)
+            _ = lseek(fd, 0, SEEK_SET)
+            while read(fd, &sink, sink.count) > 0 {}
+            if !MountTable.parse(text).contains(where: { $0.mountID == mount.mountID }) {
+                if state.isClosing { return }
+                logger.notice("\(mount.mountPoint) left the mount table (lazy unmount): held requests released; serving the files still open until they are closed")
+                state.markDetached()
+                return
+            }
         }
     }
 

@@ -33,11 +33,25 @@ struct UnmountCommand: ParsableCommand {
         let daemons = Self.daemons(servingAt: path)
         if lazy {
             try detach(path)
-        } else if umount2(path, 0) != 0 {
+            // The daemon sees the mount leave the table and lets held
+            // requests go; it ends once nothing on the mount is open.
+            let running = waitForExit(daemons, seconds: 3)
+            if running.isEmpty {
+                print("faultfs: detached \(path); its daemon has exited")
+            } else {
+                print("faultfs: detached \(path): gone from the mount table, held (stalled) requests released; "
+                      + "the daemon (pid \(running.map(String.init).joined(separator: " "))) serves the files still open there and exits when the last is closed")
+            }
+            return
+        }
+        if umount2(path, 0) != 0 {
             try unmountFailed(path, errno: errno)
         }
         // So that a script may reuse the directory, or the source, at once.
-        waitForExit(daemons, seconds: 10)
+        let running = waitForExit(daemons, seconds: 10)
+        if !running.isEmpty {
+            printError("faultfs: unmounted, but the daemon (pid \(running.map(String.init).joined(separator: " "))) still runs after 10 s")
+        }
     }
 
     private func unmountFailed(_ path: String, errno: Int32) throws(CLIError) {
@@ -85,18 +99,20 @@ struct UnmountCommand: ParsableCommand {
         return false
     }
 
-    /// Waits until none of `pids` runs (a zombie counts as gone).
-    private func waitForExit(_ pids: [pid_t], seconds: Int) {
+    /// Waits until none of `pids` runs (a zombie counts as gone); returns
+    /// those still running after `seconds`.
+    private func waitForExit(_ pids: [pid_t], seconds: Int) -> [pid_t] {
+        var running = pids
         for _ in 0..<(seconds * 20) {
-            let running = pids.filter { pid in
+            running = running.filter { pid in
                 guard kill(pid, 0) == 0, let stat = readTextFile("/proc/\(pid)/stat"),
                       let close = stat.lastIndex(of: ")") else { return false }
                 return !stat[close...].hasPrefix(") Z")
             }
-            if running.isEmpty { return }
+            if running.isEmpty { break }
             usleep(50_000)
         }
-        printError("faultfs: unmounted, but the daemon (pid \(pids.map(String.init).joined(separator: " "))) still runs after \(seconds) s")
+        return running
     }
 
     private func detach(_ path: String) throws(CLIError) {
