@@ -46,7 +46,7 @@ import Testing
         #expect(parseRule("fail write EIO offset=4096-")?.offsetRange == ByteRange(4096, nil))
         #expect(parseRule("fail write EWOULDBLOCK")?.description == "fail write EAGAIN")
         #expect(parseRule("fail all 28")?.description == "fail all ENOSPC")
-        #expect(parseRule("fail write,fsync,setattr EIO")?.ops == OpSet([.writeback, .syncwrite, .fsync, .setattr, .truncate]))
+        #expect(parseRule("fail write,fsync,setattr EIO")?.ops == OpSet([.writeback, .syncwrite, .fsync, .fdatasync, .setattr, .truncate]))
         #expect(parseRule("fail truncate EIO")?.ops == .of(.truncate))
         #expect(parseRule("FAIL Write,FSYNC eio")?.description == "fail write,fsync EIO")
         #expect(parseRule("fail write EIO comm=postgres pid=42")?.pid == 42)
@@ -55,9 +55,36 @@ import Testing
     @Test func canonicalOpsText() {
         #expect(OpSet.all.canonicalText == "all")
         #expect(OpSet.write.canonicalText == "write")
-        #expect(OpSet([.syncwrite, .fsync]).canonicalText == "syncwrite,fsync")
+        #expect(OpSet([.syncwrite, .fsync]).canonicalText == "syncwrite,fsync-only")
+        #expect(OpSet([.syncwrite, .fsync, .fdatasync]).canonicalText == "syncwrite,fsync")
         #expect(OpSet([.truncate, .setattr, .read]).canonicalText == "setattr,read")
         #expect(OpSet([.truncate, .copyFileRange]).canonicalText == "truncate,copy_file_range")
+    }
+
+    @Test func fsyncWords() throws {
+        #expect(parseRule("fail fsync EIO")?.ops == OpSet([.fsync, .fdatasync]))
+        #expect(parseRule("fail fsync-only EIO")?.ops == OpSet([.fsync]))
+        #expect(parseRule("fail fdatasync EIO")?.ops == OpSet([.fdatasync]))
+        #expect(parseRule("fail fsync-only,fdatasync EIO")?.description == "fail fsync EIO")
+        #expect(parseRule("fail fsync-only EIO")?.description == "fail fsync-only EIO")
+        #expect(parseRule("fail flush,fsync,fsyncdir EIO")?.description == "fail flush,fsync,fsyncdir EIO")
+    }
+
+    @Test func capacityTakesDecimalSizes() throws {
+        #expect(try parseControl("capacity 1.5G").get() == [.capacity(bytes: 3 << 29)])
+        #expect(parseFailure("capacity 1.5")?.message.contains("bad capacity") == true)
+    }
+
+    @Test func shownErrorsAreEscapedAndCut() throws {
+        let long = "fail " + String(repeating: "x", count: 5000) + "\u{1b}[31m EIO"
+        let error = try #require(parseFailure(long))
+        let shown = error.shownText
+        #expect(shown.count < 260, "\(shown.count) characters")
+        #expect(shown.hasPrefix("line 1, column "))
+        #expect(shown.hasSuffix(" more characters)"))
+        #expect(printableExcerpt("a\nb\tc\u{1b}d\u{7f}", limit: 200) == "a\\nb\\tc\\u{1b}d\\u{7f}")
+        #expect(printableExcerpt("abcdef", limit: 3) == "abc... (3 more characters)")
+        #expect(!printableExcerpt(long, limit: 10_000).contains("\u{1b}"))
     }
 
     @Test func otherCommands() throws {

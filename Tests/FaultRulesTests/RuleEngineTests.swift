@@ -5,7 +5,7 @@ import Testing
     let write = RequestInfo(op: .syncwrite, inode: 7, offset: 0, length: 4096, pid: 100)
 
     @Test func nothingArmedMeansNoDecisionAndNoDetails() {
-        let engine = makeEngine("fail fsync EIO path=*.wal")
+        let engine = makeEngine("fail fsync-only EIO path=*.wal")
         #expect(engine.armedOps == .of(.fsync))
         #expect(engine.decide(write, UnaskableDetails()) == nil)
     }
@@ -63,13 +63,13 @@ import Testing
     }
 
     @Test func dormantRuleIsDisarmedAndResetRearmsIt() {
-        let engine = makeEngine("fail fsync EIO count=1\nfail write EIO")
+        let engine = makeEngine("fail fsync-only EIO count=1\nfail write EIO")
         let fsync = RequestInfo(op: .fsync, offset: -1, pid: 5)
         #expect(engine.armedOps == OpSet([.fsync, .writeback, .syncwrite]))
         #expect(engine.decide(fsync, FixedDetails()) != nil)
         #expect(engine.armedOps == .write)
         #expect(engine.decide(fsync, UnaskableDetails()) == nil)
-        #expect(engine.renderRules().contains("fail fsync EIO id=r1 count=1  # matched=1 hits=1 dormant"))
+        #expect(engine.renderRules().contains("fail fsync-only EIO id=r1 count=1  # matched=1 hits=1 dormant"))
 
         engine.resetCounters()
         #expect(engine.armedOps.contains(.fsync))
@@ -164,7 +164,7 @@ import Testing
     }
 
     @Test func clearByIdAndClearAll() throws {
-        let engine = makeEngine("fail write EIO id=a\nfail fsync EIO id=b\nfail read EIO")
+        let engine = makeEngine("fail write EIO id=a\nfail fsync-only EIO id=b\nfail read EIO")
         #expect(try engine.apply(text: "clear a").get() == [])
         #expect(engine.armedOps == OpSet([.fsync, .read]))
         #expect(!engine.renderRules().contains("id=a"))
@@ -224,8 +224,8 @@ import Testing
 
     @Test func releaseCapacityAndResetArePassedBack() throws {
         let engine = makeEngine("stall fsync id=s")
-        let passed = try engine.apply(text: "release s\nrelease gone\nrelease\ncapacity 1G\ncapacity off\nreset-counters").get()
-        #expect(passed == [.release(id: "s"), .release(id: "gone"), .release(id: nil),
+        let passed = try engine.apply(text: "release s\nrelease\ncapacity 1G\ncapacity off\nreset-counters").get()
+        #expect(passed == [.release(id: "s"), .release(id: nil),
                            .capacity(bytes: 1 << 30), .capacity(bytes: nil), .resetCounters])
         #expect(engine.armedOps == [])  // release removed the stall rule
     }
@@ -234,9 +234,42 @@ import Testing
         let engine = makeEngine("stall fsync id=s\nstall flush id=t\nfail write EIO id=f")
         _ = try engine.apply(text: "release s").get()
         #expect(engine.armedOps == OpSet([.flush, .writeback, .syncwrite]))
-        _ = try engine.apply(text: "release f").get()  // not a stall: kept
         _ = try engine.apply(text: "release").get()
         #expect(engine.armedOps == OpSet.write)
+    }
+
+    @Test func releaseAndClearOfAnUnknownIDAreBothErrors() throws {
+        let engine = makeEngine("stall fsync-only id=s\nfail write EIO id=f")
+        for text in ["release gone", "release f", "clear gone"] {
+            guard case .failure(let error) = engine.apply(text: text) else {
+                Issue.record("\(text) was accepted")
+                continue
+            }
+            let id = text.split(separator: " ")[1]
+            #expect(error.column == text.count - id.count + 1, "points at the id: \(error)")
+            #expect(error.message.contains("no ") && error.message.contains("rule with id"), "\(error)")
+        }
+        #expect(engine.apply(text: "release f").failureMessage?.contains("expected one of s") == true)
+        #expect(engine.armedOps == OpSet([.fsync, .writeback, .syncwrite]), "nothing changed")
+    }
+
+    @Test func clearingAStallRuleReleasesItsRequests() throws {
+        let engine = makeEngine("stall fsync id=s\nstall flush id=t\nfail write EIO id=f")
+        #expect(try engine.apply(text: "clear f").get() == [])
+        #expect(try engine.apply(text: "clear s").get() == [.release(id: "s")])
+        #expect(try engine.apply(text: "clear").get() == [.release(id: nil)])
+        #expect(try engine.apply(text: "clear").get() == [], "no stall left: nothing to release")
+    }
+
+    @Test func fsyncCoversFdatasyncAndControlSaysSo() throws {
+        let engine = makeEngine("fail fsync EIO id=both")
+        #expect(engine.decide(RequestInfo(op: .fsync), FixedDetails()) != nil)
+        #expect(engine.decide(RequestInfo(op: .fdatasync), FixedDetails()) != nil)
+        #expect(engine.renderRules().contains("# note: fsync means fsync(2) and fdatasync(2); fsync-only or fdatasync names one of them"))
+        let alone = makeEngine("fail fsync-only EIO id=one\nfail fdatasync EIO id=other path=x")
+        #expect(alone.decide(RequestInfo(op: .fsync), FixedDetails())?.ruleID == "one")
+        #expect(alone.decide(RequestInfo(op: .fdatasync), FixedDetails(filePath: "y")) == nil)
+        #expect(!alone.renderRules().contains("# note"), "\(alone.renderRules())")
     }
 
     @Test func applyingCommandsDirectly() throws {
@@ -296,5 +329,12 @@ import Testing
             #expect(total == 1000)
         }
         #expect(engine.armedOps == [])
+    }
+}
+
+extension Result where Failure == ParseError {
+    var failureMessage: String? {
+        if case .failure(let error) = self { return error.message }
+        return nil
     }
 }

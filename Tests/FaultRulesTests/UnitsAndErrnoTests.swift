@@ -33,7 +33,19 @@ import Testing
         #expect(parseSize("0") == 0)
     }
 
-    @Test(arguments: ["", "1.5M", "M", "1X", "-1", "9999999999T", "99999999999999999999", "1iB", "1 M"])
+    @Test func decimalSizesShareTheDurationGrammar() {
+        #expect(parseSize("1.5G") == 3 << 29)
+        #expect(parseSize("1.5M") == 3 << 19)
+        #expect(parseSize("0.5K") == 512)
+        #expect(parseSize(".25M") == 1 << 18)
+        #expect(parseSize("2.0") == 2)
+        #expect(parseSize("1.000G") == 1 << 30)
+        // The same digits and dot as a duration, the same refusals.
+        #expect(parseDuration("1.5s") == 1_500_000_000)
+        #expect(parseSize("1.2.3M") == nil && parseDuration("1.2.3s") == nil)
+    }
+
+    @Test(arguments: ["", "1.5", "0.3K", "1.0000001K", "M", "1X", "-1", "9999999999T", "99999999999999999999", "1iB", "1 M", "1e3", "."])
     func badSizes(_ text: String) {
         #expect(parseSize(text[...]) == nil)
     }

@@ -53,10 +53,23 @@ import Testing
         #expect(e?.description.hasPrefix("plan line 2:") == true)
     }
 
+    @Test func planLinesAreCheckedWithTheControlParser() {
+        let fault = #expect(throws: PlanError.self) {
+            try Plan.fromArguments(["--fault", "fail writeback EBOGUS", "--at", "1s", "--", "true"])
+        }
+        #expect(fault?.description == "--fault 'fail writeback EBOGUS': line 1, column 16: unknown errno \"EBOGUS\"; expected an errno name such as ENOSPC or EIO, or a number in 1...511")
+        let file = #expect(throws: PlanError.self) { try Plan.parse("# plan\nat 1s: fail flush EIO\nat 2s: stall wrtie\n") }
+        #expect(file?.description.hasPrefix("plan line 3: 'stall wrtie': line 1, column 7: unknown operation \"wrtie\"") == true, "\(String(describing: file))")
+        // A command the parser accepts, but the daemon may refuse at its time, passes.
+        #expect((try? Plan.parse("at 1s: clear NOSUCHID"))?.count == 1)
+    }
+
     @Test func units() {
         #expect(Plan.parseSeconds("100ms") == 100_000_000)
         #expect(Plan.parseSeconds("1.5s") == 1_500_000_000)
-        #expect(Plan.parseSeconds("2") == 2_000_000_000)
+        #expect(Plan.parseSeconds("2") == nil, "a duration needs its unit, as in the control language")
+        #expect(Plan.parseSeconds("0.5m") == 30_000_000_000)
+        #expect(Plan.parseBytes("1.5G") == 3 << 29)
         #expect(Plan.parseSeconds("1m") == 60_000_000_000)
         #expect(Plan.parseSeconds("-1s") == nil)
         #expect(Plan.parseBytes("64M") == 64 << 20)
