@@ -11,11 +11,42 @@ public enum ReportWriter {
             throw MonitorError("\(runDir)/events.jsonl: \(Sys.errorText()) (not a run folder?)")
         }
         let samples = Sys.read(runDir + "/samples.jsonl", limit: 1 << 30) ?? ""
-        let run = RunData.load(samplesJSONL: samples, eventsJSONL: events)
+        var run = RunData.load(samplesJSONL: samples, eventsJSONL: events)
+        // The workload's own output, captured by `faultfs run` (absent for `faultfs monitor`).
+        for (stream, file) in [("stdout", RunData.workloadStdoutFile), ("stderr", RunData.workloadStderrFile)] {
+            if let (end, lines) = readEnd(runDir + "/" + file) {
+                run.workloadOutput.append(WorkloadOutput.tail(of: end, stream: stream, file: file, totalLines: lines))
+            }
+        }
         let html = renderHTML(run: run)
         let summary = renderSummary(run: run)
         if let e = Sys.write(runDir + "/report.html", html, create: true) { throw MonitorError("cannot write \(runDir)/report.html: \(e)") }
         if let e = Sys.write(runDir + "/summary.txt", summary, create: true) { throw MonitorError("cannot write \(runDir)/summary.txt: \(e)") }
         return summary
+    }
+
+    /// The last 64 KiB of a file (from a line start) and its number of
+    /// lines, without holding all of it: a workload may print gigabytes.
+    static func readEnd(_ path: String) -> (String, Int)? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        let keep = 65536
+        var end: [UInt8] = []
+        var lines = 0, total = 0, last: UInt8 = 10
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            for b in buffer[0..<n] where b == 10 { lines += 1 }
+            last = buffer[n - 1]
+            total += n
+            end += buffer[0..<n]
+            if end.count > 2 * keep { end.removeFirst(end.count - keep) }
+        }
+        if total > end.count, let nl = end.firstIndex(of: 10) { end.removeSubrange(...nl) }
+        if last != 10 { lines += 1 }  // an unterminated last line
+        return (String(decoding: end, as: UTF8.self), lines)
     }
 }

@@ -15,8 +15,13 @@ public enum StandaloneMonitor {
         o.live = live && isatty(STDERR_FILENO) != 0
         let events = mnt + "/.faultfs/events"
         if Sys.exists(events) { o.injectionsPath = events }
+        o.settings.append(Setting(SettingKey.runKind, "monitor"))
         if Sys.mountType(at: mnt) != "fuse.faultfs" {
             o.settings.append(Setting("note", "\(mnt) is not a faultfs mount point"))
+        }
+        // What is armed now, for the report's header (later changes show as injections).
+        if let rules = Sys.read(mnt + "/.faultfs/control") {
+            o.settings += ArmedRules.listed(inControlFile: rules).map { Setting(SettingKey.rulePrefix + $0.key, $0.value) }
         }
         let session = try MonitorSession(o)
         if o.injectionsPath == nil { session.record(.note(timeNs: nil, text: "\(events) not found: no injections recorded")) }
@@ -24,12 +29,16 @@ public enum StandaloneMonitor {
         let start = Sys.monotonicNs()
         session.record(.workloadStart(timeNs: Sys.realtimeNs(), command: "faultfs monitor \(mnt)"))
         printErr("faultfs monitor: recording \(mnt) into \(o.outDir) every \(formatSeconds(intervalNs)); Ctrl-C to stop")
+        var stoppedBy = ""
         while true {
-            if let d = durationNs, Sys.monotonicNs() - start >= d { break }
+            if let d = durationNs, Sys.monotonicNs() - start >= d { stoppedBy = "stopped after --duration \(formatSeconds(d))"; break }
             var ts = timespec(tv_sec: 0, tv_nsec: 50_000_000)
-            if sigtimedwait(&signals, nil, &ts) > 0 { break }
+            let sig = sigtimedwait(&signals, nil, &ts)
+            if sig > 0 { stoppedBy = "stopped by " + (sig == SIGINT ? "Ctrl-C (SIGINT)" : sig == SIGTERM ? "SIGTERM" : "signal \(sig)"); break }
         }
-        session.record(.workloadExit(timeNs: Sys.realtimeNs(), status: "stopped", code: nil))
+        // Not a workload: `faultfs monitor` runs none; the report words these as the recording's start and end.
+        session.record(.workloadExit(timeNs: Sys.realtimeNs(), status: stoppedBy, code: nil))
+        printErr("faultfs monitor: recording " + stoppedBy + "; writing the report")
         session.stop()
         let summary = try ReportWriter.write(runDir: o.outDir)
         return (summary, o.outDir + "/report.html")

@@ -62,9 +62,17 @@ public struct ChartSeries: Sendable {
 }
 
 public struct ChartMarker: Sendable {
+    public enum Kind: Sendable {
+        /// A line of the run's plan, written to the control file: always labelled.
+        case planStep
+        /// An injected fault: markers with the same label close together
+        /// share one label ("r1 fail EIO ×8").
+        case fault
+    }
     public var x: Double
     public var label: String
-    public init(x: Double, label: String) { self.x = x; self.label = label }
+    public var kind: Kind
+    public init(x: Double, label: String, kind: Kind = .fault) { self.x = x; self.label = label; self.kind = kind }
 }
 
 public struct ChartSpec: Sendable {
@@ -83,6 +91,8 @@ public struct ChartSpec: Sendable {
 
 public enum Chart {
     static let left = 64.0, right = 16.0, top = 22.0, bottom = 30.0
+    /// Marker labels: font size and row height (px).
+    static let labelFont = 10.0, labelRow = 13.0
 
     /// Each SVG carries its own style so it also renders on its own (the
     /// Monitor may save charts as .svg files). Selectors start with "svg" so
@@ -90,12 +100,21 @@ public enum Chart {
     static let style = "svg text{font-size:11px;fill:#444;font-family:sans-serif}svg .ylab{text-anchor:end}"
         + "svg .xlab{text-anchor:middle}svg .grid{stroke:#eee}svg .tick{stroke:#888}svg .frame{fill:none;stroke:#888}"
         + "svg .series{fill:none;stroke-width:1.5}svg .stems{fill:none;stroke-width:1}"
-        + "svg .marker{stroke:#c00;stroke-dasharray:3 3;stroke-width:1}svg .mlab{fill:#c00;font-size:10px}"
+        + "svg .marker{stroke:#c00;stroke-dasharray:3 3;stroke-width:1}svg .mstep{stroke:#1f4e99;stroke-dasharray:6 2;stroke-width:1}"
+        + "svg text.mlab{fill:#c00;font-size:10px;font-family:'DejaVu Sans',Verdana,sans-serif}svg text.step{fill:#1f4e99}"
 
     /// One `<svg>` element (no XML prolog, for inlining in HTML).
     public static func svg(_ spec: ChartSpec) -> String {
-        let w = Double(spec.width), h = Double(spec.height)
-        let pw = w - left - right, ph = h - top - bottom
+        let w = Double(spec.width)
+        let pw = w - left - right
+        // The label band above the plot grows with the rows of labels it needs.
+        let markers = layOutMarkers(spec, plotLeft: left, plotWidth: pw)
+        let band = markers.rows == 0 ? 0 : Double(markers.rows) * labelRow + 4
+        let top = Chart.top + band
+        let h = Double(spec.height) + band, ph = Double(spec.height) - Chart.top - bottom
+        let height = Int(h.rounded(.up))
+        /// The baseline of a row of labels (row 0 is nearest the plot).
+        func labelBaseline(_ row: Int) -> Double { top - 5 - labelRow * Double(row) }
         let x0 = spec.xRange.lowerBound, xSpan = max(spec.xRange.upperBound - x0, 1e-9)
         let buckets = Int(pw)
         let reduced = spec.series.map { Downsample.minMax($0.points, buckets: buckets, xRange: spec.xRange) }
@@ -107,7 +126,7 @@ public enum Chart {
         func py(_ y: Double) -> Double { top + ph - min(max(y, 0), yTop) / yTop * ph }
         func f(_ v: Double) -> String { formatFixed(v, 1) }
 
-        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(spec.width)\" height=\"\(spec.height)\" viewBox=\"0 0 \(spec.width) \(spec.height)\" style=\"max-width:100%;height:auto\" role=\"img\">\n"
+        var s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(spec.width)\" height=\"\(height)\" viewBox=\"0 0 \(spec.width) \(height)\" style=\"max-width:100%;height:auto\" role=\"img\">\n"
         s += "<title>" + xmlEscape(spec.title) + "</title>\n<style>" + style + "</style>\n"
         // Grid and y labels.
         let yDecimals = yStep >= 1 ? 0 : (yStep >= 0.1 ? 1 : 2)
@@ -146,28 +165,106 @@ public enum Chart {
                 s += "<path class=\"\(cls)\" stroke=\"\(xmlEscape(series.color))\" d=\"\(d)\"/>\n"
             }
         }
-        // Injection markers: markers closer than a pixel form one group, drawn
-        // as one line; a group's label ("r1 EIO ×3") is drawn only where it
-        // does not overlap the previous label.
-        var groups: [(x: Double, label: String, count: Int)] = []
-        for m in spec.markers.filter({ spec.xRange.contains($0.x) }).sorted(by: { $0.x < $1.x }) {
-            let mx = px(m.x)
-            if let last = groups.last, mx - last.x < 1 { groups[groups.count - 1].count += 1 } else { groups.append((mx, m.label, 1)) }
+        // Marker lines, from the plot up to their label's row, then the labels
+        // on top of everything.
+        for line in markers.lines {
+            let topY = line.row.map { labelBaseline($0) - 8 } ?? top
+            s += "<line class=\"\(line.kind == .planStep ? "mstep" : "marker")\" x1=\"\(f(line.x))\" y1=\"\(f(topY))\" x2=\"\(f(line.x))\" y2=\"\(f(top + ph))\"/>\n"
         }
-        // Labels go on up to three rows; a label is drawn on the first row
-        // where it does not overlap the previous one (about 5.5 px a character).
-        var rowEnds = [-1000.0, -1000.0, -1000.0]
-        for g in groups {
-            s += "<line class=\"marker\" x1=\"\(f(g.x))\" y1=\"\(f(top))\" x2=\"\(f(g.x))\" y2=\"\(f(top + ph))\"/>"
-            let text = g.count > 1 ? "\(g.label) ×\(g.count)" : g.label
-            if let row = rowEnds.firstIndex(where: { g.x > $0 + 4 }) {
-                s += "<text class=\"mlab\" x=\"\(f(g.x + 2))\" y=\"\(f(top + 10 + 12 * Double(row)))\">" + xmlEscape(text) + "</text>"
-                rowEnds[row] = g.x + 2 + 5.5 * Double(text.count)
-            }
-            s += "\n"
+        for label in markers.labels {
+            let p = label.placement
+            let text = Chart.fit(label.text, width: p.width)
+            let cls = label.kind == .planStep ? "mlab step" : "mlab"
+            s += "<text class=\"\(cls)\" x=\"\(f(p.left))\" y=\"\(f(labelBaseline(p.row)))\" textLength=\"\(f(Chart.textWidth(text)))\" lengthAdjust=\"spacingAndGlyphs\" data-full=\"\(xmlEscape(label.text))\">"
+                + xmlEscape(text) + (text == label.text ? "" : "<title>" + xmlEscape(label.text) + "</title>") + "</text>\n"
         }
         s += "</svg>"
         return s
+    }
+
+    /// The markers of a chart as drawn: lines, and labels placed by `MarkerLayout`.
+    struct MarkerDrawing {
+        struct Line { var x: Double; var kind: ChartMarker.Kind; var row: Int? }
+        struct Label { var text: String; var kind: ChartMarker.Kind; var placement: MarkerLayout.Placement }
+        var lines: [Line] = []
+        var labels: [Label] = []
+        var rows: Int { labels.map { $0.placement.row + 1 }.max() ?? 0 }
+    }
+
+    /// Faults with the same label closer than this share one label.
+    static let faultClusterPx = 60.0
+    /// Beyond this many fault labels, only the first of each kind is labelled.
+    static let maxFaultLabels = 16
+
+    /// Every plan step gets its own line and label. Faults get one line per
+    /// pixel and one label per cluster of the same label ("r1 ENOSPC ×8").
+    static func layOutMarkers(_ spec: ChartSpec, plotLeft: Double, plotWidth: Double) -> MarkerDrawing {
+        let x0 = spec.xRange.lowerBound, xSpan = max(spec.xRange.upperBound - x0, 1e-9)
+        func px(_ x: Double) -> Double { plotLeft + (x - x0) / xSpan * plotWidth }
+        let shown = spec.markers.filter { spec.xRange.contains($0.x) }.sorted { $0.x < $1.x }
+        var d = MarkerDrawing()
+        var pending: [(text: String, kind: ChartMarker.Kind, line: Int)] = []
+        for m in shown where m.kind == .planStep {
+            d.lines.append(.init(x: px(m.x), kind: .planStep, row: nil))
+            pending.append((m.label, .planStep, d.lines.count - 1))
+        }
+        var clusters: [(label: String, lastX: Double, count: Int, line: Int)] = []
+        var openCluster: [String: Int] = [:]
+        for m in shown where m.kind == .fault {
+            let x = px(m.x)
+            if let last = d.lines.last, last.kind == .fault, x - last.x < 1 {} else {
+                d.lines.append(.init(x: x, kind: .fault, row: nil))
+            }
+            if let c = openCluster[m.label], x - clusters[c].lastX < faultClusterPx {
+                clusters[c].count += 1
+                clusters[c].lastX = x
+            } else {
+                openCluster[m.label] = clusters.count
+                clusters.append((m.label, x, 1, d.lines.count - 1))
+            }
+        }
+        if clusters.count > maxFaultLabels {
+            var seen = Set<String>()
+            clusters = clusters.filter { seen.insert($0.label).inserted }.prefix(maxFaultLabels).map { $0 }
+        }
+        pending += clusters.map { ($0.count > 1 ? "\($0.label) ×\($0.count)" : $0.label, .fault, $0.line) }
+        pending.sort { d.lines[$0.line].x < d.lines[$1.line].x }
+        let placements = MarkerLayout.place(pending.map { MarkerLayout.Item(x: d.lines[$0.line].x, width: textWidth($0.text)) },
+                                            frame: plotLeft...(plotLeft + plotWidth))
+        for (p, placement) in zip(pending, placements) {
+            d.labels.append(.init(text: p.text, kind: p.kind, placement: placement))
+            // Two labels on one line (a step and a fault at once): it reaches the higher.
+            d.lines[p.line].row = max(d.lines[p.line].row ?? 0, placement.row)
+        }
+        return d
+    }
+
+    /// Advance widths of DejaVu Sans (the first font the labels ask for),
+    /// in ems; characters not listed count as 0.62 em.
+    static let glyphWidths: [Character: Double] = {
+        var w: [Character: Double] = [:]
+        let table: [(String, Double)] = [
+            (" ,.", 0.318), ("iljIJ", 0.29), ("f", 0.352), ("t", 0.392), ("r", 0.411), ("()[]", 0.39), ("/:;\\|", 0.337),
+            ("-", 0.361), ("!", 0.401), ("'", 0.275), ("s", 0.521), ("cz", 0.55), ("*_`\"", 0.5), ("?", 0.531),
+            ("abdeghnopqu0123456789{}$", 0.636), ("kvxyLF", 0.592), ("EPSTYZ", 0.64), ("ABCKRVX", 0.7),
+            ("DGHNOQU", 0.79), ("w", 0.818), ("mM", 0.974), ("W%", 0.99), ("+<=>^~×", 0.838), ("#&@…", 1.0),
+        ]
+        for (chars, width) in table { for c in chars { w[c] = width } }
+        return w
+    }()
+
+    /// The width of a marker label, a little generous (each label is drawn
+    /// with `textLength` set to this, so the layout holds whatever font).
+    static func textWidth(_ text: String) -> Double {
+        (text.reduce(0) { $0 + (glyphWidths[$1] ?? 0.62) } * labelFont * 1.04).rounded(.up)
+    }
+
+    /// `text`, cut with "…" to fit `width`.
+    static func fit(_ text: String, width: Double) -> String {
+        if textWidth(text) <= width + 0.5 { return text }
+        var cut = text
+        while !cut.isEmpty && textWidth(cut + "…") > width + 0.5 { cut.removeLast() }
+        return cut + "…"
     }
 
     /// 1, 2 or 5 × 10^n, at least `raw`.

@@ -140,3 +140,43 @@ public func errnoLabel(_ e: Int32) -> String {
     let a = abs(e)
     return errnoName(a) ?? "errno \(a)"
 }
+
+/// Rows of the "injected → told" table that differ only in time (and
+/// offset): one row with a count and a time range.
+public struct ErrorPathGroup: Sendable, Equatable {
+    /// In time order; never empty.
+    public var paths: [ErrorPath]
+    public var first: ErrorPath { paths[0] }
+    public var count: Int { paths.count }
+    public var firstNs: Int64 { paths[0].injection.timeNs }
+    public var lastNs: Int64 { paths[paths.count - 1].injection.timeNs }
+}
+
+extension Derivation {
+    /// Groups paths with the same rule, action, op, file (path and inode),
+    /// errno, outcome, and the same processes told (thread, call, errno
+    /// got). Which daemon thread the kernel recorded it in does not split a
+    /// group. Groups come in the order of their first injection.
+    public static func group(_ paths: [ErrorPath]) -> [ErrorPathGroup] {
+        struct ToldKey: Hashable { var task: String; var pid: Int32; var call: String; var errno: Int32 }
+        struct Key: Hashable {
+            var rule: String, action: String, op: String, path: String, ino: UInt64, errno: Int32
+            var status: ErrorPath.Status
+            var told: [ToldKey]
+        }
+        var groups: [ErrorPathGroup] = []
+        var index: [Key: Int] = [:]
+        for p in paths.sorted(by: { $0.injection.timeNs < $1.injection.timeNs }) {
+            let i = p.injection
+            let key = Key(rule: i.ruleID, action: i.action, op: i.op.name, path: i.pathText, ino: p.kernelIno, errno: i.errno,
+                          status: p.status, told: p.told.map { ToldKey(task: $0.task, pid: $0.pid, call: $0.call, errno: $0.reportedErrno) })
+            if let g = index[key] {
+                groups[g].paths.append(p)
+            } else {
+                index[key] = groups.count
+                groups.append(ErrorPathGroup(paths: [p]))
+            }
+        }
+        return groups
+    }
+}

@@ -9,6 +9,8 @@ public enum Report {
     /// Rows beyond this are left out of the HTML table (the summary and
     /// events.jsonl still have them all): a table of 50,000 rows helps no one.
     public static let maxTableRows = 1000
+    /// Lines of the workload's output in the summary (the report shows more).
+    public static let summaryOutputLines = 10
 
     static let css = """
     body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:960px}
@@ -16,7 +18,8 @@ public enum Report {
     table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
     th{background:#f3f3f3}.never{color:#b00;font-weight:bold}.told{color:#060}.muted{color:#777}
     .legend{font-size:.85em;margin:2px 0 12px 64px}.sw{display:inline-block;width:12px;height:12px;margin:0 4px 0 12px;vertical-align:middle}
-    .notes li{color:#8a5a00}code{font-size:.95em}
+    .notes li{color:#8a5a00}code{font-size:.95em}.nodata{color:#555}
+    pre.output{background:#f6f6f6;border:1px solid #ddd;padding:4px 8px;font-size:.8em;overflow-x:auto;white-space:pre-wrap}
     """
 
     static let colors = ["#e6550d", "#3182bd", "#31a354", "#756bb1", "#636363", "#d6616b"]
@@ -26,29 +29,35 @@ public enum Report {
 public func renderHTML(run: RunData) -> String {
     let paths = Derivation.errorPaths(injections: run.injections, traceEvents: run.traceEvents, mountDevice: run.mountDevice)
     let charts = buildCharts(run)
+    let monitorOnly = run.isMonitorOnly
+    let tool = monitorOnly ? "faultfs monitor" : "faultfs run"
+    func sec(_ t: Int64) -> String { formatFixed(Double(t - run.startNs) / 1e9, 2) + " s" }
     var h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
-    h += "<title>faultfs run: " + xmlEscape(run.workload.command) + "</title>\n"
+    h += "<title>" + tool + ": " + xmlEscape(monitorOnly ? run.setting(SettingKey.mountPoint) ?? "" : run.workload.command) + "</title>\n"
     h += "<style>\n" + Report.css + "\n</style>\n</head>\n<body>\n"
 
     // Header.
-    h += "<h1>faultfs run</h1>\n<table class=\"header\">\n"
+    h += "<h1>" + tool + "</h1>\n<table class=\"header\">\n"
     func row(_ k: String, _ v: String) -> String { "<tr><th>" + xmlEscape(k) + "</th><td>" + xmlEscape(v) + "</td></tr>\n" }
-    h += row("command", run.workload.command.isEmpty ? "(unknown)" : run.workload.command)
+    if !monitorOnly { h += row("command", run.workload.command.isEmpty ? "(unknown)" : run.workload.command) }
     h += row("kernel", run.setting(SettingKey.kernelRelease) ?? "(unknown)")
     h += row("mount", [run.setting(SettingKey.mountPoint), run.setting(SettingKey.mountDevice).map { "dev " + $0 }]
         .compactMap { $0 }.joined(separator: ", ").ifEmpty("(unknown)"))
     h += row("bdi", bdiSummary(run, prefix: false))
-    h += row("duration", formatFixed(run.durationSeconds, 1) + " s" + (run.workload.status.map { ", workload " + $0 } ?? ""))
+    h += row("duration", formatFixed(run.durationSeconds, 1) + " s" + (run.workload.status.map { ", " + statusText(run, $0) } ?? ""))
     h += "<tr><th>plan</th><td>"
     if run.controls.isEmpty { h += "<span class=\"muted\">(none)</span>" }
     for c in run.controls {
-        h += formatFixed(Double(c.timeNs - run.startNs) / 1e9, 2) + " s: <code>" + xmlEscape(c.line) + "</code>"
-            + (c.result == "ok" ? "" : " → " + xmlEscape(c.result)) + "<br/>"
+        h += sec(c.timeNs) + ": <code>" + xmlEscape(c.line) + "</code>"
+            + (c.result == "ok" ? "" : " → <span class=\"never\">" + xmlEscape(c.result) + "</span>") + "<br/>"
     }
     h += "</td></tr>\n"
-    h += "<tr><th>rules</th><td>"
-    if run.rules.isEmpty { h += "<span class=\"muted\">(none)</span>" }
-    for r in run.rules { h += "<code>" + xmlEscape(r.key) + "</code>: " + xmlEscape(r.value) + "<br/>" }
+    let armed = ArmedRules.timeline(controls: run.controls, initial: run.rules, injections: run.injections)
+    h += "<tr><th>armed</th><td>"
+    if armed.isEmpty { h += "<span class=\"muted\">(nothing)</span>" }
+    for a in armed {
+        h += "<code>" + xmlEscape(a.id) + "</code> <code>" + xmlEscape(a.text) + "</code>: " + xmlEscape(armedSpan(run, a)) + "<br/>"
+    }
     h += "</td></tr>\n</table>\n"
 
     if !run.notes.isEmpty || !run.traceAvailable {
@@ -58,9 +67,21 @@ public func renderHTML(run: RunData) -> String {
         h += "</ul>\n"
     }
 
-    // Charts.
+    if !run.workloadOutput.isEmpty {
+        h += "<h2>What the workload printed</h2>\n"
+        for o in run.workloadOutput {
+            h += "<p class=\"muted\">" + xmlEscape(outputHeading(o)) + "</p>\n"
+            if !o.lastLines.isEmpty { h += "<pre class=\"output\">" + xmlEscape(o.lastLines.joined(separator: "\n")) + "</pre>\n" }
+        }
+    }
+
+    // Charts; one without any data is one line of text.
     h += "<h2>Over time</h2>\n"
     for c in charts {
+        guard c.hasData else {
+            h += "<p class=\"nodata\"><b>" + xmlEscape(c.spec.title) + "</b>: " + xmlEscape(c.note ?? "no data recorded.") + "</p>\n"
+            continue
+        }
         h += "<h3>" + xmlEscape(c.spec.title) + "</h3>\n"
         if let note = c.note { h += "<p class=\"muted\">" + xmlEscape(note) + "</p>\n" }
         h += Chart.svg(c.spec) + "\n<div class=\"legend\">"
@@ -69,34 +90,50 @@ public func renderHTML(run: RunData) -> String {
             h += "<span class=\"sw\" style=\"background:\(xmlEscape(s.color))\"></span>" + xmlEscape(s.name)
                 + (empty ? " <span class=\"muted\">(not available)</span>" : "")
         }
-        if !c.spec.markers.isEmpty { h += "<span class=\"sw\" style=\"background:#c00\"></span>fault injected" }
+        if c.spec.markers.contains(where: { $0.kind == .planStep }) { h += "<span class=\"sw\" style=\"background:#1f4e99\"></span>plan step" }
+        if c.spec.markers.contains(where: { $0.kind == .fault }) { h += "<span class=\"sw\" style=\"background:#c00\"></span>fault injected" }
         h += "</div>\n"
     }
 
-    // Derivation table.
-    h += "<h2>Error injected → recorded by kernel → told to</h2>\n"
-    h += "<p class=\"muted\">\"Told\" means an fsync-family call (fsync, fdatasync, msync(MS_SYNC), sync_file_range with WAIT) returned the error. close() can report EIO/ENOSPC through legacy flags that have no tracepoint, so \"never told\" means never told by such a call.</p>\n"
+    // Derivation table, identical injections grouped.
+    h += "<h2>Error injected → recorded by the kernel → told to</h2>\n"
+    h += "<p class=\"muted\">Each row is one or more injections alike in rule, op, file, errno and who was told. "
+        + "The kernel events are tracepoints: <code>filemap:filemap_set_wb_err</code> (the kernel records a writeback error on the file; "
+        + "it fires in the thread whose reply to the writeback request failed, a faultfs daemon thread) and "
+        + "<code>filemap:file_check_and_advance_wb_err</code> (an fsync-family call checks for it). A thread is shown as name[thread id]. "
+        + "\"Told\" means an fsync-family call (fsync, fdatasync, msync(MS_SYNC), sync_file_range with WAIT) returned the error. "
+        + "close() can report EIO/ENOSPC through legacy flags that have no tracepoint, so \"never told\" means never told by such a call.</p>\n"
     if paths.isEmpty {
-        h += "<p class=\"muted\">No faults were injected.</p>\n"
+        h += "<p class=\"muted\">No errors were injected.</p>\n"
     } else {
-        h += "<table class=\"paths\">\n<tr><th>#</th><th>t (s)</th><th>rule</th><th>op</th><th>path (ino)</th><th>injected</th><th>recorded by kernel</th><th>told to (process, call, delay)</th></tr>\n"
-        for (i, p) in paths.prefix(Report.maxTableRows).enumerated() {
-            let t = Double(p.injection.timeNs - run.startNs) / 1e9
-            h += "<tr><td>\(i + 1)</td><td>\(formatFixed(t, 3))</td><td>" + xmlEscape(p.injection.ruleID) + "</td><td>"
+        let groups = Derivation.group(paths)
+        h += "<table class=\"paths\">\n<tr><th>#</th><th>t (s)</th><th>count</th><th>rule</th><th>op</th><th>path (ino)</th><th>injected</th><th>recorded by the kernel</th><th>told to (thread, call, delay, errno got)</th></tr>\n"
+        for (n, g) in groups.prefix(Report.maxTableRows).enumerated() {
+            let p = g.first
+            let t0 = Double(g.firstNs - run.startNs) / 1e9, t1 = Double(g.lastNs - run.startNs) / 1e9
+            h += "<tr><td>\(n + 1)</td><td>" + formatFixed(t0, 3) + (g.count > 1 ? "–" + formatFixed(t1, 3) : "") + "</td><td>"
+                + (g.count > 1 ? "×\(g.count)" : "1") + "</td><td>" + xmlEscape(p.injection.ruleID) + "</td><td>"
                 + xmlEscape(p.injection.op.name) + "</td><td>" + xmlEscape(p.injection.pathText) + " (\(p.kernelIno))</td><td>"
                 + errnoLabel(p.injection.errno) + "</td><td>"
-            if let r = p.recorded {
-                h += "+" + formatFixed(r.delayMs, 2) + " ms by " + xmlEscape(r.task) + "[\(r.pid)]"
+            let records = g.paths.compactMap(\.recorded)
+            if !records.isEmpty {
+                h += "kernel event <code>filemap:filemap_set_wb_err</code>, +" + delayRange(records.map(\.delayMs))
+                    + " ms, in thread" + (Set(records.map(\.pid)).count > 1 ? "s " : " ") + xmlEscape(threads(records.map { ($0.task, $0.pid) }))
+                if records.count < g.count { h += " (\(records.count) of \(g.count))" }
             } else {
-                h += "<span class=\"muted\">" + (run.traceAvailable ? "not recorded (no filemap_set_wb_err)" : "unknown (no tracing)") + "</span>"
+                h += "<span class=\"muted\">" + (run.traceAvailable ? "not recorded (no filemap_set_wb_err: returned directly by the call)" : "unknown (no tracing)") + "</span>"
             }
             h += "</td><td>"
             switch p.status {
             case .told:
-                h += p.told.map { t in
-                    "<span class=\"told\">" + xmlEscape(t.task) + "[\(t.pid)]</span>, " + xmlEscape(t.call) + ", +"
-                        + formatFixed(t.delayMs, 2) + " ms, got " + errnoLabel(t.reportedErrno)
-                        + (t.coversInjections > 1 ? " (one report for \(t.coversInjections) injections)" : "")
+                h += p.told.indices.map { k in
+                    let t = p.told[k]
+                    let delays = g.paths.compactMap { $0.told.indices.contains(k) ? $0.told[k].delayMs : nil }
+                    let reports = Set(g.paths.compactMap { $0.told.indices.contains(k) ? $0.told[k].timeNs : nil }).count
+                    return "<span class=\"told\">thread " + xmlEscape(t.task) + "[\(t.pid)]</span>, " + xmlEscape(t.call)
+                        + " (kernel event <code>filemap:file_check_and_advance_wb_err</code>), +" + delayRange(delays) + " ms, got " + errnoLabel(t.reportedErrno)
+                        + (g.count > reports ? " (\(reports == 1 ? "one report" : "\(reports) reports") for \(g.count) injections)"
+                           : (t.coversInjections > 1 ? " (one report for \(t.coversInjections) injections)" : ""))
                 }.joined(separator: "<br/>")
             case .neverTold: h += "<span class=\"never\">never told</span>"
             case .notRecorded: h += "<span class=\"muted\">—</span>"
@@ -104,8 +141,8 @@ public func renderHTML(run: RunData) -> String {
             h += "</td></tr>\n"
         }
         h += "</table>\n"
-        if paths.count > Report.maxTableRows {
-            h += "<p class=\"muted\">\(paths.count - Report.maxTableRows) more rows left out; all events are in events.jsonl.</p>\n"
+        if groups.count > Report.maxTableRows {
+            h += "<p class=\"muted\">\(groups.count - Report.maxTableRows) more rows left out; all events are in events.jsonl.</p>\n"
         }
     }
 
@@ -116,12 +153,48 @@ public func renderHTML(run: RunData) -> String {
     return h
 }
 
+/// "armed at 0.11 s, until 2.11 s (clear); fired 8 times"
+func armedSpan(_ run: RunData, _ a: ArmedRule, lead: String = "armed ") -> String {
+    func sec(_ t: Int64) -> String { formatFixed(Double(t - run.startNs) / 1e9, 2) + " s" }
+    var s = lead + (a.armedNs.map { "at " + sec($0) } ?? "before recording started")
+    if let e = a.endedNs { s += ", until " + sec(e) + " (" + (a.endedBy ?? "?") + ")" } else { s += ", until the end" }
+    if a.id != "capacity" { s += "; fired " + (a.fired == 1 ? "once" : "\(a.fired) times") }
+    return s
+}
+
+/// "workload exited 0", or for `faultfs monitor` what ended the recording.
+func statusText(_ run: RunData, _ status: String) -> String {
+    run.isMonitorOnly ? "recording " + status : "workload " + status
+}
+
+func outputHeading(_ o: WorkloadOutput) -> String {
+    if o.totalLines == 0 { return o.stream + ": nothing (" + o.file + " is empty)" }
+    let which = o.lastLines.count < o.totalLines ? "last \(o.lastLines.count) of \(o.totalLines) lines" : "all \(o.totalLines) line" + (o.totalLines == 1 ? "" : "s")
+    return o.stream + " (" + which + "; all of it in " + o.file + "):"
+}
+
+/// "0.31" or "0.31–0.52".
+func delayRange(_ v: [Double]) -> String {
+    guard let lo = v.min(), let hi = v.max() else { return "?" }
+    return formatFixed(lo, 2) == formatFixed(hi, 2) ? formatFixed(lo, 2) : formatFixed(lo, 2) + "–" + formatFixed(hi, 2)
+}
+
+/// "faultfs[13109], faultfs[13110]", each thread once, in order.
+func threads(_ list: [(String, Int32)]) -> String {
+    var seen = Set<Int32>()
+    return list.filter { seen.insert($0.1).inserted }.map { "\($0.0)[\($0.1)]" }.joined(separator: ", ")
+}
+
 /// A short plain-text summary for terminals and CI logs.
 public func renderSummary(run: RunData) -> String {
     var out: [String] = []
-    out.append("faultfs run: " + (run.workload.command.isEmpty ? "(unknown command)" : run.workload.command))
+    if run.isMonitorOnly {
+        out.append("faultfs monitor: " + (run.setting(SettingKey.mountPoint) ?? "(unknown mount point)"))
+    } else {
+        out.append("faultfs run: " + (run.workload.command.isEmpty ? "(unknown command)" : run.workload.command))
+    }
     out.append("kernel \(run.setting(SettingKey.kernelRelease) ?? "?"), mount \(run.setting(SettingKey.mountDevice) ?? "?"), \(bdiSummary(run))")
-    out.append("duration \(formatFixed(run.durationSeconds, 1)) s" + (run.workload.status.map { ", workload \($0)" } ?? ""))
+    out.append("duration \(formatFixed(run.durationSeconds, 1)) s" + (run.workload.status.map { ", " + statusText(run, $0) } ?? ""))
     for (key, name) in [(Metric.dirty, "Dirty"), (Metric.writeback, "Writeback")] {
         if let (v, t) = peak(run, key) {
             out.append("peak \(name) \(formatMiB(v)) at \(formatFixed(Double(t - run.startNs) / 1e9, 1)) s")
@@ -143,7 +216,8 @@ public func renderSummary(run: RunData) -> String {
             return (r + wb, s[Metric.bdiDirtyThresh])
         }.max { $0.0 < $1.0 }
         if let bdi { line += ", bdi in flight \(formatMiB(bdi.0))" + (bdi.1.map { " of its \(formatMiB($0)) limit" } ?? "") }
-        let pauses = run.traceEvents.filter { $0.timeNs >= w.from && $0.timeNs <= w.to }.compactMap(\.balanceDirtyPagesPauseMs)
+        // A negative pause is time the task did not sleep: not a pause.
+        let pauses = run.traceEvents.filter { $0.timeNs >= w.from && $0.timeNs <= w.to }.compactMap(\.balanceDirtyPagesPauseMs).filter { $0 > 0 }
         if !pauses.isEmpty { line += ", \(pauses.count) balance_dirty_pages pauses (\(pauses.reduce(0, +)) ms)" }
         out.append(line)
     }
@@ -153,6 +227,9 @@ public func renderSummary(run: RunData) -> String {
     }
     for c in run.controls {
         out.append("plan: at \(formatFixed(Double(c.timeNs - run.startNs) / 1e9, 1)) s '\(c.line)'" + (c.result == "ok" ? "" : " -> \(c.result)"))
+    }
+    for a in ArmedRules.timeline(controls: run.controls, initial: run.rules, injections: run.injections) {
+        out.append("armed: \(a.id) '\(a.text)' " + armedSpan(run, a, lead: ""))
     }
     let pauses = run.traceEvents.compactMap(\.balanceDirtyPagesPauseMs)
     if !pauses.isEmpty { out.append("balance_dirty_pages: \(pauses.count) events, longest pause \(pauses.max()!) ms") }
@@ -184,7 +261,7 @@ public func renderSummary(run: RunData) -> String {
             let covered = r.reduce(0) { $0 + $1.coversInjections }
             let delay = r.count == 1 ? "after \(formatFixed(delays[0], 2)) ms"
                 : "\(r.count) times, after \(formatFixed(delays.min()!, 2))–\(formatFixed(delays.max()!, 2)) ms"
-            out.append("told: \(k.task)[\(k.pid)] \(errnoLabel(k.errno)) via \(Derivation.fsyncFamily) \(delay)"
+            out.append("told: thread \(k.task)[\(k.pid)] got \(errnoLabel(k.errno)) via \(Derivation.fsyncFamily) \(delay)"
                 + (covered > r.count ? " (covering \(covered) injections)" : ""))
         }
         let never = paths.filter { $0.status == .neverTold }
@@ -196,6 +273,11 @@ public func renderSummary(run: RunData) -> String {
         }
         let unrec = paths.filter { $0.status == .notRecorded }.count
         if unrec > 0 { out.append("not recorded by the kernel: \(unrec) injection(s) (not writeback errors: returned directly by the call)") }
+    }
+    for o in run.workloadOutput where o.totalLines > 0 {
+        let shown = o.lastLines.suffix(Report.summaryOutputLines)
+        out.append("workload " + outputHeading(WorkloadOutput(stream: o.stream, file: o.file, lastLines: Array(shown), totalLines: o.totalLines)))
+        for l in shown { out.append("  | " + l) }
     }
     for n in run.notes { out.append("note: " + n) }
     return out.joined(separator: "\n") + "\n"
@@ -239,6 +321,9 @@ private func peak(_ run: RunData, _ key: String) -> (Double, Int64)? {
 struct BuiltChart {
     var spec: ChartSpec
     var note: String?
+    /// False when no series has a single value: the report then says so in
+    /// one line instead of drawing an empty frame.
+    var hasData: Bool { spec.series.contains { $0.points.contains { $0.y != nil } } }
 }
 
 /// The report's charts: (a) memory, (b) bdi, (c) throttling, (c') reclaim,
@@ -248,7 +333,7 @@ func buildCharts(_ run: RunData) -> [BuiltChart] {
     func sec(_ t: Int64) -> Double { Double(t - start) / 1e9 }
     let xr = 0...max(run.durationSeconds, 0.001)
     let markers = run.injections.map { ChartMarker(x: sec($0.timeNs), label: $0.markerLabel) }
-        + run.controls.map { ChartMarker(x: sec($0.timeNs), label: $0.line) }
+        + run.controls.map { ChartMarker(x: sec($0.timeNs), label: $0.line + ($0.result == "ok" ? "" : " (refused)"), kind: .planStep) }
     let mib = 1.0 / 1048576
     func series(_ name: String, _ color: Int, _ value: (Sample) -> Double?) -> ChartSeries {
         ChartSeries(name: name, color: Report.colors[color], points: run.samples.map { ChartPoint(x: sec($0.timeNs), y: value($0)) })

@@ -32,6 +32,8 @@ public struct RunData: Sendable {
     public var controls: [ControlStep] = []
     /// State/wchan changes of watched processes, in time order.
     public var processStates: [(timeNs: Int64, state: ProcessState)] = []
+    /// The end of the workload's stdout and stderr (see `WorkloadOutput`).
+    public var workloadOutput: [WorkloadOutput] = []
 
     public init(settings: [Setting] = [], samples: [Sample] = [], injections: [InjectionEvent] = [],
                 traceEvents: [TraceEvent] = [], workload: WorkloadInfo = WorkloadInfo(), notes: [String] = [],
@@ -131,4 +133,48 @@ extension RunData {
         }
         return total.values.map { ($0.0, $0.1, Double($0.2) / 1e9) }.sorted { $0.seconds > $1.seconds }
     }
+}
+
+extension SettingKey {
+    /// "run" (default) or "monitor": `faultfs monitor` records a mount and
+    /// runs no workload, and its report says so.
+    public static let runKind = "run.kind"
+}
+
+extension RunData {
+    /// True for a `faultfs monitor` recording (no workload of its own).
+    public var isMonitorOnly: Bool { setting(SettingKey.runKind) == "monitor" }
+}
+
+/// The end of what the workload printed on one stream, for the report.
+/// The whole output is in the run folder.
+public struct WorkloadOutput: Sendable, Equatable {
+    /// "stdout" or "stderr".
+    public var stream: String
+    /// The file in the run folder that holds all of it ("workload.out").
+    public var file: String
+    public var lastLines: [String]
+    public var totalLines: Int
+
+    /// The last `keep` lines of `text` (the end of the output, whose whole
+    /// has `totalLines` lines; default: those of `text`). Control characters
+    /// other than tab become U+FFFD, and each line is cut to 300 characters.
+    public static func tail(of text: String, stream: String, file: String, keep: Int = 20, totalLines: Int? = nil) -> WorkloadOutput {
+        // By scalars: "\r\n" is one Character.
+        var lines = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).map { $0.last == "\r" ? $0.dropLast() : $0 }
+        if lines.last?.isEmpty == true { lines.removeLast() }
+        let shown = lines.suffix(keep).map { line -> String in
+            var out = String(String.UnicodeScalarView(line.map { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7f ? "\u{FFFD}" : $0 }))
+            if out.count > 300 { out = String(out.prefix(300)) + "…" }
+            return out
+        }
+        return WorkloadOutput(stream: stream, file: file, lastLines: shown, totalLines: totalLines ?? lines.count)
+    }
+}
+
+extension RunData {
+    /// The workload's stdout and stderr, filled by whoever reads the run
+    /// folder (`faultfs report`); empty when not captured.
+    public static let workloadStdoutFile = "workload.out"
+    public static let workloadStderrFile = "workload.err"
 }
