@@ -2,7 +2,8 @@
 """faultfs campaign workload and checker (one program, one backend per application).
 
   workload.py run   --app APP --mode MODE --data DIR --acks FILE --report FILE [...]
-  workload.py check --app APP --mode MODE --data DIR --acks FILE --out FILE
+  workload.py check --app APP --mode MODE --data DIR --acks FILE --out FILE --plan PLAN --events FILE
+  workload.py read  ...   (check's child: reads the restarted application's data)
 
 `run` puts keys into the application, one commit per operation, and appends
 one JSON line per operation to --acks (a file OUTSIDE the mount, fsync'd
@@ -12,9 +13,16 @@ commit succeeded, and its error text when it did not. In the middle it runs
 simulates a crash: an embedded database (sqlite, lmdb, leveldb) is left
 without closing it (os._exit); a server is killed by the campaign script.
 
-`check` reads every key back from the restarted application and compares it
-with the acknowledgement log; it writes a verdict in the categories of
-Rebello et al. (ATC 2020) plus 'application unavailable'.
+`run` also keeps the fault window open, committing slowly, until the mount's
+events (--events) show the plan acting, so that a plan bites whenever it can.
+
+`check` reads every key back from the restarted application (in a child
+process: a library that aborts makes the application unavailable, while the
+checker's own failure is an error with no verdict) and compares it with the
+acknowledgement log; classify() turns that into a verdict in the categories of
+Rebello et al. (ATC 2020) plus 'application unavailable', 'database
+corruption' (the application's own integrity check fails) and 'not exercised'
+(the plan never fired). Tests: campaigns/tests/test_checker.py.
 
 Values are self-describing: "KEY|VERSION|NONCE|CHECKSUM" padded with '.',
 so the checker can tell an old value, a value of another key (key
