@@ -13,7 +13,7 @@ A plan "fires" when the mount's events show it acting: an injection with an
 errno (the capacity model's ENOSPC included), or a write dropped, stalled,
 shortened or delayed. A run whose plan never fired tested nothing.
 """
-import json, re, subprocess, sys
+import json, os, re, subprocess, sys
 
 # name: (control line, GLOB stands for the application's data files; description)
 PLANS = {
@@ -144,6 +144,18 @@ def end(faultfs, mnt, plan=""):
         # (a checkpoint) would repair it and the self-test would prove nothing.
         return
     ctl(faultfs, mnt, "clear", "capacity off", "release")
+
+
+def end_by_control(mnt, plan=""):
+    """end() by one write to MNT/.faultfs/control (no process started); what was done."""
+    if plan == "selftest-drop":
+        return "kept armed until the crash"
+    fd = os.open(os.path.join(mnt, ".faultfs", "control"), os.O_WRONLY)
+    try:
+        os.write(fd, b"clear\ncapacity off\nrelease\n")
+    finally:
+        os.close(fd)
+    return "clear, capacity off, release"
 
 
 def main(argv):
