@@ -1,9 +1,11 @@
 // The application campaigns (mount-scripts/campaign): SQLite with the reduced
-// plan, and one short case of each server campaign. The verdicts must come
-// from real data: the control run is correct, and the seeded losses (a key
-// deleted behind SQLite's back; data-file writebacks dropped by faultfs) are
-// caught. Needs root, python3 (Debian's /usr/bin/python3) and sqlite3; the
+// plan, and short cases of each server campaign. The verdicts must come from
+// real data: the control run is correct and fired nothing; every fault plan
+// fired (or says "not exercised"); the seeded losses (a key deleted behind
+// SQLite's back; data-file writebacks dropped by faultfs) are caught as lost
+// data. Needs root, python3 (Debian's /usr/bin/python3) and sqlite3; the
 // server cases need postgresql / redis-server (the campaign installs them).
+// CampaignCheckerTests runs the checker's own unit tests (no root, no mount).
 import Foundation
 import Glibc
 import Testing
@@ -15,7 +17,40 @@ struct CampaignVerdict {
     var mode: String { fields["mode"] ?? "" }
     var plan: String { fields["plan"] ?? "" }
     var verdict: String { fields["verdict"] ?? "" }
+    /// How often the plan acted (injections with an errno, writes dropped or stalled); -1 when not said.
+    var fired: Int { Int(fields["fired"] ?? "") ?? -1 }
+    /// What it did, e.g. "EIO:1" or "drop:40".
+    var injected: String { fields["injected"] ?? "" }
     func count(_ key: String) -> Int { Int(fields[key] ?? "") ?? 0 }
+}
+
+/// Verdicts that mean "acknowledged data came back wrong or not at all".
+private let lostData: Set<String> = ["key_not_found", "old_value", "key_corruption", "value_corruption",
+                                     "database_corruption"]
+
+/// What every run's verdict must satisfy, whatever the application did: a
+/// verdict, and "fired" consistent with it (a fault that never acted is
+/// "not exercised", never "correct"; the control run fires nothing).
+private func expectConsistent(_ v: CampaignVerdict, _ context: String) {
+    #expect(v.verdict != "campaign_error", "\(v.fields) \(context)")
+    #expect(v.count("acked") > 0, "no acknowledged keys: \(v.fields)")
+    #expect(v.fired >= 0, "the verdict does not say whether the fault fired: \(v.fields)")
+    if v.plan == "baseline" {
+        #expect(v.fired == 0 && v.verdict == "correct", "baseline: \(v.fields)")
+    } else if v.fired == 0 {
+        #expect(v.verdict != "correct", "a fault that never fired was reported correct: \(v.fields)")
+        #expect(v.count("not_exercised") == 1, "\(v.fields)")
+    } else {
+        #expect(v.count("not_exercised") == 0, "\(v.fields)")
+    }
+}
+
+/// A self-test's loss must be caught: its rule acted, and the verdict is lost data
+/// (or, where the application refuses its damaged files, unavailable).
+private func expectCaught(_ v: CampaignVerdict, allowUnavailable: Bool) {
+    #expect(v.fired > 0, "the self-test never fired: \(v.fields)")
+    let caught = lostData.contains(v.verdict) || (allowUnavailable && v.verdict == "application_unavailable")
+    #expect(caught, "a silent loss went unnoticed: \(v.fields)")
 }
 
 private func parseVerdicts(_ text: String) -> [CampaignVerdict] {
@@ -78,30 +113,36 @@ extension AllMountTests {
             let (result, verdicts, out) = try runCampaign(["sqlite", "--quick"], limitSeconds: 600)
             defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(result.status == 0, "\(result)")
+            #expect(!result.stdout.contains("SELF-TEST FAILED"), "\(result.stdout)")
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
             for mode in ["rollback", "wal"] {
                 let mine = verdicts.filter { $0.mode == mode }
                 #expect(Set(mine.map(\.plan)) == ["baseline", "selftest-seeded", "selftest-drop", "wb-eio-data", "fsync-eio"],
                         "\(mode): \(result.stdout)")
-                for v in mine {
-                    #expect(v.verdict != "campaign_error", "\(mode)/\(v.plan): \(result.stdout) \(result.stderr)")
-                    #expect(v.count("acked") > 0, "\(mode)/\(v.plan): no acknowledged keys: \(v.fields)")
-                }
+                for v in mine { expectConsistent(v, result.stderr) }
                 // The control run: every acknowledged key read back as written.
                 if let base = mine.first(where: { $0.plan == "baseline" }) {
-                    #expect(base.verdict == "correct", "baseline: \(base.fields)")
                     #expect(base.count("correct") >= base.count("acked"), "baseline: \(base.fields)")
                 }
                 // One key deleted and one set back behind SQLite's back: exactly those two are caught.
                 if let seeded = mine.first(where: { $0.plan == "selftest-seeded" }) {
                     #expect(seeded.verdict == "key_not_found", "seeded: \(seeded.fields)")
-                    #expect(seeded.count("key_not_found") + seeded.count("old_value") == 2, "seeded: \(seeded.fields)")
+                    #expect(seeded.count("key_not_found") == 1 && seeded.count("old_value") == 1, "seeded: \(seeded.fields)")
+                    #expect(seeded.fired == 1 && seeded.injected == "tampered:1", "seeded: \(seeded.fields)")
                 }
-                // Writebacks of test.db acknowledged and dropped by faultfs: never "correct".
+                // Writebacks of test.db acknowledged and dropped by faultfs: lost data, found.
                 if let dropped = mine.first(where: { $0.plan == "selftest-drop" }) {
-                    #expect(dropped.verdict != "correct", "a silent loss went unnoticed: \(dropped.fields)")
+                    expectCaught(dropped, allowUnavailable: false)
+                    #expect(dropped.injected.hasPrefix("drop:"), "\(dropped.fields)")
                 }
-                // A failed fsync is reported to the committing transaction.
+                // The failed writeback / fsync fired exactly once, with EIO; a failed
+                // fsync is reported to the committing transaction; SQLite loses nothing.
+                for plan in ["wb-eio-data", "fsync-eio"] {
+                    if let v = mine.first(where: { $0.plan == plan }) {
+                        #expect(v.fired == 1 && v.injected == "EIO:1", "\(plan): \(v.fields)")
+                        #expect(v.verdict == "correct", "\(plan): \(v.fields)")
+                    }
+                }
                 if let fsync = mine.first(where: { $0.plan == "fsync-eio" }) {
                     #expect(fsync.count("failed_ops") >= 1, "fsync-eio: no commit failed: \(fsync.fields)")
                 }
@@ -110,36 +151,44 @@ extension AllMountTests {
             #expect(table.contains("| sqlite | rollback | `baseline` | correct"), "\(table)")
         }
 
-        @Test("postgres, one short case: a failed data-file writeback, verdict from the restarted server")
+        @Test("postgres, short cases: a failed data-file writeback, and the dropped-writeback self-test")
         func postgresShort() throws {
             // The campaign installs PostgreSQL itself when it is missing.
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
-            let (result, verdicts, out) = try runCampaign(["postgres", "--quick", "--modes", "default", "--plans", "wb-eio-data"],
-                                                          limitSeconds: 600)
+            let (result, verdicts, out) = try runCampaign(["postgres", "--quick", "--modes", "default",
+                                                           "--plans", "wb-eio-data,selftest-drop"], limitSeconds: 600)
             defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(result.status == 0, "\(result)")
-            #expect(verdicts.count == 1, "\(result.stdout)")
-            if let v = verdicts.first {
-                #expect(v.verdict != "campaign_error" && v.count("acked") > 0, "\(v.fields)")
+            #expect(verdicts.map(\.plan) == ["wb-eio-data", "selftest-drop"], "\(result.stdout)")
+            for v in verdicts { expectConsistent(v, result.stderr) }
+            if let v = verdicts.first(where: { $0.plan == "wb-eio-data" }) {
+                // PANIC, then recovery from WAL: nothing acknowledged is lost.
+                #expect(v.fired == 1 && v.injected == "EIO:1" && v.verdict == "correct", "\(v.fields)")
             }
+            // Dropped data-file writebacks, still dropped at the final checkpoint: the
+            // WAL that would have repaired them is recycled, so keys are lost.
+            if let v = verdicts.first(where: { $0.plan == "selftest-drop" }) { expectCaught(v, allowUnavailable: false) }
             #expect(result.stdout.contains("PANIC"), "PostgreSQL (data_sync_retry=off) should PANIC on the failed fsync: \(result.stdout)")
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
             #expect(!serverStillListening(port: 54329), "a PostgreSQL server is still listening on 54329")
         }
 
-        @Test("redis, one short case: appendfsync always with a failed AOF fsync")
+        @Test("redis, short cases: appendfsync always with a failed AOF fsync, and the self-test")
         func redisShort() throws {
             // The campaign installs redis-server itself when it is missing.
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
-            let (result, verdicts, out) = try runCampaign(["redis", "--quick", "--modes", "always", "--plans", "fsync-eio"],
-                                                          limitSeconds: 600)
+            let (result, verdicts, out) = try runCampaign(["redis", "--quick", "--modes", "always",
+                                                           "--plans", "fsync-eio,selftest-drop"], limitSeconds: 600)
             defer { try? FileManager.default.removeItem(atPath: out) }
             #expect(result.status == 0, "\(result)")
-            #expect(verdicts.count == 1, "\(result.stdout)")
-            if let v = verdicts.first {
-                #expect(v.verdict != "campaign_error" && v.count("acked") > 0, "\(v.fields)")
+            #expect(verdicts.map(\.plan) == ["fsync-eio", "selftest-drop"], "\(result.stdout)")
+            for v in verdicts { expectConsistent(v, result.stderr) }
+            if let v = verdicts.first(where: { $0.plan == "fsync-eio" }) {
+                #expect(v.fired == 1 && v.injected == "EIO:1", "\(v.fields)")
                 #expect(v.count("failed_ops") >= 1, "Redis should refuse or fail writes after a failed AOF fsync: \(v.fields)")
             }
+            // Dropped AOF writebacks: lost keys, or an AOF Redis refuses to load.
+            if let v = verdicts.first(where: { $0.plan == "selftest-drop" }) { expectCaught(v, allowUnavailable: true) }
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
             #expect(!serverStillListening(port: 63790), "a Redis server is still listening on 63790")
         }
@@ -163,5 +212,22 @@ extension AllMountTests {
             #expect(result.stdout.contains("verdict=campaign_error"), "\(result)")
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
         }
+    }
+}
+
+/// The checker's own unit tests (mount-scripts/campaigns/tests, Python's
+/// unittest: nothing to install): classify() per category and worst-of, the
+/// fired counts, the self-test rule, checker errors. No root, no mount.
+@Suite struct CampaignCheckerTests {
+    @Test("the campaign checker's Python unit tests pass")
+    func pythonUnitTests() throws {
+        let python = "/usr/bin/python3"
+        guard access(python, X_OK) == 0 else { Issue.record("needs \(python)"); return }
+        let result = try runCommand(python, ["-m", "unittest", "discover", "-v",
+                                             "-s", repoRoot() + "/mount-scripts/campaigns/tests"], limitSeconds: 300)
+        #expect(result.status == 0, "\(result.stderr)")
+        // unittest reports on stderr: "Ran N tests ... OK"; an empty discovery is a failure too.
+        let ran = result.stderr.split(separator: "\n").first { $0.hasPrefix("Ran ") }.map(String.init) ?? ""
+        #expect(ran.hasPrefix("Ran ") && !ran.hasPrefix("Ran 0 "), "\(result.stderr)")
     }
 }

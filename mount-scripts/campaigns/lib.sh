@@ -32,58 +32,7 @@ our_mounts() {
     awk -v p="$1" '$3 == "fuse.faultfs" && index($2, p) == 1 { print $2 }' /proc/mounts
 }
 
-# Apply control lines to a mount (all together, or none).
-ctl() { "$FAULTFS" ctl "$@"; }
-
-# Print the control lines of fault plan $1 for a mount whose data glob is $2.
-# (capacity is computed at injection time, see inject_plan.)
-plan_lines() {
-    case $1 in
-        baseline|selftest-seeded) ;;
-        wb-eio) echo "fail writeback EIO count=1" ;;
-        wb-enospc) echo "fail writeback ENOSPC count=1" ;;
-        wb-eio-data) echo "fail writeback EIO count=1 path=$2" ;;
-        fsync-eio) echo "fail fsync,fdatasync EIO count=1" ;;
-        flush-eio) echo "fail flush EIO" ;;
-        capacity) echo "capacity USED+16K" ;;
-        stall) echo "stall writeback" ;;
-        selftest-drop) echo "drop writeback path=$2" ;;
-        custom:*) echo "${1#custom:}" ;;
-        *) echo "campaign: unknown plan $1" >&2; return 2 ;;
-    esac
-}
-
-plan_describe() {
-    case $1 in
-        baseline) echo "no fault (control run)" ;;
-        wb-eio) echo "the next writeback fails with EIO, once" ;;
-        wb-enospc) echo "the next writeback fails with ENOSPC, once" ;;
-        wb-eio-data) echo "the next writeback of the main data files fails with EIO, once" ;;
-        fsync-eio) echo "the next fsync/fdatasync reply is EIO, once (after the data was written)" ;;
-        flush-eio) echo "every close() (FLUSH) fails with EIO during the fault window" ;;
-        capacity) echo "the disk fills up (16 KiB left when the fault starts) during the fault window" ;;
-        stall) echo "writeback stalls for 3 s, then is released" ;;
-        selftest-drop) echo "SELF-TEST: writebacks of the data files are acknowledged and dropped (a silent loss the checker must catch)" ;;
-        selftest-seeded) echo "SELF-TEST: no fault; one key deleted and one set back to an older value behind the app's back" ;;
-        custom:*) echo "${1#custom:}" ;;
-    esac
-}
-
-# Apply plan $2 to mount $1 (data glob $3). Called by the workload at the switch point.
-inject_plan() {
-    local mnt=$1 plan=$2 glob=$3 line used
-    line=$(plan_lines "$plan" "$glob")
-    [[ -n $line ]] || return 0
-    if [[ $line == "capacity USED+16K" ]]; then
-        ctl "$mnt" "capacity 1024G" >/dev/null
-        used=$(ctl "$mnt" | sed -n 's/^# capacity [0-9]* bytes, used \([0-9]*\) bytes.*/\1/p')
-        [[ -n $used ]] || { echo "campaign: cannot read the capacity model's used bytes" >&2; return 1; }
-        line="capacity $((used + 16384))"
-    fi
-    echo "$line" >"$RUNDIR/fault-applied.txt"
-    local lines=()
-    mapfile -t lines <<<"$line"
-    ctl "$mnt" "${lines[@]}"
-}
-
-end_plan() { ctl "$1" clear "capacity off" release; }
+# The fault plans live in plans.py (their lines, descriptions, how they are
+# applied and ended, and whether they fired).
+plan_lines() { "$CAMPAIGN_PY" "$HERE/plans.py" lines "$1" "$2"; }
+plan_describe() { "$CAMPAIGN_PY" "$HERE/plans.py" describe "$1"; }

@@ -1,10 +1,14 @@
 #!/usr/bin/python3
 """Campaign results: one JSON line per run, and the markdown table.
 
-  report.py record OUT RUNDIR APP MODE PLAN N    append to OUT/results.jsonl, print the VERDICT line
+  report.py record OUT RUNDIR APP MODE PLAN N    append to OUT/results.jsonl, print the VERDICT line;
+                                                 exit 3 when a self-test failed (its loss went
+                                                 unnoticed: "correct", or it never fired)
   report.py table OUT [--doc FILE]               write OUT/results.md (and the table block in FILE)
 """
 import json, os, re, sys
+
+import plans
 
 BEGIN, END = "<!-- campaign:begin -->", "<!-- campaign:end -->"
 
@@ -34,6 +38,8 @@ def app_said(rundir, app):
     if f:
         n = f.get("ok", 0) + f.get("failed", 0)
         parts.append("fault window: %d/%d commits failed" % (f.get("failed", 0), n))
+        if f.get("linger_ops"):
+            parts.append("%d of them committed slowly, waiting for the fault to act" % f["linger_ops"])
     if a:
         n = a.get("ok", 0) + a.get("failed", 0)
         parts.append("after: %d/%d failed" % (a.get("failed", 0), n))
@@ -80,6 +86,8 @@ def record(out, rundir, app, mode, plan, n):
     if restart_log:
         r["restart_log"] = restart_log
     w = load(os.path.join(rundir, "workload.json")) or {}
+    f = w.get("phases", {}).get("fault", {})
+    r["window_failed"] = "%d/%d" % (f.get("failed", 0), f.get("ok", 0) + f.get("failed", 0))
     if not err and w.get("inject_failed"):
         err = "the fault plan could not be applied (see %s/workload.json.hooks.log)" % rundir
     if err or not v:
@@ -94,30 +102,66 @@ def record(out, rundir, app, mode, plan, n):
         r["failed_ops"] = v["failed_ops"]
         r["notes"] = v.get("notes", [])
         r["examples"] = v.get("examples", {})
+        r["fired"] = v.get("fired", {"total": 0})
+    selftest_failed = plan in plans.SELF_TESTS and r["verdict"] in ("correct", "not exercised")
+    if selftest_failed:
+        r["selftest_failed"] = True
     with open(os.path.join(out, "results.jsonl"), "a") as f:
         f.write(json.dumps(r) + "\n")
     counts = " ".join("%s=%d" % (k.replace(" ", "_"), c) for k, c in r.get("counts", {}).items())
-    print("VERDICT app=%s mode=%s plan=%s run=%s verdict=%s acked=%s failed_ops=%s %s%s" % (
+    fired = r.get("fired")
+    fired_fields = " fired=%d injected=%s" % (fired["total"], ",".join(
+        "%s:%d" % (k, c) for k, c in sorted(fired.items()) if k != "total") or "-") if fired else ""
+    print("VERDICT app=%s mode=%s plan=%s run=%s verdict=%s acked=%s failed_ops=%s%s %s%s" % (
         app, mode, plan, n, r["verdict"].replace(" ", "_"), r.get("acked_keys", "-"),
-        r.get("failed_ops", "-"), counts, (" error=" + json.dumps(r["error"])) if "error" in r else ""),
+        r.get("failed_ops", "-"), fired_fields, counts, (" error=" + json.dumps(r["error"])) if "error" in r else ""),
         flush=True)
     print("  app reported: " + r["app_reported"], flush=True)
+    if selftest_failed:
+        print("SELF-TEST FAILED app=%s mode=%s plan=%s run=%s: %s" % (
+            app, mode, plan, n, "the loss went unnoticed (verdict correct)" if r["verdict"] == "correct"
+            else "it never fired: the checker was not tested"), flush=True)
+        return 3
+    return 0
 
 
-def cell(rs):
-    """One table cell for the runs of one case."""
-    out = []
+def fired_cell(rs):
+    """How many runs the plan acted in, and what it did: '3/3: EIO x1 each'."""
+    ran = [r for r in rs if "fired" in r]
+    if not ran:
+        return "-"
+    texts = [plans.fired_text(r["fired"]) for r in ran]
+    k = sum(1 for r in ran if r["fired"].get("total"))
+    what = texts[0] + (" each" if len(ran) > 1 else "") if len(set(texts)) == 1 else "; ".join(texts)
+    return "%d/%d: %s" % (k, len(rs), what)
+
+
+def verdict_cell(rs):
+    """Each verdict with k/N (the runs that had it) and its key counts per run:
+    'correct 2/3 (153 keys); key not found 1/3 (101)'."""
+    by = {}
     for r in rs:
-        if r["verdict"] == "campaign error":
-            out.append("campaign error")
-            continue
-        c = r.get("counts", {})
-        bad = [k for k in r["categories"] if k != "correct"]
-        if not bad:
-            out.append("correct (%d keys)" % r.get("acked_keys", 0))
+        by.setdefault(r["verdict"], []).append(r)
+    order = sorted(by, key=lambda v: (plans_severity(v), v))
+    out = []
+    for v in order:
+        g = by[v]
+        if v == "correct":
+            detail = " (%s keys)" % ", ".join(str(r.get("acked_keys", 0)) for r in g)
+        elif v in ("campaign error", "application unavailable", "not exercised"):
+            detail = ""
         else:
-            out.append(", ".join("%s (%d)" % (k, c.get(k, 0)) if k != "application unavailable" else k for k in bad))
-    return "<br>".join(out)
+            detail = " (%s)" % ", ".join(str(r.get("counts", {}).get(v, 0)) for r in g)
+        extra = sorted({c for r in g for c in r.get("categories", []) if c not in (v, "correct")},
+                       key=plans_severity)
+        out.append("%s %d/%d%s%s" % (v, len(g), len(rs), detail, (" + " + ", ".join(extra)) if extra else ""))
+    return "; ".join(out)
+
+
+def plans_severity(category):
+    order = ["campaign error", "application unavailable", "key corruption", "value corruption",
+             "database corruption", "key not found", "old value", "false failure", "not exercised", "correct"]
+    return order.index(category) if category in order else len(order)
 
 
 def table(out, doc):
@@ -128,16 +172,19 @@ def table(out, doc):
                 rs.append(json.loads(line))
     meta = read(os.path.join(out, "meta.txt"))
     lines = ["Generated by `mount-scripts/campaign` from real runs (%s)." % meta.replace("\n", "; "), "",
-             "| application | mode | fault plan | verdict (keys) | what the application reported |",
-             "|---|---|---|---|---|"]
+             "| application | mode | fault plan | fault fired (runs: what) | verdict k/N runs (keys) | what the application reported (run 1) |",
+             "|---|---|---|---|---|---|"]
     groups = {}
     for r in rs:
         groups.setdefault((r["app"], r["mode"], r["plan"]), []).append(r)
     for (app, mode, plan), g in groups.items():
         said = g[0]["app_reported"].replace("|", "\\|")
+        if len(g) > 1:
+            said = "commits failed in the fault window, per run: %s; run 1: %s" % (
+                ", ".join(r.get("window_failed", "?") for r in g), said)
         if g[0].get("restart") == "failed" or g[0].get("restart_log"):
             said += "; restart: " + (g[0].get("restart_log") or "failed").replace("|", "\\|")
-        lines.append("| %s | %s | `%s` | %s | %s |" % (app, mode, plan, cell(g), said))
+        lines.append("| %s | %s | `%s` | %s | %s | %s |" % (app, mode, plan, fired_cell(g), verdict_cell(g), said))
     lines.append("")
     lines.append("Fault plans: " + "; ".join(sorted({"`%s`: %s" % (r["plan"], r["description"]) for r in rs})) + ".")
     text = "\n".join(lines) + "\n"
@@ -157,6 +204,6 @@ def table(out, doc):
 
 if __name__ == "__main__":
     if sys.argv[1] == "record":
-        record(*sys.argv[2:8])
+        sys.exit(record(*sys.argv[2:8]))
     elif sys.argv[1] == "table":
         table(sys.argv[2], sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--doc" else None)

@@ -2,7 +2,8 @@
 """faultfs campaign workload and checker (one program, one backend per application).
 
   workload.py run   --app APP --mode MODE --data DIR --acks FILE --report FILE [...]
-  workload.py check --app APP --mode MODE --data DIR --acks FILE --out FILE
+  workload.py check --app APP --mode MODE --data DIR --acks FILE --out FILE --plan PLAN --events FILE
+  workload.py read  ...   (check's child: reads the restarted application's data)
 
 `run` puts keys into the application, one commit per operation, and appends
 one JSON line per operation to --acks (a file OUTSIDE the mount, fsync'd
@@ -12,15 +13,24 @@ commit succeeded, and its error text when it did not. In the middle it runs
 simulates a crash: an embedded database (sqlite, lmdb, leveldb) is left
 without closing it (os._exit); a server is killed by the campaign script.
 
-`check` reads every key back from the restarted application and compares it
-with the acknowledgement log; it writes a verdict in the categories of
-Rebello et al. (ATC 2020) plus 'application unavailable'.
+`run` also keeps the fault window open, committing slowly, until the mount's
+events (--events) show the plan acting, so that a plan bites whenever it can.
+
+`check` reads every key back from the restarted application (in a child
+process: a library that aborts makes the application unavailable, while the
+checker's own failure is an error with no verdict) and compares it with the
+acknowledgement log; classify() turns that into a verdict in the categories of
+Rebello et al. (ATC 2020) plus 'application unavailable', 'database
+corruption' (the application's own integrity check fails) and 'not exercised'
+(the plan never fired). Tests: campaigns/tests/test_checker.py.
 
 Values are self-describing: "KEY|VERSION|NONCE|CHECKSUM" padded with '.',
 so the checker can tell an old value, a value of another key (key
 corruption) and garbage (value corruption) apart.
 """
-import argparse, hashlib, json, os, random, subprocess, sys, threading, time
+import argparse, hashlib, json, os, random, signal, subprocess, sys, time
+
+import plans
 
 VALUE_SIZE = 300
 
@@ -64,6 +74,7 @@ class SQLite:
     def __init__(self, a):
         import sqlite3
         self.sqlite3 = sqlite3
+        self.errors = (sqlite3.Error, OSError)
         self.path = os.path.join(a.data, "sqlite", "test.db")
         self.mode = a.mode
         self.conn = None
@@ -96,24 +107,21 @@ class SQLite:
                 pass
             raise
 
+    def integrity(self):
+        """What PRAGMA integrity_check finds wrong (it prints 'ok' when nothing)."""
+        try:
+            rows = [str(r[0]) for r in self.conn.execute("PRAGMA integrity_check").fetchall()]
+        except self.sqlite3.Error as e:
+            return ["integrity_check failed: " + short(e)]
+        return [] if rows == ["ok"] else rows[:10]
+
     def scan(self):
-        notes = []
         try:
-            r = self.conn.execute("PRAGMA integrity_check").fetchall()
-            notes.append("integrity_check: " + "; ".join(str(x[0]) for x in r[:3]))
-        except Exception as e:
-            notes.append("integrity_check failed: " + short(e))
-        try:
-            return dict(self.conn.execute("SELECT k, v FROM kv").fetchall()), {}, notes
+            return dict(self.conn.execute("SELECT k, v FROM kv").fetchall()), []
         except self.sqlite3.OperationalError as e:
             if "no such table" not in str(e):
-                notes.append("full scan failed: " + short(e))
-                return None, {}, notes
-            notes.append("the table is gone (every key is absent): " + short(e))
-            return {}, {}, notes
-        except Exception as e:
-            notes.append("full scan failed: " + short(e))
-            return None, {}, notes
+                raise
+            return {}, ["the table is gone (every key is absent): " + short(e)]
 
     def get(self, k):
         r = self.conn.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
@@ -127,6 +135,7 @@ class Postgres:
     def __init__(self, a):
         import psycopg2
         self.pg = psycopg2
+        self.errors = (psycopg2.Error, OSError)
         self.port = a.port
         self.conn = None
         self.ops = 0
@@ -168,7 +177,7 @@ class Postgres:
     def scan(self):
         with self.conn.cursor() as cur:
             cur.execute("SELECT k, v FROM kv")
-            return dict(cur.fetchall()), {}, []
+            return dict(cur.fetchall()), []
 
     def get(self, k):
         with self.conn.cursor() as cur:
@@ -184,6 +193,7 @@ class Redis:
     def __init__(self, a):
         import redis
         self.redis = redis
+        self.errors = (redis.RedisError, OSError)
         self.port = a.port
         self.conn = None
 
@@ -199,7 +209,7 @@ class Redis:
         out = {}
         for k in self.conn.scan_iter(count=1000):
             out[k.decode(errors="replace")] = self.conn.get(k)
-        return out, {}, []
+        return out, []
 
     def get(self, k):
         return self.conn.get(k)
@@ -212,6 +222,7 @@ class LMDB:
     def __init__(self, a):
         import lmdb
         self.lmdb = lmdb
+        self.errors = (lmdb.Error, OSError)
         self.path = os.path.join(a.data, "lmdb")
         self.env = None
 
@@ -227,7 +238,7 @@ class LMDB:
 
     def scan(self):
         with self.env.begin() as txn:
-            return {bytes(k).decode(errors="replace"): bytes(v) for k, v in txn.cursor()}, {}, []
+            return {bytes(k).decode(errors="replace"): bytes(v) for k, v in txn.cursor()}, []
 
     def get(self, k):
         with self.env.begin() as txn:
@@ -241,6 +252,7 @@ class LevelDB:
     def __init__(self, a):
         import plyvel
         self.plyvel = plyvel
+        self.errors = (plyvel.Error, OSError)
         self.path = os.path.join(a.data, "leveldb")
         self.db = None
 
@@ -253,7 +265,7 @@ class LevelDB:
         self.db.put(k.encode(), v.encode(), sync=True)
 
     def scan(self):
-        return {k.decode(errors="replace"): v for k, v in self.db.iterator()}, {}, []
+        return {k.decode(errors="replace"): v for k, v in self.db.iterator()}, []
 
     def get(self, k):
         return self.db.get(k.encode())
@@ -366,14 +378,43 @@ def run(a):
         report["phases"].setdefault(name, {"ok": 0, "failed": 0, "seconds": 0.0})["wall"] = round(time.time() - t, 2)
         save()
 
+    def linger():
+        """The plan must act inside the fault window: an application may hold
+        its writes back (Redis everysec fsyncs once a second; a database may
+        write its data files only at a checkpoint). Until the events show the
+        plan acting, keep committing, slowly, for at most as many operations
+        again and --linger-seconds."""
+        if not (a.events and a.plan and plans.lines(a.plan, "")) or report.get("gave_up"):
+            return
+        deadline, n = time.time() + a.linger_seconds, 0
+        while n < a.ops and time.time() < deadline and consecutive[0] < a.give_up:
+            if plans.fired_in_file(a.events)["total"]:
+                break
+            one("fault", a.ops + n)
+            n += 1
+            time.sleep(0.05)
+        report["phases"]["fault"]["linger_ops"] = n
+
     phase("preload", a.preload)
     print("CAMPAIGN-FAULT", flush=True)
+    # What the window is about to write: the capacity plan sizes the free space from it.
+    os.environ["CAMPAIGN_WINDOW_BYTES"] = str(a.ops * VALUE_SIZE)
     if sh(a.inject, hooklog) != 0:
         report["inject_failed"] = True
     open(started, "w").close()
     phase("fault", a.ops)
+    linger()
+    if a.events:
+        report["fired_in_window"] = plans.fired_in_file(a.events)
     print("CAMPAIGN-END", flush=True)
-    sh(a.end, hooklog)
+    if a.plan:
+        # Through the control file, not a child process: a child forked now
+        # would close the database's inherited descriptors, and those closes
+        # (FLUSH) would meet the still-armed plan (flush-eio fired on them).
+        hooklog.write("[%.3f] end: %s\n" % (time.time(), plans.end_by_control(a.data, a.plan)))
+        hooklog.flush()
+    else:
+        sh(a.end, hooklog)
     phase("after", a.after)
     if isinstance(db, Postgres):
         # What checkpoint_timeout would do a few minutes later: a checkpoint
@@ -392,10 +433,14 @@ def run(a):
 
 # ---------------------------------------------------------------- check
 
-CATEGORIES = ["correct", "old value", "false failure", "key corruption", "value corruption",
-              "key not found", "application unavailable"]
-SEVERITY = ["application unavailable", "key corruption", "value corruption", "key not found",
-            "old value", "false failure"]
+# Worst first: a run's verdict is the worst category present.
+SEVERITY = ["application unavailable", "key corruption", "value corruption", "database corruption",
+            "key not found", "old value", "false failure", "not exercised"]
+CATEGORIES = SEVERITY + ["correct"]
+
+
+class CheckerError(Exception):
+    """The checker itself failed: no verdict (a campaign error, never a category)."""
 
 
 def load_acks(path):
@@ -413,7 +458,7 @@ def load_acks(path):
     return hist
 
 
-def classify(key, history, got):
+def classify_key(key, history, got):
     """One key: history is its operations in order; got is what the app returned (None: absent)."""
     acked = [h for h in history if h["ok"]]
     last_ok = acked[-1] if acked else None
@@ -441,65 +486,146 @@ def classify(key, history, got):
     return "old value"              # an older acknowledged (or an overwritten failed) value
 
 
-def check(a):
-    hist = load_acks(a.acks)
-    verdict = {"app": a.app, "mode": a.mode, "keys_logged": len(hist),
-               "acked_keys": sum(1 for h in hist.values() if any(x["ok"] for x in h)),
-               "failed_ops": sum(1 for h in hist.values() for x in h if not x["ok"]),
-               "counts": {c: 0 for c in CATEGORIES}, "examples": {}, "notes": []}
+def example(key, history, got):
+    g = got if got is None else (bytes(got).decode(errors="replace") if not isinstance(got, str) else got)
+    return {"key": key, "got": g and g.rstrip(".")[:80],
+            "acked": [x["value"].rstrip(".")[:60] for x in history if x["ok"]][-2:],
+            "failed": [x["value"].rstrip(".")[:60] for x in history if not x["ok"]][-2:]}
 
-    def finish(v):
-        present = [c for c in SEVERITY if verdict["counts"][c]]
-        verdict["verdict"] = v if v else (present[0] if present else "correct")
-        verdict["categories"] = present or ["correct"]
-        with open(a.out, "w") as f:
-            json.dump(verdict, f, indent=1)
-        print(json.dumps({k: verdict[k] for k in ("verdict", "categories", "acked_keys", "failed_ops")}))
 
-    if a.crashed:
-        verdict["notes"].append(a.crashed)
-        verdict["counts"]["application unavailable"] = verdict["acked_keys"]
-        return finish("application unavailable")
+def classify(hist, reading, fired=None):
+    """The run's verdict (pure). hist: load_acks(); reading: what the restarted
+    application returned, {"unavailable": why or None, "data": {key: value},
+    "lookup_errors": {key: error}, "integrity": [problem, ...]}; fired: how
+    often the plan acted ({"total": N, ...}), None when no fault was planned.
+    Per key: classify_key; a lookup that errors and a key never written are key
+    corruption; each integrity problem is database corruption; a planned fault
+    that never fired adds "not exercised". The verdict is the worst present."""
+    counts = {c: 0 for c in CATEGORIES}
+    examples = {}
+    acked = sum(1 for h in hist.values() if any(x["ok"] for x in h))
+    if reading.get("unavailable"):
+        counts["application unavailable"] = max(1, acked)
+        examples["application unavailable"] = reading["unavailable"]
+    else:
+        data, errors = reading.get("data", {}), reading.get("lookup_errors", {})
+        for k, h in sorted(hist.items()):
+            if k in errors:
+                c = "key corruption"
+                examples.setdefault(c, "%s: %s" % (k, errors[k]))
+            else:
+                c = classify_key(k, h, data.get(k))
+                if c != "correct" and c not in examples:
+                    examples[c] = example(k, h, data.get(k))
+            counts[c] += 1
+        extra = sorted(k for k in data if k not in hist)
+        if extra:
+            counts["key corruption"] += len(extra)
+            examples.setdefault("key corruption", {"unknown keys": extra[:5]})
+        problems = reading.get("integrity", [])
+        if problems:
+            counts["database corruption"] = len(problems)
+            examples["database corruption"] = problems[:3]
+    if fired is not None and not fired.get("total"):
+        counts["not exercised"] = 1
+        examples["not exercised"] = "the fault plan never acted (no injection with an errno, no write dropped or stalled)"
+    present = [c for c in SEVERITY if counts[c]]
+    return {"verdict": present[0] if present else "correct", "categories": present or ["correct"],
+            "counts": counts, "examples": examples, "acked_keys": acked,
+            "failed_ops": sum(1 for h in hist.values() for x in h if not x["ok"])}
+
+
+def encode(v):
+    """A value as JSON: text, None, or {"bytes_hex": ...} for bytes that are not UTF-8."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(v).decode()
+        except UnicodeDecodeError:
+            return {"bytes_hex": bytes(v).hex()}
+    return v
+
+
+def decode(v):
+    return bytes.fromhex(v["bytes_hex"]) if isinstance(v, dict) else v
+
+
+def read_back(a):
+    """`read` (a child of `check`): open the restarted application and read every
+    key. An error of the application's library is the application failing
+    ("unavailable", a failed lookup, an integrity problem); any other exception
+    is this program's own bug and escapes (exit 1)."""
     db = BACKENDS[a.app](a)
+    out = {"unavailable": None, "data": {}, "lookup_errors": {}, "integrity": [], "notes": []}
+
+    def save():
+        with open(a.out, "w") as f:
+            json.dump(out, f)
+        return 0
+
     try:
         db.open(create=False)
-        data, _, notes = db.scan()
-        verdict["notes"] += notes
-    except Exception as e:
-        verdict["notes"].append("restart/read failed: " + short(e))
-        verdict["counts"]["application unavailable"] = verdict["acked_keys"]
-        return finish("application unavailable")
-    if data is None:
-        # The full scan failed: fall back to one lookup per key.
+    except db.errors as e:
+        out["unavailable"] = "restart/open failed: " + short(e)
+        return save()
+    if hasattr(db, "integrity"):
+        out["integrity"] = db.integrity()
+    try:
+        data, notes = db.scan()
+        out["notes"] += notes
+    except db.errors as e:
+        out["notes"].append("full scan failed, one lookup per key: " + short(e))
         data = {}
-        for k in hist:
+        for k in load_acks(a.acks):
             try:
                 data[k] = db.get(k)
-            except Exception as e:
-                verdict["counts"]["key corruption"] += 1
-                verdict["examples"].setdefault("key corruption", "%s: %s" % (k, short(e)))
-                data[k] = KeyError
-    for k, h in sorted(hist.items()):
-        got = data.get(k)
-        if got is KeyError:
-            continue
-        c = classify(k, h, got)
-        verdict["counts"][c] += 1
-        if c != "correct" and c not in verdict["examples"]:
-            g = got if got is None else (bytes(got).decode(errors="replace") if not isinstance(got, str) else got)
-            verdict["examples"][c] = {"key": k, "got": g and g.rstrip(".")[:80],
-                                      "acked": [x["value"].rstrip(".")[:60] for x in h if x["ok"]][-2:],
-                                      "failed": [x["value"].rstrip(".")[:60] for x in h if not x["ok"]][-2:]}
-    extra = [k for k in data if k not in hist]
-    if extra:
-        verdict["counts"]["key corruption"] += len(extra)
-        verdict["examples"].setdefault("key corruption", {"unknown keys": extra[:5]})
-    finish(None)
+            except db.errors as e:
+                out["lookup_errors"][k] = short(e)
+    out["data"] = {k: encode(v) for k, v in data.items()}
+    return save()
+
+
+def read_in_child(a):
+    """read_back in a child process: a library that aborts or crashes while
+    reading its data (LMDB's assertions do) makes the application unavailable,
+    not the checker."""
+    tmp = a.out + ".reading.json"
+    args = [sys.executable, os.path.abspath(__file__), "read", "--app", a.app, "--mode", a.mode,
+            "--data", a.data, "--acks", a.acks, "--out", tmp, "--port", str(a.port)]
+    try:
+        r = subprocess.run(args, capture_output=True, text=True, timeout=a.read_timeout)
+    except subprocess.TimeoutExpired:
+        return {"unavailable": "reading the data did not finish in %d s" % a.read_timeout}
+    tail = " ".join(r.stderr.strip().splitlines()[-2:])[:200]
+    if r.returncode < 0:
+        return {"unavailable": "the application crashed reading its data (%s): %s"
+                % (signal.Signals(-r.returncode).name, tail)}
+    if r.returncode != 0:
+        raise CheckerError("the reader failed (exit %d): %s" % (r.returncode, r.stderr.strip()[-1000:]))
+    with open(tmp) as f:
+        reading = json.load(f)
+    os.unlink(tmp)
+    reading["data"] = {k: decode(v) for k, v in reading["data"].items()}
+    return reading
+
+
+def check(a):
+    hist = load_acks(a.acks)
+    reading = read_in_child(a)
+    fired = plans.fired_in_file(a.events) if a.events else {"total": 0}
+    if a.tamper_log and os.path.exists(a.tamper_log) and os.path.getsize(a.tamper_log):
+        fired["tampered"] = 1
+        fired["total"] += 1
+    verdict = classify(hist, reading, fired if plans.fault_expected(a.plan) else None)
+    verdict.update({"app": a.app, "mode": a.mode, "plan": a.plan, "keys_logged": len(hist), "fired": fired,
+                    "notes": reading.get("notes", [])})
+    with open(a.out, "w") as f:
+        json.dump(verdict, f, indent=1)
+    print(json.dumps({k: verdict[k] for k in ("verdict", "categories", "acked_keys", "failed_ops", "fired")}))
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("cmd", choices=["run", "check"])
+    p.add_argument("cmd", choices=["run", "check", "read"])
     p.add_argument("--app", required=True, choices=sorted(BACKENDS))
     p.add_argument("--mode", default="default")
     p.add_argument("--data", required=True, help="the mounted data directory")
@@ -515,13 +641,23 @@ def main():
     p.add_argument("--end", default="")
     p.add_argument("--release", default="")
     p.add_argument("--release-after", type=float, default=0)
-    p.add_argument("--crashed", default="", help="check: the first check crashed; record the application as unavailable")
+    p.add_argument("--plan", default="", help="the fault plan (run: linger until it fires; check: 'not exercised' when it never did)")
+    p.add_argument("--events", default="", help="the mount's events file (how often the plan fired)")
+    p.add_argument("--linger-seconds", type=float, default=15)
+    p.add_argument("--read-timeout", type=int, default=300, help="check: reading back longer than this is unavailable")
+    p.add_argument("--tamper-log", default="", help="check: the seeded self-test's log (non-empty: it fired)")
     p.add_argument("--checkpoint-every", type=int, default=0)
     p.add_argument("--give-up", type=int, default=20, help="stop a phase after this many failures in a row")
     a = p.parse_args()
     if a.cmd == "run":
         sys.exit(run(a))
-    check(a)
+    if a.cmd == "read":
+        sys.exit(read_back(a))
+    try:
+        check(a)
+    except CheckerError as e:
+        print("campaign checker error: %s" % e, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
