@@ -10,6 +10,9 @@ public struct PassthroughOptions: Sendable {
     public var aggressiveCaching = true
     /// Splice data between /dev/fuse and backing files where possible.
     public var splice = true
+    /// POSIX ACLs enforced by the kernel, when the backing file system has
+    /// them; otherwise the ACL attributes are refused (EOPNOTSUPP).
+    public var posixACLs = true
     /// How many O_PATH fds of recently used inodes to keep open.
     public var fdCacheCapacity = 512
     public init() {}

@@ -9,7 +9,7 @@ struct MountCommand: ParsableCommand {
         abstract: "Mount SOURCE at MOUNTPOINT (the default command; SOURCE may equal MOUNTPOINT).",
         discussion: """
             faultfs options (-o): writeback (default), nowriteback, direct_io, nocache,
-            nosplice, threads=N, fdcache=N, control=NAME, rules=FILE, events=FILE.
+            nosplice, acl (default), noacl, threads=N, fdcache=N, control=NAME, rules=FILE, events=FILE.
             Other options go to libfuse (allow_other, fsname=..., ro, noexec, ...);
             mount(8)-only options (auto, noauto, user, _netdev, nofail, defaults,
             relatime, x-*, ...) are ignored. default_permissions is always on.

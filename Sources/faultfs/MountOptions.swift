@@ -8,6 +8,7 @@ struct MountConfiguration: Equatable, Sendable {
     var aggressiveCaching = true
     var splice = true
     var fdCacheCapacity = 512
+    var posixACLs = true
 
     // Worker threads of the libfuse loop.
     var maxIdleThreads = 8
@@ -59,6 +60,8 @@ enum MountOptionParser {
             case "direct_io": try noValue(key, value); config.directIO = true
             case "nocache": try noValue(key, value); config.aggressiveCaching = false
             case "nosplice": try noValue(key, value); config.splice = false
+            case "acl": try noValue(key, value); config.posixACLs = true
+            case "noacl": try noValue(key, value); config.posixACLs = false
             case "threads": config.maxThreads = try number(key, value, minimum: 1)
             case "fdcache": config.fdCacheCapacity = try number(key, value, minimum: 0)
             case "control": config.controlName = try string(key, value)
