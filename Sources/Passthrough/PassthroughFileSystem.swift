@@ -332,10 +332,38 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 try withProcPath(pathFD) { (p) throws(Errno) in try sysCall { Glibc.open(p, backing) } }
             }
         }
+        if flags & O_ACCMODE != O_WRONLY && flags & Int32(FFS_O_NOATIME) == 0 && options.accessTimes != .noatime {
+            touchAccessTime(fd, node: node)
+        }
         if flags & O_TRUNC != 0 && mustKillPrivileges(caller) {
             try? dropSetIDBits(fd, caller) { (mode) throws(Errno) in try sysCall { fchmod(fd, mode) } }
         }
         return opened(fd: fd, flags: flags)
+    }
+
+    /// The kernel serves reads from its page cache and never updates atime
+    /// on a FUSE inode itself, so a read open stands for the read: the
+    /// backing file's atime moves as a read would move it, and the kernel
+    /// forgets its cached copy. Reading (not utimensat) leaves ctime alone
+    /// and applies the backing mount's relatime rule.
+    private func touchAccessTime(_ fd: Int32, node: NodeID) {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return }
+        let due = isBefore(st.st_atim, st.st_mtim, orEqual: true) || isBefore(st.st_atim, st.st_ctim, orEqual: true)
+            || time(nil) - st.st_atim.tv_sec >= 86_400
+        if due {
+            var byte: UInt8 = 0
+            _ = pread(fd, &byte, 1, 0)
+        } else if options.accessTimes == .strictatime {
+            // The backing mount would not move it: set it (this moves ctime).
+            var times = (timespec(tv_sec: 0, tv_nsec: ffs_utime_now()), timespec(tv_sec: 0, tv_nsec: ffs_utime_omit()))
+            _ = withUnsafePointer(to: &times) { p in
+                p.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) }
+            }
+        } else {
+            return
+        }
+        session?.invalidateAttributes(of: node)
     }
 
     public func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {
@@ -598,4 +626,8 @@ extension String {
         }
         self = String(decoding: bytes, as: UTF8.self)
     }
+}
+
+@inline(__always) func isBefore(_ a: timespec, _ b: timespec, orEqual: Bool) -> Bool {
+    a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && (a.tv_nsec < b.tv_nsec || (orEqual && a.tv_nsec == b.tv_nsec)))
 }

@@ -174,6 +174,134 @@ extension AllMountTests {
             }
         }
 
+        // MARK: timestamps
+
+        @Test("atime: relatime by default (a read after a change moves it, the next does not), noatime, strictatime; as on ext4")
+        func accessTimes() throws {
+            /// Reads `f` four times around a write; the atime after each step (as "moved"/"kept").
+            func exercise(_ root: String) throws -> [String] {
+                let path = root + "/f"
+                try writeFile(path, "hello")
+                try check("utimensat", setTimes(path, atime: (1_600_000_000, 0), mtime: (1_500_000_000, 0)))
+                var last = statOf(path).1.st_atim, log: [String] = []
+                func step(_ name: String, _ body: () throws -> Void) rethrows {
+                    try body()
+                    let now = statOf(path).1.st_atim
+                    log.append("\(name): \(now.tv_sec == last.tv_sec && now.tv_nsec == last.tv_nsec ? "kept" : "moved")")
+                    last = now
+                }
+                try step("read, atime newer than mtime") { _ = try readFile(path).get() }
+                try check("utimensat", setTimes(path, atime: (1_500_000_000, 0), mtime: (1_600_000_000, 0)))
+                last = statOf(path).1.st_atim
+                try step("read, atime older than mtime") { _ = try readFile(path).get() }
+                try step("read again") { _ = try readFile(path).get() }
+                try step("open O_WRONLY, write") { try writeFile(path, "again") }
+                usleep(20_000)
+                try step("read after the write") { _ = try readFile(path).get() }
+                return log
+            }
+            try withExt4Directory { ext4 in
+                let onExt4 = try exercise(ext4)
+                // (The first read moves it too: setting the times moved ctime past it.)
+                #expect(onExt4 == ["read, atime newer than mtime: moved", "read, atime older than mtime: moved", "read again: kept",
+                                   "open O_WRONLY, write: kept", "read after the write: moved"], "ext4 (relatime) itself: \(onExt4)")
+                for options in [[], ["nowriteback"], ["relatime"]] {
+                    try withMount(options: options) { fs in
+                        let throughMount = try exercise(fs.mountpoint)
+                        #expect(throughMount == onExt4, "-o \(options): through the mount \(throughMount), on ext4 \(onExt4)")
+                    }
+                }
+            }
+            try withMount(options: ["noatime"]) { fs in
+                let log = try exercise(fs.mountpoint)
+                #expect(log.allSatisfy { $0.hasSuffix("kept") }, "-o noatime: \(log)")
+            }
+            try withMount(options: ["strictatime"]) { fs in
+                let log = try exercise(fs.mountpoint)
+                #expect(log.filter { $0.hasPrefix("read") }.allSatisfy { $0.hasSuffix("moved") }, "-o strictatime: \(log)")
+            }
+        }
+
+        @Test("mtime and ctime seen before an unmount are those seen after it (write, pwrite, truncate, utimes, chmod)",
+              arguments: [[], ["nowriteback"]])
+        func timesSurviveRemount(options: [String]) throws {
+            let names = ["written", "rewritten", "truncated", "touched", "chmodded"]
+            func times(_ path: String) -> [Int] {
+                let st = statOf(path).1
+                return [st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec]
+            }
+            try withMount(options: options, prepare: { source in
+                for name in names { try writeFile(source + "/" + name, [UInt8](repeating: 1, count: 100_000)) }
+            }) { fs in
+                usleep(50_000)
+                try writeFile(fs.path("written"), [UInt8](repeating: 2, count: 200_000))
+                let fd = Int32(try check("open", openFile(fs.path("rewritten"), O_RDWR)))
+                #expect(pwriteBytes(fd, [9, 9, 9], at: 4096).ok)
+                #expect(sys { close(fd) }.ok)
+                #expect(sys { truncate(fs.path("truncated"), 10) }.ok)
+                #expect(setTimes(fs.path("touched"), atime: (1_000, 0), mtime: (2_000, 0)).ok)
+                #expect(sys { chmod(fs.path("chmodded"), 0o600) }.ok)
+                var before: [String: [Int]] = [:]
+                for name in names { before[name] = times(fs.path(name)) }
+
+                // The same backing dir mounted again: a fresh kernel inode cache.
+                #expect(fs.unmount().isEmpty)
+                let binary = try FaultFSBinary.path()
+                let again = try runCommand(binary, ["mount", "-o", options.isEmpty ? "writeback" : options.joined(separator: ","), fs.source, fs.mountpoint])
+                try #require(again.status == 0, "mount again: \(again)")
+                defer { _ = try? runCommand(binary, ["umount", fs.mountpoint]) }
+                for name in names {
+                    #expect(times(fs.path(name)) == before[name], "\(name) with -o \(options): after the remount \(times(fs.path(name))), before \(before[name] ?? [])")
+                }
+            }
+        }
+
+        // MARK: remount
+
+        @Test("faultfs mount -o remount,ro / remount,rw changes the flags of a live mount; nosuid and nodev stay")
+        func remountDirectly() throws {
+            try withMount(prepare: { try writeFile($0 + "/f", "x") }) { fs in
+                let binary = try FaultFSBinary.path()
+                let ro = try runCommand(binary, ["mount", "-o", "remount,ro", fs.source, fs.mountpoint])
+                #expect(ro.status == 0, "remount,ro: \(ro)")
+                #expect(openFile(fs.path("g"), O_CREAT | O_WRONLY).errno == EROFS)
+                #expect((try readFile(fs.path("f")).get()) == Array("x".utf8))
+                let flags = mountFlags(fs.mountpoint)
+                #expect(flags.contains("ro") && flags.contains("nosuid") && flags.contains("nodev"), "mount flags after remount,ro: \(flags)")
+                let rw = try runCommand(binary, ["mount", "-o", "remount,rw", fs.source, fs.mountpoint])
+                #expect(rw.status == 0, "remount,rw: \(rw)")
+                let created = openFile(fs.path("g"), O_CREAT | O_WRONLY)
+                #expect(created.ok, "create after remount,rw: \(created)")
+                if created.ok { close(Int32(created.value)) }
+                #expect(mountFlags(fs.mountpoint).contains("nosuid"))
+            }
+        }
+
+        @Test("mount -o remount,ro / remount,rw through mount(8) and mount.fuse3")
+        func remountThroughMount8() throws {
+            // mount(8) runs its helpers with a default PATH: a private mount
+            // namespace puts our faultfs in /usr/local/bin for that one command.
+            let binary = try FaultFSBinary.path()
+            try withTemporaryDirectory("bin") { bin in
+                try check("symlink", sys { symlink(binary, bin + "/faultfs") })
+                try withMount(prepare: { try writeFile($0 + "/f", "x") }) { fs in
+                    func mount8(_ options: String) throws -> CommandResult {
+                        try runCommand("unshare", ["-m", "--propagation", "private", "sh", "-c",
+                                                   "mount --bind \(bin) /usr/local/bin && mount -o \(options) \(fs.mountpoint)"])
+                    }
+                    let ro = try mount8("remount,ro")
+                    #expect(ro.status == 0, "mount -o remount,ro: \(ro)")
+                    // The superblock is read-only for every namespace.
+                    #expect(openFile(fs.path("g"), O_CREAT | O_WRONLY).errno == EROFS)
+                    let rw = try mount8("remount,rw")
+                    #expect(rw.status == 0, "mount -o remount,rw: \(rw)")
+                    let created = openFile(fs.path("g"), O_CREAT | O_WRONLY)
+                    #expect(created.ok, "create after remount,rw: \(created)")
+                    if created.ok { close(Int32(created.value)) }
+                }
+            }
+        }
+
         // MARK: POSIX ACLs
 
         @Test("an ACL entry grants and its mask limits access, the mode follows the ACL at once, as on ext4")
@@ -275,6 +403,17 @@ extension AllMountTests {
             }
         }
     }
+}
+
+/// The per-mount and superblock options of the mount at `path` (mountinfo fields 6 and 11).
+func mountFlags(_ path: String) -> Set<String> {
+    let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    for line in text.split(separator: "\n") {
+        let fields = line.split(separator: " ").map(String.init)
+        guard fields.count > 5, fields[4] == path, let dash = fields.firstIndex(of: "-"), dash + 3 < fields.count else { continue }
+        return Set((fields[5] + "," + fields[dash + 3]).split(separator: ",").map(String.init))
+    }
+    return []
 }
 
 /// A system.posix_acl_access value with the three base entries only.
