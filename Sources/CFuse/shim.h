@@ -177,31 +177,43 @@ static inline int ffs_renameat2(int olddirfd, const char *oldpath, int newdirfd,
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
-// MARK: connection I/O (FUSE_HANDLE_KILLPRIV_V2)
+// MARK: connection I/O (init flags libfuse 3.14 cannot ask for)
 //
-// libfuse 3.14 cannot ask for FUSE_HANDLE_KILLPRIV_V2. Without it the kernel
-// asks the daemon for "security.capability" before *every* write(2) (to know
-// whether to drop privileges), a round trip that costs a writeback-cache
-// mount most of its small-write speed. With it the kernel sets SB_NOSEC and
-// leaves clearing setuid/setgid bits to the daemon (the passthrough does).
-// These hooks see the INIT request and add the flag to libfuse's INIT reply.
+// libfuse 3.14 knows neither FUSE_HANDLE_KILLPRIV_V2 nor
+// FUSE_DIRECT_IO_ALLOW_MMAP. These hooks see the INIT request, remember what
+// the kernel offers, and add the flags to libfuse's INIT reply:
+// - KILLPRIV_V2: without it the kernel asks the daemon for
+//   "security.capability" before *every* write(2), a round trip that costs a
+//   writeback-cache mount most of its small-write speed. With it the kernel
+//   leaves clearing setuid/setgid bits to the daemon (the passthrough does).
+// - DIRECT_IO_ALLOW_MMAP (Linux >= 6.6): shared mmap of a file opened with
+//   FOPEN_DIRECT_IO (faultfs serves O_DIRECT opens so), ENODEV otherwise.
 
-enum { FFS_FUSE_INIT = 26, FFS_KILLPRIV_V2 = 1 << 28 };
+enum {
+    FFS_FUSE_INIT = 26,
+    FFS_KILLPRIV_V2 = 1 << 28,
+    FFS_INIT_EXT = 1 << 30,
+    /// Bit 36 of the 64-bit init flags: bit 4 of flags2.
+    FFS_DIRECT_IO_ALLOW_MMAP2 = 1 << 4,
+};
 
-/// 0: INIT not seen yet; 1: the kernel offers the flag; 2: asked for; 3: not offered.
-static inline int *ffs_killpriv_v2_state(void) { static int state; return &state; }
+/// What the kernel offered in INIT (flags, flags2) and what the reply asked for.
+struct ffs_init_state { int seen; int answered; uint32_t offered, offered2, asked, asked2; };
+static inline struct ffs_init_state *ffs_init_state(void) { static struct ffs_init_state state; return &state; }
 
 static inline ssize_t ffs_io_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
     ssize_t n = read(fd, buf, len);
-    int *state = ffs_killpriv_v2_state();
-    // fuse_in_header is 40 bytes; fuse_init_in's flags are at offset 12.
-    if (*state == 0 && n >= 56) {
-        uint32_t opcode, flags;
+    struct ffs_init_state *st = ffs_init_state();
+    // fuse_in_header is 40 bytes; fuse_init_in's flags are at offset 12,
+    // flags2 (with FUSE_INIT_EXT) at 16.
+    if (!st->seen && n >= 56) {
+        uint32_t opcode;
         memcpy(&opcode, (char *)buf + 4, 4);
         if (opcode == FFS_FUSE_INIT) {
-            memcpy(&flags, (char *)buf + 40 + 12, 4);
-            *state = (flags & FFS_KILLPRIV_V2) ? 1 : 3;
+            memcpy(&st->offered, (char *)buf + 40 + 12, 4);
+            if ((st->offered & FFS_INIT_EXT) && n >= 60) memcpy(&st->offered2, (char *)buf + 40 + 16, 4);
+            st->seen = 1;
         }
     }
     return n;
@@ -209,15 +221,24 @@ static inline ssize_t ffs_io_read(int fd, void *buf, size_t len, void *userdata)
 
 static inline ssize_t ffs_io_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
-    int *state = ffs_killpriv_v2_state();
+    struct ffs_init_state *st = ffs_init_state();
     // The first reply is INIT's: fuse_out_header, then fuse_init_out whose
-    // flags are at offset 12.
-    if (*state == 1 && count >= 2 && iov[1].iov_len >= 16) {
+    // flags are at offset 12 and flags2 at offset 32.
+    if (st->seen && !st->answered && count >= 2 && iov[1].iov_len >= 16) {
         uint32_t flags;
         memcpy(&flags, (char *)iov[1].iov_base + 12, 4);
-        flags |= FFS_KILLPRIV_V2;
+        flags |= st->offered & FFS_KILLPRIV_V2;
+        if ((st->offered2 & FFS_DIRECT_IO_ALLOW_MMAP2) && iov[1].iov_len >= 36) {
+            uint32_t flags2;
+            memcpy(&flags2, (char *)iov[1].iov_base + 32, 4);
+            flags2 |= FFS_DIRECT_IO_ALLOW_MMAP2;
+            memcpy((char *)iov[1].iov_base + 32, &flags2, 4);
+            flags |= FFS_INIT_EXT;
+            st->asked2 = flags2;
+        }
         memcpy((char *)iov[1].iov_base + 12, &flags, 4);
-        *state = 2;
+        st->asked = flags;
+        st->answered = 1;
     }
     return writev(fd, iov, count);
 }
@@ -239,7 +260,10 @@ static inline int ffs_install_io(struct fuse_session *se) {
 }
 
 /// Whether the kernel runs this connection with FUSE_HANDLE_KILLPRIV_V2.
-static inline int ffs_killpriv_v2_enabled(void) { return *ffs_killpriv_v2_state() == 2; }
+static inline int ffs_killpriv_v2_enabled(void) { return (ffs_init_state()->asked & FFS_KILLPRIV_V2) != 0; }
+
+/// Whether shared mmap of direct_io files is allowed (FUSE_DIRECT_IO_ALLOW_MMAP).
+static inline int ffs_direct_io_mmap_enabled(void) { return (ffs_init_state()->asked2 & FFS_DIRECT_IO_ALLOW_MMAP2) != 0; }
 
 // MARK: CLI helpers
 

@@ -64,6 +64,21 @@ public final class SessionState: Sendable {
     /// held requests let go while the files still open are served on.
     public func markDetached() { markClosing() }
 
+    /// Shared mmap of files served with `direct_io` works
+    /// (FUSE_DIRECT_IO_ALLOW_MMAP, Linux >= 6.6).
+    public var directIOMmapAllowed: Bool { ffs_direct_io_mmap_enabled() != 0 }
+
+    /// Tells the kernel to drop the cached pages of `node` in
+    /// `offset..<offset+length` (and its attributes). Safe inside a write
+    /// request on that node: page invalidation takes no inode lock; it only
+    /// waits for reads in flight, which other worker threads answer. Never
+    /// call it from a writeback write (it would wait for its own pages).
+    public func invalidateData(of node: NodeID, offset: off_t, length: Int) {
+        let address = sessionAddress.load(ordering: .acquiring)
+        guard address != 0, let se = OpaquePointer(bitPattern: address) else { return }
+        _ = fuse_lowlevel_notify_inval_inode(se, node, offset, off_t(length))
+    }
+
     func attach(_ se: OpaquePointer?) { sessionAddress.store(UInt(bitPattern: se.map { Int(bitPattern: UnsafeRawPointer($0)) } ?? 0), ordering: .releasing) }
     func markClosing() { closing.store(true, ordering: .releasing) }
 }
@@ -108,7 +123,8 @@ public final class Session {
         guard fuse_session_mount(se, path) == 0 else { throw SessionError("fuse: could not mount on \(path)") }
         mounted = true
         // Our own /dev/fuse I/O hooks: they ask for FUSE_HANDLE_KILLPRIV_V2
-        // (see the shim), which spares every write(2) a getxattr round trip.
+        // (see the shim), which spares every write(2) a getxattr round trip,
+        // and for FUSE_DIRECT_IO_ALLOW_MMAP.
         let rc = ffs_install_io(se)
         guard rc == 0 else { throw SessionError("fuse: could not install the connection I/O (\(Errno(-rc)))") }
     }

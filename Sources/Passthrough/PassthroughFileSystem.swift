@@ -23,7 +23,12 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     private let daemonUID = geteuid(), daemonGID = getegid()
     // Set once by `initialize`, before any request.
     private var writebackCache = false
+    /// The kernel enforces and caches POSIX ACLs (FUSE_POSIX_ACL); the
+    /// backing file system stores them and inherits default ACLs.
+    private var posixACLs = false
     private var session: SessionState?
+    /// Whether the backing file system stores POSIX ACLs (probed at start).
+    let backingHasACLs: Bool
 
     /// `root`: an fd of the backing directory opened before mounting (an
     /// in-place mount then still reaches the files underneath). Takes it over.
@@ -39,7 +44,8 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // Without handles every inode pins an O_PATH fd (libfuse's examples' way).
         fds = FDCache(capacity: handle == nil ? 0 : options.fdCacheCapacity, mountFD: mountFD)
         rootPath = (try? procLink(root)) ?? ""
-        umask(0)  // the kernel already applied the caller's umask
+        backingHasACLs = CFuse.getxattr(rootPath, "system.posix_acl_access", nil, 0) >= 0 || Errno.current == .ENODATA
+        umask(0)  // the caller's umask is applied by the kernel, or by `creationMode`
     }
 
     public func initialize(_ conn: inout Connection, session: SessionState) {
@@ -47,11 +53,16 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         if options.writebackCache { want.insert(.writebackCache) }
         if options.splice { want.formUnion([.spliceRead, .spliceWrite, .spliceMove]) }
         if options.aggressiveCaching { want.insert(.cacheSymlinks) } else { want.insert(.autoInvalData) }
+        // ACLs where the backing file system has them: the kernel checks
+        // access with them, and leaves the umask to us (a default ACL
+        // replaces it), see `creationMode`.
+        if options.posixACLs && backingHasACLs { want.formUnion([.posixACL, .dontMask]) }
         // Not asked: posix/flock locks (the kernel then keeps locks itself,
         // correct for everything that goes through this mount) and
         // handle_killpriv (the kernel clears setuid bits, as on ext4).
         conn.want = want.intersection(conn.capable)
         writebackCache = conn.want.contains(.writebackCache)
+        posixACLs = conn.want.contains(.posixACL)
         self.session = session
     }
 
@@ -62,15 +73,16 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         caller.uid != 0 && session?.fileSystemKillsPrivileges == true
     }
 
-    /// Clears setuid, and setgid on a group-executable file, as a local file
-    /// system does when someone without CAP_FSETID modifies the file.
-    private func dropSetIDBits(_ fd: Int32, chmodAt: (mode_t) throws(Errno) -> Void) throws(Errno) {
+    /// Clears setuid, and setgid unless the file is not group-executable and
+    /// `caller` is in its group, as a local file system does when someone
+    /// without CAP_FSETID modifies the file (setattr_should_drop_sgid).
+    private func dropSetIDBits(_ fd: Int32, _ caller: Caller, chmodAt: (mode_t) throws(Errno) -> Void) throws(Errno) {
         var st = stat()
         try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { return }
         var mode = st.st_mode & 0o7777
         if mode & S_ISUID != 0 { mode &= ~S_ISUID }
-        if mode & S_ISGID != 0 && mode & S_IXGRP != 0 { mode &= ~S_ISGID }
+        if mode & S_ISGID != 0 && (mode & S_IXGRP != 0 || !isInGroup(caller, st.st_gid)) { mode &= ~S_ISGID }
         if mode != st.st_mode & 0o7777 { try chmodAt(mode) }
     }
 
@@ -136,6 +148,18 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         return try body()
     }
 
+    /// The mode a new inode under `dirfd` is created with. With POSIX ACLs
+    /// the kernel sends the mode without the caller's umask: as on ext4, the
+    /// umask applies unless the directory has a default ACL (the backing
+    /// file system then derives the mode and ACL from it).
+    private func creationMode(_ mode: mode_t, under dirfd: Int32, _ caller: Caller) -> mode_t {
+        guard posixACLs else { return mode }
+        let hasDefaultACL = (try? withProcPath(dirfd) { (p) throws(Errno) in
+            CFuse.getxattr(p, "system.posix_acl_default", nil, 0) > 0
+        }) ?? false
+        return hasDefaultACL ? mode : mode & ~caller.umask
+    }
+
     /// /proc/self/fd/N: reaches the inode an O_PATH fd refers to for the
     /// calls that take no fd (chmod, xattrs); never a symlink of the tree.
     private func withProcPath<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
@@ -192,7 +216,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 else { try withProcPath(fd) { (path) throws(Errno) in try sysCall { truncate(path, changes.size) } } }
             }
             if (f.contains(.killSUID) || f.contains(.killSGID)) && !f.contains(.mode) {
-                try dropSetIDBits(fd) { (mode) throws(Errno) in
+                try dropSetIDBits(fd, caller) { (mode) throws(Errno) in
                     try withProcPath(fd) { (path) throws(Errno) in try sysCall { chmod(path, mode) } }
                 }
             }
@@ -220,14 +244,14 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     public func mknod(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, device: dev_t) throws(Errno) -> Entry {
         try withFD(parent) { (dirfd) throws(Errno) in
-            try asCaller(caller) { () throws(Errno) in try sysCall { mknodat(dirfd, name.cString, mode, device) } }
+            try asCaller(caller) { () throws(Errno) in try sysCall { mknodat(dirfd, name.cString, creationMode(mode, under: dirfd, caller), device) } }
             return try entry(dirfd: dirfd, name: name.cString)
         }
     }
 
     public func mkdir(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t) throws(Errno) -> Entry {
         try withFD(parent) { (dirfd) throws(Errno) in
-            try asCaller(caller) { () throws(Errno) in try sysCall { mkdirat(dirfd, name.cString, mode) } }
+            try asCaller(caller) { () throws(Errno) in try sysCall { mkdirat(dirfd, name.cString, creationMode(mode, under: dirfd, caller)) } }
             return try entry(dirfd: dirfd, name: name.cString)
         }
     }
@@ -284,8 +308,13 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         return f | O_CLOEXEC
     }
 
+    /// Set in the handle of a file opened with O_DIRECT (the fd is the low
+    /// 32 bits): its writes bypass the page cache, see `write`.
+    private static let openedWithODirect: UInt64 = 1 << 32
+
     private func opened(fd: Int32, flags: Int32) -> OpenedFile {
         var o = OpenedFile(handle: UInt64(UInt32(bitPattern: fd)))
+        if flags & Int32(FFS_O_DIRECT) != 0 { o.handle |= Self.openedWithODirect }
         o.directIO = options.directIO || flags & Int32(FFS_O_DIRECT) != 0
         o.keepCache = options.aggressiveCaching
         return o
@@ -303,15 +332,44 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 try withProcPath(pathFD) { (p) throws(Errno) in try sysCall { Glibc.open(p, backing) } }
             }
         }
+        if flags & O_ACCMODE != O_WRONLY && flags & Int32(FFS_O_NOATIME) == 0 && options.accessTimes != .noatime {
+            touchAccessTime(fd, node: node)
+        }
         if flags & O_TRUNC != 0 && mustKillPrivileges(caller) {
-            try? dropSetIDBits(fd) { (mode) throws(Errno) in try sysCall { fchmod(fd, mode) } }
+            try? dropSetIDBits(fd, caller) { (mode) throws(Errno) in try sysCall { fchmod(fd, mode) } }
         }
         return opened(fd: fd, flags: flags)
+    }
+
+    /// The kernel serves reads from its page cache and never updates atime
+    /// on a FUSE inode itself, so a read open stands for the read: the
+    /// backing file's atime moves as a read would move it, and the kernel
+    /// forgets its cached copy. Reading (not utimensat) leaves ctime alone
+    /// and applies the backing mount's relatime rule.
+    private func touchAccessTime(_ fd: Int32, node: NodeID) {
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return }
+        let due = isBefore(st.st_atim, st.st_mtim, orEqual: true) || isBefore(st.st_atim, st.st_ctim, orEqual: true)
+            || time(nil) - st.st_atim.tv_sec >= 86_400
+        if due {
+            var byte: UInt8 = 0
+            _ = pread(fd, &byte, 1, 0)
+        } else if options.accessTimes == .strictatime {
+            // The backing mount would not move it: set it (this moves ctime).
+            var times = (timespec(tv_sec: 0, tv_nsec: ffs_utime_now()), timespec(tv_sec: 0, tv_nsec: ffs_utime_omit()))
+            _ = withUnsafePointer(to: &times) { p in
+                p.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) }
+            }
+        } else {
+            return
+        }
+        session?.invalidateAttributes(of: node)
     }
 
     public func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {
         try withFD(parent) { (dirfd) throws(Errno) in
             let backing = backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW
+            let mode = creationMode(mode, under: dirfd, caller)
             let fd = try asCaller(caller) { () throws(Errno) in try sysCall { openat(dirfd, name.cString, backing, mode) } }
             do throws(Errno) {
                 return (try entry(openFD: fd), opened(fd: fd, flags: flags))
@@ -329,12 +387,20 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func write(_ caller: Caller, node: NodeID, handle: UInt64, data: WriteSource, offset: off_t, fromWriteback: Bool) throws(Errno) -> Int {
         let fd = Int32(truncatingIfNeeded: handle)
         if !fromWriteback && mustKillPrivileges(caller) {
-            try dropSetIDBits(fd) { (mode) throws(Errno) in
+            try dropSetIDBits(fd, caller) { (mode) throws(Errno) in
                 try sysCall { fchmod(fd, mode) }
                 session?.invalidateAttributes(of: node)  // the kernel still caches the old mode
             }
         }
-        return try data.store(to: fd, at: offset)
+        let stored = try data.store(to: fd, at: offset)
+        if handle & Self.openedWithODirect != 0 && !fromWriteback {
+            // The kernel dropped the cached pages of this range *before*
+            // sending the write; a buffered reader may have read the old
+            // bytes back in since. Drop them again now the new bytes are in
+            // the backing file, as ext4 does after a direct write.
+            session?.invalidateData(of: node, offset: offset, length: stored)
+        }
+        return stored
     }
 
     public func flush(_ caller: Caller, node: NodeID, handle: UInt64) throws(Errno) {}
@@ -349,7 +415,16 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func fallocate(_ caller: Caller, node: NodeID, handle: UInt64, mode: Int32, offset: off_t, length: off_t) throws(Errno) {
-        try sysCall { ffs_fallocate(Int32(truncatingIfNeeded: handle), mode, offset, length) }
+        let fd = Int32(truncatingIfNeeded: handle)
+        try sysCall { ffs_fallocate(fd, mode, offset, length) }
+        // ext4 clears the set-id bits on every fallocate mode (file_modified);
+        // with KILLPRIV_V2 the kernel leaves that to us.
+        if mustKillPrivileges(caller) {
+            try dropSetIDBits(fd, caller) { (mode) throws(Errno) in
+                try sysCall { fchmod(fd, mode) }
+                session?.invalidateAttributes(of: node)
+            }
+        }
     }
 
     public func copyFileRange(_ caller: Caller, from source: NodeID, sourceHandle: UInt64, sourceOffset: off_t,
@@ -457,15 +532,28 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func setxattr(_ caller: Caller, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
+        let acl = ACLName(name)
+        if acl != nil && !posixACLs { throw .EOPNOTSUPP }  // never store what is not enforced
         try withFD(node) { (fd) throws(Errno) in
             try withProcPath(fd) { (p) throws(Errno) in
                 try sysCall { CFuse.setxattr(p, name.cString, value.baseAddress, value.count, flags) }
+                // The backing file system updated the mode from the ACL as
+                // root; ext4 also drops setgid when the caller is neither in
+                // the file's group nor has CAP_FSETID.
+                if acl == .access && caller.uid != 0 {
+                    var st = stat()
+                    try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+                    if st.st_mode & S_ISGID != 0 && !isInGroup(caller, st.st_gid) {
+                        try sysCall { chmod(p, st.st_mode & 0o7777 & ~S_ISGID) }
+                    }
+                }
             }
         }
     }
 
     public func getxattr(_ caller: Caller, node: NodeID, name: FileName, size: Int) throws(Errno) -> XattrReply {
-        try withFD(node) { (fd) throws(Errno) in
+        if !posixACLs && ACLName(name) != nil { throw .EOPNOTSUPP }
+        return try withFD(node) { (fd) throws(Errno) in
             try withProcPath(fd) { (p) throws(Errno) in
                 if size == 0 { return .size(try sysCall { CFuse.getxattr(p, name.cString, nil, 0) }) }
                 var buf = [UInt8](repeating: 0, count: size)
@@ -488,6 +576,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func removexattr(_ caller: Caller, node: NodeID, name: FileName) throws(Errno) {
+        if !posixACLs && ACLName(name) != nil { throw .EOPNOTSUPP }
         try withFD(node) { (fd) throws(Errno) in
             try withProcPath(fd) { (p) throws(Errno) in try sysCall { CFuse.removexattr(p, name.cString) } }
         }
@@ -502,4 +591,43 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
 @inline(__always) func isDotOrDotDot(_ name: UnsafePointer<CChar>) -> Bool {
     name[0] == 0x2E && (name[1] == 0 || (name[1] == 0x2E && name[2] == 0))
+}
+
+/// The two extended attributes that hold POSIX ACLs.
+enum ACLName {
+    case access, `default`
+    init?(_ name: FileName) {
+        if name.equals("system.posix_acl_access") { self = .access }
+        else if name.equals("system.posix_acl_default") { self = .default }
+        else { return nil }
+    }
+}
+
+/// Whether the caller's fsgid or one of its supplementary groups is `gid`
+/// (the groups come from /proc: a FUSE request carries only one gid).
+func isInGroup(_ caller: Caller, _ gid: gid_t) -> Bool {
+    if caller.gid == gid { return true }
+    guard caller.pid > 0, let status = try? String(contentsOfProcFile: "/proc/\(caller.pid)/status") else { return false }
+    guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return false }
+    return line.dropFirst("Groups:".count).split(whereSeparator: { $0 == " " || $0 == "\t" }).contains { gid_t($0) == gid }
+}
+
+extension String {
+    /// A small /proc file, read without Foundation.
+    init(contentsOfProcFile path: String) throws(Errno) {
+        let fd = try sysCall { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = try sysCall { read(fd, &buffer, buffer.count) }
+            if n == 0 { break }
+            bytes += buffer[0..<n]
+        }
+        self = String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+@inline(__always) func isBefore(_ a: timespec, _ b: timespec, orEqual: Bool) -> Bool {
+    a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && (a.tv_nsec < b.tv_nsec || (orEqual && a.tv_nsec == b.tv_nsec)))
 }

@@ -10,6 +10,19 @@ public struct PassthroughOptions: Sendable {
     public var aggressiveCaching = true
     /// Splice data between /dev/fuse and backing files where possible.
     public var splice = true
+    /// POSIX ACLs enforced by the kernel, when the backing file system has
+    /// them; otherwise the ACL attributes are refused (EOPNOTSUPP).
+    public var posixACLs = true
+    /// When reading a file updates its access time.
+    public enum AccessTimeUpdates: String, Sendable {
+        /// When the atime is not newer than the mtime or ctime, or a day old (the Linux default).
+        case relatime
+        /// On every read.
+        case strictatime
+        /// Never.
+        case noatime
+    }
+    public var accessTimes = AccessTimeUpdates.relatime
     /// How many O_PATH fds of recently used inodes to keep open.
     public var fdCacheCapacity = 512
     public init() {}

@@ -9,10 +9,13 @@ struct MountCommand: ParsableCommand {
         abstract: "Mount SOURCE at MOUNTPOINT (the default command; SOURCE may equal MOUNTPOINT).",
         discussion: """
             faultfs options (-o): writeback (default), nowriteback, direct_io, nocache,
-            nosplice, threads=N, fdcache=N, control=NAME, rules=FILE, events=FILE.
+            nosplice, acl (default: POSIX ACLs where the backing file system has them),
+            noacl, relatime (default), strictatime, noatime, threads=N, fdcache=N,
+            control=NAME, rules=FILE, events=FILE. remount (with ro, rw, nosuid,
+            noexec, ...) changes the flags of a live faultfs mount.
             Other options go to libfuse (allow_other, fsname=..., ro, noexec, ...);
             mount(8)-only options (auto, noauto, user, _netdev, nofail, defaults,
-            relatime, x-*, ...) are ignored. default_permissions is always on.
+            x-*, ...) are ignored. default_permissions is always on.
             """)
 
     @Flag(name: [.short, .long], help: "Stay in the foreground and log to stderr.")
@@ -41,6 +44,8 @@ struct MountCommand: ParsableCommand {
     func run() throws {
         if let readyFD {
             try runDaemon(ready: ReadyPipe(fd: readyFD))
+        } else if RemountFlags.isRemount(options) {
+            try reportingFailures { try remount() }
         } else {
             try reportingFailures { try mount() }
         }
@@ -54,6 +59,24 @@ struct MountCommand: ParsableCommand {
             try Server.serve(request, ready: nil)
         } else {
             try Daemon.startAndWait { daemonArguments(request, readyFD: $0) }
+        }
+    }
+
+    /// `-o remount,...` (also from mount(8) through mount.fuse3): changes
+    /// the flags of the faultfs mount at MOUNTPOINT; its daemon keeps serving.
+    private func remount() throws(CLIError) {
+        let mountpoint = try existingDirectory(self.mountpoint, role: "MOUNTPOINT")
+        guard MountTable.faultFSMount(at: mountpoint) != nil else {
+            throw CLIError("\(mountpoint) is not a faultfs mount: nothing to remount")
+        }
+        var info = statvfs()
+        guard statvfs(mountpoint, &info) == 0 else { throw CLIError("\(mountpoint): \(errnoString())") }
+        let (flags, ignored) = RemountFlags.parse(options, current: RemountFlags.current(fromStatvfs: UInt(info.f_flag)))
+        guard Glibc.mount("faultfs", mountpoint, "fuse.faultfs", flags, nil) == 0 else {
+            throw CLIError("remount \(mountpoint): \(errnoString())")
+        }
+        if !ignored.isEmpty {
+            printError("faultfs: remount \(mountpoint): kept as mounted (a remount cannot change them): \(ignored.joined(separator: ","))")
         }
     }
 

@@ -1,4 +1,5 @@
 // Pure parsing of `-o` options: no I/O, no libfuse, so it can be unit tested.
+import Passthrough
 
 /// Everything a mount was asked for, after `-o` and the flags are parsed.
 struct MountConfiguration: Equatable, Sendable {
@@ -8,6 +9,8 @@ struct MountConfiguration: Equatable, Sendable {
     var aggressiveCaching = true
     var splice = true
     var fdCacheCapacity = 512
+    var posixACLs = true
+    var accessTimes = PassthroughOptions.AccessTimeUpdates.relatime
 
     // Worker threads of the libfuse loop.
     var maxIdleThreads = 8
@@ -36,8 +39,9 @@ enum MountOptionParser {
     /// refuse the whole mount over them ("fuse: unknown option(s)").
     static let dropped: Set<String> = [
         "auto", "noauto", "user", "nouser", "users", "owner", "group", "_netdev", "nofail", "defaults",
-        // atime variants libfuse 3.14 does not know (it does know atime/noatime).
-        "relatime", "norelatime", "strictatime", "nostrictatime",
+        // atime variants libfuse 3.14 does not know (relatime, strictatime
+        // and noatime are parsed: the passthrough updates atimes).
+        "norelatime", "nostrictatime",
         "diratime", "nodiratime", "lazytime", "nolazytime",
     ]
 
@@ -59,6 +63,15 @@ enum MountOptionParser {
             case "direct_io": try noValue(key, value); config.directIO = true
             case "nocache": try noValue(key, value); config.aggressiveCaching = false
             case "nosplice": try noValue(key, value); config.splice = false
+            case "acl": try noValue(key, value); config.posixACLs = true
+            case "noacl": try noValue(key, value); config.posixACLs = false
+            case "relatime", "strictatime":
+                try noValue(key, value)
+                config.accessTimes = key == "relatime" ? .relatime : .strictatime
+            case "noatime":
+                try noValue(key, value)
+                config.accessTimes = .noatime
+                passed.append(token)  // libfuse knows it: the mount flag shows in the mount table
             case "threads": config.maxThreads = try number(key, value, minimum: 1)
             case "fdcache": config.fdCacheCapacity = try number(key, value, minimum: 0)
             case "control": config.controlName = try string(key, value)
@@ -162,5 +175,73 @@ enum MountOptionParser {
     private static func string(_ key: String, _ value: String?) throws(MountOptionError) -> String {
         guard let value, !value.isEmpty else { throw MountOptionError(description: "option \(key)= needs a value") }
         return unescape(value)
+    }
+}
+
+// MARK: remount
+
+/// `-o remount,...`: the kernel lets a mounted FUSE file system change its
+/// mount flags (ro/rw, nosuid, nodev, noexec, sync, atime), not its FUSE
+/// options. mount(8) hands the helper the flags in force plus the change;
+/// a direct `faultfs mount -o remount,ro` gives only the change, so the
+/// flags start from those of the mount as it is.
+enum RemountFlags {
+    static let readOnly: UInt = 1, noSUID: UInt = 2, noDev: UInt = 4, noExec: UInt = 8, synchronous: UInt = 16
+    static let remount: UInt = 32, dirSync: UInt = 128, noATime: UInt = 1 << 10, noDirATime: UInt = 1 << 11
+    static let relATime: UInt = 1 << 21, strictATime: UInt = 1 << 24, lazyTime: UInt = 1 << 25
+    static let atimeFlags: UInt = noATime | relATime | strictATime
+
+    /// What mount(8) copies from the mount table into a remount request:
+    /// the mount's own FUSE options, unchanged by a remount.
+    static let fuseOptionsInMountTable: Set<String> = [
+        "user_id", "group_id", "default_permissions", "allow_other", "max_read", "blksize", "fsname", "subtype",
+    ]
+
+    /// Whether the option lists ask for a remount.
+    static func isRemount(_ groups: [String]) -> Bool {
+        groups.flatMap(MountOptionParser.splitOptions).contains("remount")
+    }
+
+    /// The flags for mount(2): `current` (MS_* of the mount now) changed by
+    /// the options; options a remount cannot change are returned as ignored.
+    static func parse(_ groups: [String], current: UInt) -> (flags: UInt, ignored: [String]) {
+        var flags = current & ~remount
+        var ignored: [String] = []
+        let toggles: [String: (set: Bool, flag: UInt)] = [
+            "ro": (true, readOnly), "rw": (false, readOnly),
+            "nosuid": (true, noSUID), "suid": (false, noSUID),
+            "nodev": (true, noDev), "dev": (false, noDev),
+            "noexec": (true, noExec), "exec": (false, noExec),
+            "sync": (true, synchronous), "async": (false, synchronous),
+            "dirsync": (true, dirSync),
+            "nodiratime": (true, noDirATime), "diratime": (false, noDirATime),
+            "lazytime": (true, lazyTime), "nolazytime": (false, lazyTime),
+        ]
+        for token in groups.flatMap(MountOptionParser.splitOptions) where !token.isEmpty && token != "remount" {
+            switch token {
+            case "noatime": flags = (flags & ~atimeFlags) | noATime
+            case "relatime": flags = (flags & ~atimeFlags) | relATime
+            case "strictatime": flags = (flags & ~atimeFlags) | strictATime
+            case "atime", "norelatime": flags &= ~(noATime | relATime)
+            case "defaults": break
+            case _ where fuseOptionsInMountTable.contains(String(token.prefix { $0 != "=" })): break
+            default:
+                if let toggle = toggles[token] {
+                    flags = toggle.set ? flags | toggle.flag : flags & ~toggle.flag
+                } else {
+                    ignored.append(token)
+                }
+            }
+        }
+        return (flags | remount, ignored)
+    }
+
+    /// MS_* flags from statvfs's f_flag (ST_* share the MS_* values).
+    static func current(fromStatvfs f: UInt) -> UInt {
+        // ST_RELATIME is 4096 in statvfs but MS_RELATIME is 1 << 21.
+        let stRelATime: UInt = 4096
+        var flags = f & (readOnly | noSUID | noDev | noExec | synchronous | noATime | noDirATime)
+        if f & stRelATime != 0 { flags |= relATime }
+        return flags
     }
 }

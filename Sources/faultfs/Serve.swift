@@ -41,6 +41,8 @@ extension MountConfiguration {
         options.aggressiveCaching = aggressiveCaching
         options.splice = splice
         options.fdCacheCapacity = fdCacheCapacity
+        options.posixACLs = posixACLs
+        options.accessTimes = accessTimes
         return options
     }
 
@@ -56,7 +58,7 @@ extension MountConfiguration {
     var summary: String {
         "writeback=\(writebackCache ? "on" : "off") direct_io=\(directIO ? "on" : "off") "
             + "caching=\(aggressiveCaching ? "aggressive" : "none") splice=\(splice ? "on" : "off") "
-            + "fdcache=\(fdCacheCapacity) threads=\(maxIdleThreads) idle/\(maxThreads) max"
+            + "fdcache=\(fdCacheCapacity) acl=\(posixACLs ? "on" : "off") atime=\(accessTimes.rawValue) threads=\(maxIdleThreads) idle/\(maxThreads) max"
             + (controlName.map { " control=\($0)" } ?? "") + (rulesFile.map { " rules=\($0)" } ?? "")
             + (eventsFile.map { " events=\($0)" } ?? "")
             + " fuse: -o \(fuseOptions.joined(separator: ","))"
