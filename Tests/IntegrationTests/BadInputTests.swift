@@ -16,7 +16,7 @@ private func detachExtraMounts(_ path: String, keep: Int = 0) {
 }
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(5)))
     struct BadInputTests {
         @Test("mount on a missing directory: non-zero exit, message names it")
         func mountOnMissingDirectory() throws {

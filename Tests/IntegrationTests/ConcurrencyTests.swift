@@ -88,7 +88,7 @@ private func verifyFiles(_ paths: [String], where place: String) {
 }
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(10)))
     struct ConcurrencyTests {
         @Test("4 writers and 4 readers on 8 files: every byte read is 0 or right, every byte is right at the end")
         func writersAndReaders() throws {

@@ -11,8 +11,28 @@ private func asNobody(_ command: [String]) throws -> CommandResult {
     try runCommand("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups"] + command, limitSeconds: 60)
 }
 
+/// A process that opens `control` for writing as root (the kernel's
+/// permission check passes), then becomes `uid` and writes `line` to that
+/// descriptor: only the daemon's own check can refuse it. Prints "written"
+/// or the errno's name.
+private func writeThroughRootDescriptor(_ control: String, asUser uid: Int, _ line: String) throws -> CommandResult {
+    let program = """
+        import errno, os, sys
+        fd = os.open(sys.argv[1], os.O_WRONLY)
+        uid = int(sys.argv[2])
+        os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
+        assert os.getuid() == uid and os.geteuid() == uid
+        try:
+            os.write(fd, sys.argv[3].encode() + b"\\n")
+            print("written")
+        except OSError as e:
+            print(errno.errorcode[e.errno])
+        """
+    return try runCommand("python3", ["-c", program, control, String(uid), line], limitSeconds: 60)
+}
+
 extension AllMountTests {
-    @Suite(.serialized)
+    @Suite(.serialized, .timeLimit(.minutes(5)))
     struct FaultControlFileTests {
         @Test(".faultfs is hidden from readdir and ls -a, but stat and open reach it")
         func hiddenButReachable() throws {
@@ -80,6 +100,28 @@ extension AllMountTests {
                 let ctl = try asNobody([try FaultFSBinary.path(), "ctl", fs.mountpoint, "clear"])
                 #expect(ctl.status != 0 && ctl.stderr.contains("ermission denied"), "\(ctl)")
                 #expect(fs.ruleLines() == ["fail syncwrite EIO id=keep path=e.dat"])
+            }
+        }
+
+        // The security boundary itself: a descriptor opened by root and used by
+        // another user. The kernel checks permissions only at open, so the
+        // EACCES here can only come from the daemon's check of the writer's uid.
+        @Test("a control descriptor opened by root, written by another user: the daemon refuses with EACCES")
+        func nonOwnerWritingThroughRootsDescriptor() throws {
+            try withMount(options: ["allow_other"]) { fs in
+                try fs.arm("fail fsync EIO path=e.dat id=keep")
+                let before = fs.controlText()
+
+                let asNobody = try writeThroughRootDescriptor(fs.controlFile(), asUser: 65534, "clear")
+                #expect(asNobody.status == 0 && asNobody.stdout == "EACCES\n", "nobody writing through root's descriptor: \(asNobody)")
+                #expect(fs.ruleLines() == ["fail fsync EIO id=keep path=e.dat"], "rules unchanged: \(fs.controlText())")
+                #expect(fs.controlText() == before, "nothing changed, no error line either")
+
+                // The same program as root (the owner) gets through: the descriptor
+                // path works, so the refusal above was the uid check.
+                let asRoot = try writeThroughRootDescriptor(fs.controlFile(), asUser: 0, "clear keep")
+                #expect(asRoot.status == 0 && asRoot.stdout == "written\n", "root: \(asRoot)")
+                #expect(fs.ruleLines().isEmpty, "\(fs.controlText())")
             }
         }
 

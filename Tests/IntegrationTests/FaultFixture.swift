@@ -125,9 +125,10 @@ func openOrThrow(_ path: String, _ flags: Int32, _ mode: mode_t = 0o644) throws 
     Int32(try check("open \(path)", openFile(path, flags | O_CLOEXEC, mode)))
 }
 
-/// The backing file's bytes ([] when it is missing).
-func backingBytes(_ fs: MountedFS, _ relative: String) -> [UInt8] {
-    (try? readFile(fs.backing(relative)).get()) ?? []
+/// The backing file's bytes; throws when it is missing or unreadable (so
+/// "nothing stored" never passes for a file that was never created).
+func backingBytes(_ fs: MountedFS, _ relative: String) throws -> [UInt8] {
+    try readFile(fs.backing(relative)).get()
 }
 
 /// Whether `haystack` holds `needle` somewhere (data that reached a file).
@@ -177,6 +178,44 @@ final class BackgroundCall<T: Sendable>: Sendable {
             usleep(10_000)
         }
         return result
+    }
+}
+
+extension BackgroundCall {
+    /// Waits up to `seconds` for the call to return (polling every 10 ms).
+    func wait(seconds: Int) -> T? { wait(polls: seconds * 100) }
+}
+
+extension MountedFS {
+    /// Runs `body` (a call that may block on the mount: a write or fsync
+    /// under a stall, say) on its own thread and waits at most `seconds` for
+    /// it -- a loose bound that only a hang misses. On a miss it records an
+    /// issue naming `what`, then unblocks the thread so the run goes on:
+    /// it releases every stall and clears the rules, and if that does not
+    /// help within 10 s it kills the daemon (the kernel then fails every
+    /// pending request with ENOTCONN). Returns nil after a miss.
+    func call<T: Sendable>(_ what: String, within seconds: Int, _ body: @escaping @Sendable () -> T) -> T? {
+        finish(BackgroundCall(body), what, within: seconds)
+    }
+
+    /// Waits for a call already started (see `call(_:within:_:)`).
+    func finish<T: Sendable>(_ call: BackgroundCall<T>, _ what: String, within seconds: Int) -> T? {
+        if let value = call.wait(seconds: seconds) { return value }
+        Issue.record("\(what) did not return within \(seconds) s: a hang (releasing every stall, then killing the daemon)")
+        let control = controlFile()
+        // Through a thread of its own: the control file may hang as well.
+        _ = BackgroundCall { () -> Outcome in
+            let opened = openFile(control, O_WRONLY | O_CLOEXEC)
+            guard opened.ok else { return opened }
+            defer { close(Int32(opened.value)) }
+            return writeBytes(Int32(opened.value), Array("clear\nrelease\ncapacity off\n".utf8))
+        }
+        if call.wait(seconds: 10) != nil { return nil }
+        killDaemon()
+        if call.wait(seconds: 30) == nil {
+            Issue.record("\(what) is still blocked 30 s after the daemon was killed")
+        }
+        return nil
     }
 }
 

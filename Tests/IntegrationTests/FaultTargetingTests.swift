@@ -34,7 +34,7 @@ private func ddArguments(_ path: String) -> [String] {
 }
 
 extension AllMountTests {
-    @Suite(.serialized)
+    @Suite(.serialized, .timeLimit(.minutes(5)))
     struct FaultTargetingTests {
         private static func prepareFiles(_ source: String) throws {
             try check("mkdir d", sys { mkdir(source + "/d", 0o755) })
@@ -176,7 +176,7 @@ extension AllMountTests {
                 #expect(shell.status == 0, "sh is not dd: \(shell)")
                 let events = fs.events().filter { $0.action == "fail" }
                 #expect(events.count == 1 && events.first?.comm == "dd" && events.first?.pid ?? 0 > 0, "\(events)")
-                #expect(backingBytes(fs, "m.dat").count == 103)
+                #expect(try backingBytes(fs, "m.dat").count == 103)
             }
         }
 

@@ -8,7 +8,7 @@ import Glibc
 import Testing
 
 extension AllMountTests {
-    @Suite(.serialized)
+    @Suite(.serialized, .timeLimit(.minutes(5)))
     struct FaultWritebackTests {
         @Test("writeback ENOSPC: write() succeeds, fsync() says ENOSPC once, the data never reaches the backing file")
         func writebackENOSPCAtFsync() throws {
@@ -27,7 +27,7 @@ extension AllMountTests {
                 #expect(preadBytes(fd, count: data.count, at: 0).1 == data, "read through the mount (page cache)")
                 let closed = sys { close(fd) }
                 #expect(closed.ok, "close after fsync saw the error: nothing left to report: \(closed)")
-                let backing = backingBytes(fs, "a.wal")
+                let backing = try backingBytes(fs, "a.wal")
                 #expect(backing.isEmpty && !containsBytes(backing, data), "backing file holds \(backing.count) bytes; the lost write must not be there")
 
                 let events = fs.events()
@@ -70,7 +70,7 @@ extension AllMountTests {
                 #expect(written.errno == ENOSPC, "write() with \(rule): \(written)")
                 #expect(sys { fsync(fd) }.ok, "nothing pending: fsync has nothing to report")
                 #expect(sys { close(fd) }.ok)
-                #expect(backingBytes(fs, "s.dat").isEmpty)
+                #expect(try backingBytes(fs, "s.dat").isEmpty)
                 let hit = fs.events().first { $0.action == "fail" }
                 #expect(hit?.op == "syncwrite" && hit?.writeback == false && hit?.errno == ENOSPC && hit?.path == "s.dat",
                         "\(hit.map(String.init(describing:)) ?? "no event")")
@@ -88,7 +88,7 @@ extension AllMountTests {
                 let closed = sys { close(fd) }
                 #expect(closed.errno == EIO, "close with -o \(options): \(closed)")
                 // close() wrote the dirty pages (write_inode_now) before FUSE_FLUSH failed.
-                #expect(backingBytes(fs, "f.dat") == data, "the data reached the backing file before the flush failed")
+                #expect(try backingBytes(fs, "f.dat") == data, "the data reached the backing file before the flush failed")
                 // Another file is not targeted.
                 let other = try openOrThrow(fs.path("g.dat"), O_CREAT | O_WRONLY)
                 #expect(sys { close(other) }.ok)
@@ -114,7 +114,7 @@ extension AllMountTests {
                 #expect(again.errno == EIO, "\(op) again: \(again)")
                 try fs.arm("clear")
                 #expect((op == "fsync" ? sys { fsync(fd) } : sys { fdatasync(fd) }).ok, "after clear")
-                #expect(backingBytes(fs, "y.dat") == data, "the data was written before FUSE_FSYNC failed")
+                #expect(try backingBytes(fs, "y.dat") == data, "the data was written before FUSE_FSYNC failed")
                 #expect(fs.counter(op, "failed") == 2)
             }
         }
@@ -138,7 +138,7 @@ extension AllMountTests {
                 let synced = sys { msync(map, 4096, MS_SYNC) }
                 #expect(synced.errno == EIO, "msync(MS_SYNC) with -o \(options): \(synced)")
                 #expect(sys { msync(map, 4096, MS_SYNC) }.ok, "reported once")
-                #expect(!containsBytes(backingBytes(fs, "m.dat"), [0x42, 0x42, 0x42, 0x42]), "the store never reached the backing file")
+                #expect(!containsBytes(try backingBytes(fs, "m.dat"), [0x42, 0x42, 0x42, 0x42]), "the store never reached the backing file")
                 let hit = fs.events().first { $0.op == "writeback" }
                 #expect(hit?.action == "fail" && hit?.writeback == true && hit?.path == "m.dat", "\(fs.events())")
             }

@@ -4,7 +4,7 @@ import Glibc
 import Testing
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(5)))
     struct InPlaceTests {
         /// A small tree: text, binary, empty and private files, nesting, a symlink.
         static func fill(_ root: String) throws {

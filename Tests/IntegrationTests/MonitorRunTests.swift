@@ -76,13 +76,29 @@ private let writer64 = """
     os.close(fd)
     """
 
+// Writes twice the most its bdi may hold dirty (the bdi's share of the
+// global dirty threshold: max_ratio %, max_bytes; or BdiDirtyThresh if
+// larger), so the stall reaches the plateau on any amount of RAM.
 private let stallWriter = """
     import os
     d = os.environ["FAULTFS_DIR"]
+    dev = os.stat(d).st_dev
+    bdi = "%d:%d" % (os.major(dev), os.minor(dev))
+    def read(path):
+        try:
+            with open(path) as f: return f.read()
+        except OSError: return ""
+    pages = int(next(l.split()[1] for l in read("/proc/vmstat").splitlines() if l.startswith("nr_dirty_threshold ")))
+    limit = pages * os.sysconf("SC_PAGE_SIZE") * int(read("/sys/class/bdi/%s/max_ratio" % bdi) or 100) // 100
+    max_bytes = int(read("/sys/class/bdi/%s/max_bytes" % bdi) or 0)
+    if max_bytes > 0: limit = min(limit, max_bytes)
+    for l in read("/sys/kernel/debug/bdi/%s/stats" % bdi).splitlines():
+        if l.startswith("BdiDirtyThresh:"): limit = max(limit, int(l.split()[1]) * 1024)
+    mib = 2 * limit // (1 << 20) + 32
     fd = os.open(d + "/big.bin", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
-    print("writer: start", flush=True)
+    print("writer: start, %d MiB (bdi %s may hold %d MiB dirty)" % (mib, bdi, limit >> 20), flush=True)
     chunk = b"s" * (1 << 20)
-    for i in range(200):
+    for i in range(mib):
         os.write(fd, chunk)
     os.fsync(fd)
     print("writer: done", flush=True)
@@ -90,7 +106,7 @@ private let stallWriter = """
     """
 
 extension AllMountTests {
-@Suite(.serialized)
+@Suite(.serialized, .timeLimit(.minutes(10)))
 struct MonitorRunTests {
     @Test func writebackEIOIsRecordedAndToldToTheWriter() throws {
         try withTemporaryDirectory("monitor-run") { tmp in

@@ -9,7 +9,9 @@ import Testing
 
 /// Every suite of this target is nested in this one, so that no two tests
 /// ever run at once (each mounts; the machine has 2 cores).
-@Suite(.serialized)
+/// The time limit is a backstop for any test that has none of its own
+/// (Swift Testing applies the shortest); blocking calls have tighter deadlines.
+@Suite(.serialized, .timeLimit(.minutes(20)))
 enum AllMountTests {}
 
 // MARK: the executable
@@ -82,12 +84,19 @@ private func waitForExit(_ process: Process, polls: Int) -> Bool {
     return !process.isRunning
 }
 
-/// A file under /tmp that disappears with this object.
+/// Where the tests' temp files and mounts go: $FAULTFS_TEST_TMP (set by
+/// mount-scripts/test, which removes whatever a killed run left there), else /tmp.
+let temporaryRoot: String = {
+    let root = ProcessInfo.processInfo.environment["FAULTFS_TEST_TMP"] ?? ""
+    return root.isEmpty ? "/tmp" : root
+}()
+
+/// A file under `temporaryRoot` that disappears with this object.
 final class TemporaryFile {
     let path: String
     let handle: FileHandle
     init(prefix: String) throws {
-        var template = Array("/tmp/faultfs-itest-\(prefix).XXXXXX".utf8CString)
+        var template = Array("\(temporaryRoot)/faultfs-itest-\(prefix).XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw SetupError("mkstemp", Outcome(value: -1, errno: errno)) }
         path = string(fromCString: template)
@@ -97,9 +106,9 @@ final class TemporaryFile {
     deinit { unlink(path) }
 }
 
-/// A fresh directory under /tmp with a random suffix; `remove()` deletes it.
+/// A fresh directory under `temporaryRoot` with a random suffix; `remove()` deletes it.
 func makeTemporaryDirectory(_ prefix: String) throws -> String {
-    var template = Array("/tmp/faultfs-itest-\(prefix).XXXXXX".utf8CString)
+    var template = Array("\(temporaryRoot)/faultfs-itest-\(prefix).XXXXXX".utf8CString)
     guard mkdtemp(&template) != nil else { throw SetupError("mkdtemp", Outcome(value: -1, errno: errno)) }
     return string(fromCString: template)
 }

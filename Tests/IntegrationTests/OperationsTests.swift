@@ -138,7 +138,7 @@ private let KiB = 1024, MiB = 1 << 20
 // MARK: the operations
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(5)))
     struct OperationsTests {
         @Test("lookup and getattr: stat and lstat of files, dirs, symlinks, missing names")
         func lookupAndGetattr() throws {

@@ -5,7 +5,7 @@ import Glibc
 import Testing
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(5)))
     struct OptionsTests {
         @Test("16 MiB written, then fsync: the data is in the backing file",
               arguments: [[], ["nowriteback"], ["direct_io"]])

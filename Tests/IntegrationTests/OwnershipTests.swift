@@ -26,7 +26,7 @@ private func makeDirectory(_ path: String, mode: mode_t, gid: gid_t = 0) throws 
 }
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(5)))
     struct OwnershipTests {
         @Test("inodes created by another user (touch, mkdir, ln -s, mkfifo, >) are owned by that user")
         func createdAsTheCaller() throws {

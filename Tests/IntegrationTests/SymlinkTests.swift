@@ -6,7 +6,7 @@ import Glibc
 import Testing
 
 extension AllMountTests {
-    @Suite
+    @Suite(.timeLimit(.minutes(5)))
     struct SymlinkTests {
         @Test("a symlink to /etc in the source resolves on the caller's side")
         func symlinkOutOfTheSource() throws {
@@ -67,11 +67,18 @@ extension AllMountTests {
                     try check("symlink sub", sys { symlink(outside, fs.backing("sub")) })
 
                     // Whatever the kernel sends for these, the daemon must act on
-                    // the inode it knows, never through the new symlink.
+                    // the inode it knows (the directory, now sub.moved), never
+                    // through the new symlink.
                     let created = openFile(fs.path("sub/new"), O_CREAT | O_WRONLY, 0o644)
                     if created.ok { close(Int32(created.value)) }
-                    _ = sys { mkdir(fs.path("sub/newdir"), 0o755) }
-                    _ = sys { symlink("x", fs.path("sub/newlink")) }
+                    #expect(created.ok, "create sub/new: \(created)")
+                    let madeDirectory = sys { mkdir(fs.path("sub/newdir"), 0o755) }
+                    #expect(madeDirectory.ok, "mkdir sub/newdir: \(madeDirectory)")
+                    let madeLink = sys { symlink("x", fs.path("sub/newlink")) }
+                    #expect(madeLink.ok, "symlink sub/newlink: \(madeLink)")
+                    #expect(listDirectory(fs.backing("sub.moved")).1.map(\.name) == ["new", "newdir", "newlink", "old"],
+                            "the known directory got them: \(listDirectory(fs.backing("sub.moved")).1)")
+                    #expect(summary(fs.backing("sub"))?.type == S_IFLNK, "the symlink is untouched")
                     #expect(listDirectory(outside).1.isEmpty, "the daemon created \(listDirectory(outside).1) in the symlink's target")
                 }
             }
