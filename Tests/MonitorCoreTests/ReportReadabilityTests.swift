@@ -210,7 +210,7 @@ struct XorShift {
         #expect(html.contains("line 38\nline 39"))
         #expect(html.contains("stderr: nothing (workload.err is empty)"))
         let summary = renderSummary(run: run)
-        #expect(summary.contains("workload stdout (last 10 of 57 lines; all of it in workload.out):\n  | line 48\n"))
+        #expect(summary.contains("workload stdout (last 20 of 57 lines; all of it in workload.out):\n  | line 38\n"))
         #expect(summary.contains("  | line 57\n"))
         #expect(!summary.contains("stderr"))
     }
