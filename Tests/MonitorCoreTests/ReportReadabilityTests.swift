@@ -230,3 +230,12 @@ struct XorShift {
         #expect(html.contains("<code>r1</code> <code>writeback path=/data/*.db errno=EIO</code>: armed before recording started"))
     }
 }
+
+@Suite struct MarkerLayoutEdgeTests {
+    @Test func aTinyFrameDoesNotCrash() {
+        let items = [MarkerLayout.Item(x: 10, width: 100), MarkerLayout.Item(x: 20, width: 100)]
+        let placed = MarkerLayout.place(items, frame: 0...30)
+        #expect(placed.count == 2)
+        #expect(MarkerLayout.place([], frame: 0...30).isEmpty)
+    }
+}
