@@ -139,7 +139,9 @@ public enum Runner {
         let regexSteps = o.plan.indices.filter { if case .outputMatches = o.plan[$0].trigger { return true } else { return false } }
         startNs = Sys.realtimeNs()
         monitor.record(.workloadStart(timeNs: startNs, command: o.command.joined(separator: " ")))
-        let spawned = Spawn.start(argv, env: ["FAULTFS_DIR": dir, "FAULTFS_RUN_DIR": out], captureStdout: !regexSteps.isEmpty)
+        // Its stdout and stderr are copied to ours and into the run folder.
+        let spawned = Spawn.start(argv, env: ["FAULTFS_DIR": dir, "FAULTFS_RUN_DIR": out], captureStdout: true, captureStderr: true)
+        let copies = OutputCopies()
         var exitCode: Int32 = 127
         if let err = spawned.error {
             monitor.record(.workloadExit(timeNs: Sys.realtimeNs(), status: err, code: nil))
@@ -152,7 +154,14 @@ public enum Runner {
                 var patterns: [(index: Int, pattern: String)] = []
                 for i in regexSteps { if case .outputMatches(let r) = o.plan[i].trigger { patterns.append((i, r)) } }
                 let fixed = patterns
-                startThread { OutputScanner.run(fd: fd, patterns: fixed, matched: matched) }
+                copies.started()
+                startThread { OutputScanner.run(fd: fd, copyTo: STDOUT_FILENO, file: out + "/" + RunData.workloadStdoutFile,
+                                                patterns: fixed, matched: matched, copies: copies) }
+            }
+            if let fd = spawned.stderr {
+                copies.started()
+                startThread { OutputScanner.run(fd: fd, copyTo: STDERR_FILENO, file: out + "/" + RunData.workloadStderrFile,
+                                                patterns: [], matched: matched, copies: copies) }
             }
             var bytesSeen: [pid_t: Int64] = [:]
             var stopping = false
@@ -214,6 +223,9 @@ public enum Runner {
             checks = hook(dir)
             for c in checks { monitor.record(.note(timeNs: nil, text: c)) }
         }
+        // The workload's output reaches its files (a child it left behind may
+        // keep the pipes open: do not wait for that).
+        copies.waitUntilDone(timeoutNs: 2_000_000_000)
         let cost = monitor.stop()
         cgroup?.remove()
         if madeTemp { removeTree(dir) }
@@ -278,9 +290,14 @@ func printErr(_ s: String) {
     t.withUTF8 { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
-/// Copies the workload's stdout to ours and notes which patterns matched.
+/// Copies one of the workload's streams to ours and to a file in the run
+/// folder, and notes which patterns matched.
 enum OutputScanner {
-    static func run(fd: Int32, patterns: [(index: Int, pattern: String)], matched: MatchSet) {
+    static func run(fd: Int32, copyTo: Int32, file: String, patterns: [(index: Int, pattern: String)], matched: MatchSet,
+                    copies: OutputCopies) {
+        defer { copies.finished() }
+        let saved = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        defer { if saved >= 0 { close(saved) } }
         let compiled: [(Int, Regex<AnyRegexOutput>)] = patterns.compactMap { p in (try? Regex(p.pattern)).map { (p.index, $0) } }
         var pending: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16384)
@@ -293,7 +310,9 @@ enum OutputScanner {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
-            _ = buffer.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, n) }
+            _ = buffer.withUnsafeBytes { write(copyTo, $0.baseAddress, n) }
+            if saved >= 0 { _ = buffer.withUnsafeBytes { write(saved, $0.baseAddress, n) } }
+            if compiled.isEmpty { continue }
             pending += buffer[0..<n]
             while let nl = pending.firstIndex(of: 10) {
                 check(String(decoding: pending[..<nl], as: UTF8.self))
@@ -342,6 +361,17 @@ public struct MemoryCgroup: Sendable {
             if rmdir(path) == 0 || errno == ENOENT { return }
             Sys.sleepNs(20_000_000)
         }
+    }
+}
+
+/// How many output copies are still running.
+final class OutputCopies: Sendable {
+    private let running = Atomic<Int>(0)
+    func started() { running.add(1, ordering: .sequentiallyConsistent) }
+    func finished() { running.subtract(1, ordering: .sequentiallyConsistent) }
+    func waitUntilDone(timeoutNs: Int64) {
+        let end = Sys.monotonicNs() + timeoutNs
+        while running.load(ordering: .sequentiallyConsistent) > 0 && Sys.monotonicNs() < end { Sys.sleepNs(10_000_000) }
     }
 }
 

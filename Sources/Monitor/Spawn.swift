@@ -5,18 +5,26 @@ import Glibc
 public enum Spawn {
     /// Starts `argv` (argv[0] searched in PATH unless it has a '/').
     /// `env` entries are added to (or replace) our environment. When
-    /// `captureStdout` is set, the returned fd reads the child's stdout.
+    /// `captureStdout` (`captureStderr`) is set, the returned fd reads the
+    /// child's stdout (stderr).
     public static func start(_ argv: [String], env: [String: String] = [:], captureStdout: Bool = false,
-                             newSession: Bool = false) -> (pid: pid_t, stdout: Int32?, error: String?) {
-        guard !argv.isEmpty else { return (0, nil, "empty command") }
+                             captureStderr: Bool = false,
+                             newSession: Bool = false) -> (pid: pid_t, stdout: Int32?, stderr: Int32?, error: String?) {
+        guard !argv.isEmpty else { return (0, nil, nil, "empty command") }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         var pipeFDs: [Int32] = [-1, -1]
-        if captureStdout {
-            guard pipe(&pipeFDs) == 0 else { return (0, nil, "pipe: \(Sys.errorText())") }
-            for fd in pipeFDs { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-            posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], STDOUT_FILENO)
+        var errPipeFDs: [Int32] = [-1, -1]
+        for (wanted, target) in [(captureStdout, STDOUT_FILENO), (captureStderr, STDERR_FILENO)] where wanted {
+            var fds: [Int32] = [-1, -1]
+            guard pipe(&fds) == 0 else {
+                for fd in pipeFDs where fd >= 0 { close(fd) }
+                return (0, nil, nil, "pipe: \(Sys.errorText())")
+            }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            posix_spawn_file_actions_adddup2(&actions, fds[1], target)
+            if target == STDOUT_FILENO { pipeFDs = fds } else { errPipeFDs = fds }
         }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -52,12 +60,12 @@ public enum Spawn {
                              UnsafePointer(e.baseAddress!).withMemoryRebound(to: UnsafeMutablePointer<CChar>?.self, capacity: e.count) { UnsafeMutablePointer(mutating: $0) })
             }
         }
-        if captureStdout { close(pipeFDs[1]) }
+        for fd in [pipeFDs[1], errPipeFDs[1]] where fd >= 0 { close(fd) }
         guard rc == 0 else {
-            if captureStdout { close(pipeFDs[0]) }
-            return (0, nil, "cannot start \(argv[0]): \(Sys.errorText(rc))")
+            for fd in [pipeFDs[0], errPipeFDs[0]] where fd >= 0 { close(fd) }
+            return (0, nil, nil, "cannot start \(argv[0]): \(Sys.errorText(rc))")
         }
-        return (pid, captureStdout ? pipeFDs[0] : nil, nil)
+        return (pid, captureStdout ? pipeFDs[0] : nil, captureStderr ? errPipeFDs[0] : nil, nil)
     }
 
     /// Exit status in words and the code to exit with (128+N for a signal).

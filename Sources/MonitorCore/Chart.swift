@@ -83,6 +83,7 @@ public struct ChartSpec: Sendable {
     /// Seconds since the start of the run.
     public var xRange: ClosedRange<Double>
     public var width = 900
+    /// Without the band of marker labels, which is added above the plot.
     public var height = 240
     public init(title: String, yUnit: String, series: [ChartSeries], markers: [ChartMarker], xRange: ClosedRange<Double>) {
         self.title = title; self.yUnit = yUnit; self.series = series; self.markers = markers; self.xRange = xRange

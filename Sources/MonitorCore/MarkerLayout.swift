@@ -70,7 +70,7 @@ public enum MarkerLayout {
             if fitsLeft(x, width[i], frame) { right[i] = false; leftHanded.append(i); continue }
             // Blocked on the right, too wide for the left: shortened, on the
             // side that leaves more of it.
-            let rightWidth = min(width[i], blocking.min()! - clearance - 1 - x - gap)
+            let rightWidth = min(width[i], (blocking.min() ?? .infinity) - clearance - 1 - x - gap, frame.upperBound - x - gap)
             let leftWidth = x - gap - frame.lowerBound
             if rightWidth >= minWidth && rightWidth >= leftWidth {
                 width[i] = rightWidth
@@ -79,7 +79,7 @@ public enum MarkerLayout {
                 right[i] = false
                 leftHanded.append(i)
             } else {
-                width[i] = minWidth  // not reached: left-hand labels are far right of such a line
+                width[i] = minWidth  // only in a frame narrower than a few labels
             }
         }
         // covers(j, i): j's box is where i's line passes, so j must be above i.
@@ -120,7 +120,7 @@ public enum MarkerLayout {
         var indegree = [Int](repeating: 0, count: n)
         var above = [[Int]](repeating: [], count: n)
         for i in 0..<n { for j in 0..<n where i != j && covers(j, i) { above[i].append(j); indegree[j] += 1 } }
-        // Ready items in item order (a stable result for the same input).
+        // Deterministic: the same input always gives the same layout.
         var ready = (0..<n).filter { indegree[$0] == 0 }.reversed() as [Int]
         var order: [Int] = []
         while let i = ready.popLast() {

@@ -9,8 +9,8 @@ public enum Report {
     /// Rows beyond this are left out of the HTML table (the summary and
     /// events.jsonl still have them all): a table of 50,000 rows helps no one.
     public static let maxTableRows = 1000
-    /// Lines of the workload's output in the summary (the report shows more).
-    public static let summaryOutputLines = 10
+    /// Lines of the workload's output in the summary and the report.
+    public static let summaryOutputLines = 20
 
     static let css = """
     body{font-family:system-ui,sans-serif;margin:1.5em;color:#222;max-width:960px}
@@ -31,7 +31,7 @@ public func renderHTML(run: RunData) -> String {
     let charts = buildCharts(run)
     let monitorOnly = run.isMonitorOnly
     let tool = monitorOnly ? "faultfs monitor" : "faultfs run"
-    func sec(_ t: Int64) -> String { formatFixed(Double(t - run.startNs) / 1e9, 2) + " s" }
+    func sec(_ t: Int64) -> String { runTime(run, t) }
     var h = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n"
     h += "<title>" + tool + ": " + xmlEscape(monitorOnly ? run.setting(SettingKey.mountPoint) ?? "" : run.workload.command) + "</title>\n"
     h += "<style>\n" + Report.css + "\n</style>\n</head>\n<body>\n"
@@ -155,11 +155,17 @@ public func renderHTML(run: RunData) -> String {
 
 /// "armed at 0.11 s, until 2.11 s (clear); fired 8 times"
 func armedSpan(_ run: RunData, _ a: ArmedRule, lead: String = "armed ") -> String {
-    func sec(_ t: Int64) -> String { formatFixed(Double(t - run.startNs) / 1e9, 2) + " s" }
+    func sec(_ t: Int64) -> String { runTime(run, t) }
     var s = lead + (a.armedNs.map { "at " + sec($0) } ?? "before recording started")
     if let e = a.endedNs { s += ", until " + sec(e) + " (" + (a.endedBy ?? "?") + ")" } else { s += ", until the end" }
     if a.id != "capacity" { s += "; fired " + (a.fired == 1 ? "once" : "\(a.fired) times") }
     return s
+}
+
+/// "1.25 s" after the start; "start" for what was done before the workload
+/// started (plan steps at 0 s go in first).
+func runTime(_ run: RunData, _ t: Int64, decimals: Int = 2) -> String {
+    t < run.startNs ? "start" : formatFixed(Double(t - run.startNs) / 1e9, decimals) + " s"
 }
 
 /// "workload exited 0", or for `faultfs monitor` what ended the recording.
@@ -226,7 +232,7 @@ public func renderSummary(run: RunData) -> String {
         out.append("workload blocked (state D): " + blocked.prefix(3).map { "\(formatFixed($0.seconds, 1)) s in \($0.wchan ?? "?")" }.joined(separator: ", "))
     }
     for c in run.controls {
-        out.append("plan: at \(formatFixed(Double(c.timeNs - run.startNs) / 1e9, 1)) s '\(c.line)'" + (c.result == "ok" ? "" : " -> \(c.result)"))
+        out.append("plan: at \(runTime(run, c.timeNs, decimals: 1)) '\(c.line)'" + (c.result == "ok" ? "" : " -> \(c.result)"))
     }
     for a in ArmedRules.timeline(controls: run.controls, initial: run.rules, injections: run.injections) {
         out.append("armed: \(a.id) '\(a.text)' " + armedSpan(run, a, lead: ""))
@@ -333,7 +339,8 @@ func buildCharts(_ run: RunData) -> [BuiltChart] {
     func sec(_ t: Int64) -> Double { Double(t - start) / 1e9 }
     let xr = 0...max(run.durationSeconds, 0.001)
     let markers = run.injections.map { ChartMarker(x: sec($0.timeNs), label: $0.markerLabel) }
-        + run.controls.map { ChartMarker(x: sec($0.timeNs), label: $0.line + ($0.result == "ok" ? "" : " (refused)"), kind: .planStep) }
+        // Steps at 0 s go in just before the workload starts: drawn at 0.
+        + run.controls.map { ChartMarker(x: max(0, sec($0.timeNs)), label: $0.line + ($0.result == "ok" ? "" : " (refused)"), kind: .planStep) }
     let mib = 1.0 / 1048576
     func series(_ name: String, _ color: Int, _ value: (Sample) -> Double?) -> ChartSeries {
         ChartSeries(name: name, color: Report.colors[color], points: run.samples.map { ChartPoint(x: sec($0.timeNs), y: value($0)) })

@@ -67,7 +67,9 @@ struct RunCommand: ParsableCommand {
             A plan file has one step a line: "at 2s: LINE", "after-bytes 64M: LINE",
             "when /REGEX/: LINE", or just "LINE".
             Example: faultfs run --fault 'fail writeback ENOSPC' --at 2s --out runs/2 -- ./bench --dir /srv/db
-            The command sees the mounted directory as $FAULTFS_DIR. Exits with its status.
+            The command sees the mounted directory as $FAULTFS_DIR. Its stdout and stderr are
+            copied to ours and saved as workload.out and workload.err in the run folder.
+            Exits with its status.
             """)
 
     @Option(help: ArgumentHelp("Mount over this directory (default: a fresh temporary one).", valueName: "DIR"))

@@ -139,7 +139,7 @@ struct MonitorRunTests {
             let traced = run.events.contains { $0["kind"] as? String == "setting" && $0["key"] as? String == "trace.available" && $0["value"] as? String == "1" }
             #expect(traced, "tracefs should be available here")
             let summary = try run.text("summary.txt")
-            #expect(summary.contains("told: python3["), "\(summary)")
+            #expect(summary.contains("told: thread python3["), "\(summary)")
             #expect(summary.contains("EIO via fsync/fdatasync/msync"), "\(summary)")
             #expect(summary.contains("never told: none"), "\(summary)")
 
@@ -148,7 +148,18 @@ struct MonitorRunTests {
             #expect(xml.ok, "\(xml.error)")
             #expect(html.components(separatedBy: "<svg").count - 1 >= 4)
             #expect(html.contains("Dirty and Writeback"))
-            #expect(html.contains("class=\"told\">python3["))
+            #expect(html.contains("class=\"told\">thread python3["))
+            #expect(html.contains("kernel event <code>filemap:filemap_set_wb_err</code>"))
+
+            // The workload's own output: still on our stdout (above), all of
+            // it in the run folder, its end in the summary and the report.
+            #expect(try run.text("workload.out") == "wrote 64 MiB\nfsync EIO\n")
+            #expect(try run.text("workload.err") == "")
+            #expect(summary.contains("workload stdout (all 2 lines; all of it in workload.out):\n  | wrote 64 MiB\n  | fsync EIO\n"), "\(summary)")
+            #expect(html.contains("<pre class=\"output\">wrote 64 MiB\nfsync EIO</pre>"))
+            #expect(html.contains("stderr: nothing (workload.err is empty)"))
+            // What was armed, and when.
+            #expect(summary.contains("armed: r1 'fail writeback EIO path=data.bin' at start, until the end; fired "), "\(summary)")
 
             // `faultfs report` rebuilds the same report from the folder.
             try FileManager.default.removeItem(atPath: out + "/report.html")
@@ -202,7 +213,30 @@ struct MonitorRunTests {
 
             let summary = try run.text("summary.txt")
             #expect(summary.contains("during 'stall writeback path=big.bin'"), "\(summary)")
+            #expect(summary.contains("armed: r1 'stall writeback path=big.bin' at "), "\(summary)")
+            #expect(summary.contains(", until 5.00 s (clear); fired "), "\(summary)")
             #expect(wellFormed(try run.text("report.html")).ok)
+        }
+    }
+
+    @Test func monitorSaysMonitorAndWhatStoppedIt() throws {
+        try withMount { fs in
+            try fs.arm("fail writeback EIO path=never-written")
+            try withTemporaryDirectory("monitor-only") { tmp in
+                let out = tmp + "/rec"
+                let r = try runCommand(try FaultFSBinary.path(), ["monitor", fs.mountpoint, "--quiet", "--duration", "1s", "--out", out],
+                                       limitSeconds: 120)
+                #expect(r.status == 0, "\(r)")
+                let said = r.stdout + r.stderr
+                #expect(r.stdout.hasPrefix("faultfs monitor: " + fs.mountpoint + "\n"), "\(r)")
+                #expect(r.stdout.contains("recording stopped after --duration 1s"), "\(r)")
+                #expect(r.stderr.contains("faultfs monitor: recording stopped after --duration 1s; writing the report"), "\(r)")
+                #expect(!said.contains("faultfs run") && !said.contains("workload"), "\(r)")
+                let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+                #expect(html.contains("<h1>faultfs monitor</h1>"))
+                #expect(html.contains("<code>fail writeback EIO path=never-written</code>: armed before recording started"), "\(html.prefix(3000))")
+                #expect(!FileManager.default.fileExists(atPath: out + "/workload.out"))
+            }
         }
     }
 }

@@ -210,7 +210,7 @@ struct XorShift {
         #expect(html.contains("line 38\nline 39"))
         #expect(html.contains("stderr: nothing (workload.err is empty)"))
         let summary = renderSummary(run: run)
-        #expect(summary.contains("workload stdout (last 10 of 57 lines; all of it in workload.out):\n  | line 48\n"))
+        #expect(summary.contains("workload stdout (last 20 of 57 lines; all of it in workload.out):\n  | line 38\n"))
         #expect(summary.contains("  | line 57\n"))
         #expect(!summary.contains("stderr"))
     }
@@ -228,5 +228,14 @@ struct XorShift {
         #expect(html.contains("<h1>faultfs monitor</h1>") && !html.contains("faultfs run"))
         // Rules seen in the control file when recording started.
         #expect(html.contains("<code>r1</code> <code>writeback path=/data/*.db errno=EIO</code>: armed before recording started"))
+    }
+}
+
+@Suite struct MarkerLayoutEdgeTests {
+    @Test func aTinyFrameDoesNotCrash() {
+        let items = [MarkerLayout.Item(x: 10, width: 100), MarkerLayout.Item(x: 20, width: 100)]
+        let placed = MarkerLayout.place(items, frame: 0...30)
+        #expect(placed.count == 2)
+        #expect(MarkerLayout.place([], frame: 0...30).isEmpty)
     }
 }
