@@ -8,7 +8,7 @@ import Testing
 
 /// A program started in the background whose stdout and stderr go to files,
 /// stopped (SIGTERM, then SIGKILL) by `stop()`.
-private final class BackgroundProgram {
+final class BackgroundProgram {
     let process = Process()
     let out: TemporaryFile
     let err: TemporaryFile
