@@ -99,6 +99,8 @@ extension AllMountTests {
                 #expect(control.status == 0 && control.stdout.contains("id=keep"), "\(control)")
                 let ctl = try asNobody([try FaultFSBinary.path(), "ctl", fs.mountpoint, "clear"])
                 #expect(ctl.status != 0 && ctl.stderr.contains("ermission denied"), "\(ctl)")
+                #expect(ctl.stderr.contains("may write the control file") && !ctl.stderr.contains("faultfs mount?"),
+                        "says what is wrong, not that it may be no faultfs mount: \(ctl.stderr)")
                 #expect(fs.ruleLines() == ["fail syncwrite EIO id=keep path=e.dat"])
             }
         }

@@ -100,7 +100,8 @@ extension AllMountTests {
               arguments: [[String](), ["nowriteback"]], ["fsync", "fdatasync"])
         func fsyncFailure(options: [String], op: String) throws {
             try withMount(options: options) { fs in
-                try fs.arm("fail \(op) EIO path=y.dat")
+                // The word for one alone: `fsync` covers both (see fsyncWordCoversFdatasync).
+                try fs.arm("fail \(op == "fsync" ? "fsync-only" : op) EIO path=y.dat")
                 let data = pattern(file: 5, offset: 0, count: 8192)
                 let fd = try openOrThrow(fs.path("y.dat"), O_CREAT | O_RDWR)
                 defer { close(fd) }
@@ -116,6 +117,20 @@ extension AllMountTests {
                 #expect((op == "fsync" ? sys { fsync(fd) } : sys { fdatasync(fd) }).ok, "after clear")
                 #expect(try backingBytes(fs, "y.dat") == data, "the data was written before FUSE_FSYNC failed")
                 #expect(fs.counter(op, "failed") == 2)
+            }
+        }
+
+        @Test("`fail fsync` also fails fdatasync (what sqlite calls), and cat control says so")
+        func fsyncWordCoversFdatasync() throws {
+            try withMount { fs in
+                try fs.arm("fail fsync EIO path=z.dat")
+                #expect(fs.controlText().contains("# note: fsync means fsync(2) and fdatasync(2)"), "\(fs.controlText())")
+                let fd = try openOrThrow(fs.path("z.dat"), O_CREAT | O_RDWR)
+                defer { close(fd) }
+                #expect(writeBytes(fd, [1, 2, 3]).ok)
+                #expect(sys { fdatasync(fd) }.errno == EIO)
+                #expect(sys { fsync(fd) }.errno == EIO)
+                #expect(fs.counter("fdatasync", "failed") == 1 && fs.counter("fsync", "failed") == 1, "\(fs.stats())")
             }
         }
 
