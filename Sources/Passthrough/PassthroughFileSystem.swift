@@ -44,7 +44,8 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // Without handles every inode pins an O_PATH fd (libfuse's examples' way).
         fds = FDCache(capacity: handle == nil ? 0 : options.fdCacheCapacity, mountFD: mountFD)
         rootPath = (try? procLink(root)) ?? ""
-        backingHasACLs = CFuse.getxattr(rootPath, "system.posix_acl_access", nil, 0) >= 0 || Errno.current == .ENODATA
+        // Through the fd: an in-place mount may already cover the path.
+        backingHasACLs = CFuse.getxattr("/proc/self/fd/\(root)", "system.posix_acl_access", nil, 0) >= 0 || Errno.current == .ENODATA
         umask(0)  // the caller's umask is applied by the kernel, or by `creationMode`
     }
 
@@ -332,7 +333,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 try withProcPath(pathFD) { (p) throws(Errno) in try sysCall { Glibc.open(p, backing) } }
             }
         }
-        if flags & O_ACCMODE != O_WRONLY && flags & Int32(FFS_O_NOATIME) == 0 && options.accessTimes != .noatime {
+        if flags & O_ACCMODE != O_WRONLY && flags & (O_TRUNC | Int32(FFS_O_NOATIME)) == 0 && options.accessTimes != .noatime {
             touchAccessTime(fd, node: node)
         }
         if flags & O_TRUNC != 0 && mustKillPrivileges(caller) {
