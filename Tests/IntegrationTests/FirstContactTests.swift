@@ -161,7 +161,7 @@ extension AllMountTests {
                 writer.process.waitUntilExit()
                 #expect(writer.process.terminationStatus == 0, "dd: \(writer.stderr)")
                 #expect(pollUntil(polls: 1000) { !fs.isRunning }, "the daemon exits once nothing is open; log: \(fs.log)")
-                #expect(backingBytes(fs, "w.dat") == [UInt8](repeating: 0, count: 65536), "the released writeback stored the data")
+                #expect(try backingBytes(fs, "w.dat") == [UInt8](repeating: 0, count: 65536), "the released writeback stored the data")
                 #expect(fs.log.contains("left the mount table"), "\(fs.log)")
             }
         }
