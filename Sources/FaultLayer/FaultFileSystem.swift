@@ -321,7 +321,12 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     public func open(_ caller: Caller, node: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
         if let c = ControlNode.of(node) { return try openControl(c, caller, flags: flags) }
         _ = try check(.open, caller, node: node)
-        return try inner.open(caller, node: node, flags: flags)
+        // With atomic_o_trunc the open itself empties the file: what it held is free.
+        guard capacity.isOn, flags & O_TRUNC != 0 else { return try inner.open(caller, node: node, flags: flags) }
+        let freed = size(caller, node, handle: nil)
+        let opened = try inner.open(caller, node: node, flags: flags)
+        capacity.free(freed)
+        return opened
     }
 
     public func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {

@@ -110,4 +110,17 @@ struct CapacityTests {
         #expect(succeeded.withLock { $0 } == 4)
         #expect(layer.fs.capacity.usedBytes == 4096)
     }
+
+    @Test("an open with O_TRUNC frees what the file held")
+    func openWithTruncation() throws {
+        let layer = try Layer()
+        layer.arm("capacity 10000")
+        let f = try layer.create("f")
+        try layer.write(f, [UInt8](repeating: 1, count: 4000))
+        layer.close(f)
+        let again = try layer.open("f", flags: O_WRONLY | O_TRUNC)
+        #expect(layer.inner.contents(of: again.node).isEmpty)
+        #expect(layer.fs.capacity.usedBytes == 0, "the file is empty again; capacity still counts its 4000 bytes")
+    }
+
 }

@@ -29,6 +29,10 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
         var calls: [String] = []
     }
     private let state = Mutex(State())
+    private let pathHook = Mutex<(@Sendable () -> Void)?>(nil)
+
+    /// Runs `hook` once, the next time the fault layer asks for a path.
+    func onNextPath(_ hook: @escaping @Sendable () -> Void) { pathHook.withLock { $0 = hook } }
 
     /// Every request received, in order: the op's name and its node
     /// (`write 100`), for the data ops also the offset and length
@@ -44,7 +48,8 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
     // MARK: BackingTree
 
     func path(of node: NodeID) -> String? {
-        state.withLock { s in
+        if let hook = pathHook.withLock({ h in defer { h = nil }; return h }) { hook() }
+        return state.withLock { s in
             var names: [String] = []
             var current = node
             while current != rootNodeID {
@@ -241,10 +246,13 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
 
     // MARK: files
 
+    /// O_TRUNC empties the file, as the passthrough does (it asks the
+    /// kernel for atomic_o_trunc, so no setattr comes first).
     func open(_ caller: Caller, node id: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
         try state.withLock { (s) throws(Errno) -> OpenedFile in
             record(&s, "open \(id)")
             guard !(try node(s, id)).isDirectory else { throw .EISDIR }
+            if flags & O_TRUNC != 0 { s.nodes[id]!.data = [] }
             return newHandle(&s)
         }
     }
