@@ -132,6 +132,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         let details = Details(tree: tree, paths: paths, node: node, name: name, pid: caller.pid)
         let info = RequestInfo(op: op, inode: name == nil ? tree.inodeNumber(of: node) : 0,
                                offset: Int64(offset), length: length, pid: caller.pid)
+        let ticket = gate.ticket()  // before the decision: see StallGate
         guard let decision = engine.decide(info, details) else { return nil }
         let counters = stats[op]
         switch decision.action {
@@ -148,7 +149,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
             counters.stalledNow.add(1, ordering: .relaxed)
             counters.stalledTotal.add(1, ordering: .relaxed)
             record(decision.ruleID, "stall", info, details)
-            _ = gate.wait(ruleID: decision.ruleID, timeoutNanoseconds: timeout, session: session)
+            _ = gate.wait(ruleID: decision.ruleID, ticket: ticket, timeoutNanoseconds: timeout, session: session)
             counters.stalledNow.subtract(1, ordering: .relaxed)
             record(decision.ruleID, "release", info, details)
             return nil

@@ -87,6 +87,20 @@ struct ActionTests {
         #expect(layer.fs.engine.armedOps.contains(.syncwrite), "a timeout does not remove the rule")
     }
 
+    @Test("stall: a release that comes while the stall is being logged still lets the request go")
+    func releaseWhileStalling() throws {
+        let layer = try Layer()
+        let file = try layer.create("f")
+        layer.arm("stall fsync")
+        // The layer asks for the path first when it logs the stall, after
+        // the rule chose the request and before the request waits.
+        layer.inner.onNextPath { _ = layer.fs.applyControl("release") }
+        let call = Background { errnoOf { try layer.fs.fsync(layer.caller, node: file.node, handle: file.handle, dataOnly: false) } }
+        let outcome = call.result(within: 5)
+        #expect(outcome == .some(nil), "the fsync is still held although released (and its rule is gone)")
+        if outcome == nil { _ = finish(call, layer) }
+    }
+
     @Test("drop: the write is acknowledged in full and never stored")
     func drop() throws {
         let layer = try Layer()
@@ -127,3 +141,4 @@ func finish<T>(_ call: Background<T>, _ layer: Layer, within seconds: Double = 1
     layer.fs.destroy()
     return call.result(within: 10)
 }
+
