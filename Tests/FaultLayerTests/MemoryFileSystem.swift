@@ -30,6 +30,10 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
     }
     private let state = Mutex(State())
     private let pathHook = Mutex<(@Sendable () -> Void)?>(nil)
+    private let pathQueries = Atomic<Int>(0)
+
+    /// How often the fault layer asked for a path (it caches them).
+    var pathsAsked: Int { pathQueries.load(ordering: .relaxed) }
 
     /// Runs `hook` once, the next time the fault layer asks for a path.
     func onNextPath(_ hook: @escaping @Sendable () -> Void) { pathHook.withLock { $0 = hook } }
@@ -48,6 +52,7 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
     // MARK: BackingTree
 
     func path(of node: NodeID) -> String? {
+        pathQueries.add(1, ordering: .relaxed)
         if let hook = pathHook.withLock({ h in defer { h = nil }; return h }) { hook() }
         return state.withLock { s in
             var names: [String] = []

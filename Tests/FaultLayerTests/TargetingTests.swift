@@ -33,6 +33,23 @@ struct TargetingTests {
         #expect(layer.events().last?.path == "db/b.wal")
     }
 
+    @Test("paths are looked up only for rules that need them, once per node until a rename")
+    func pathLookups() throws {
+        let each = try OneOfEach()
+        let layer = each.layer
+        for op in FaultOp.allCases { _ = errnoOf { try each.send(op) } }
+        layer.arm("fail write EIO offset=1G-")
+        for _ in 0..<3 { _ = errnoOf { _ = try layer.read(each.file) }; try layer.write(each.file, [1]) }
+        #expect(layer.inner.pathsAsked == 0, "no rule needs a path")
+
+        layer.arm("fail read EIO path=elsewhere/*")
+        for _ in 0..<3 { _ = try layer.read(each.file) }
+        #expect(layer.inner.pathsAsked == 1, "asked once, then cached")
+        try layer.rename("f", "f2")
+        _ = try layer.read(each.file)
+        #expect(layer.inner.pathsAsked == 2, "a rename forgets the cached paths")
+    }
+
     @Test("offset= selects requests whose byte range overlaps A-B")
     func offset() throws {
         let layer = try Layer()
