@@ -60,14 +60,15 @@ struct ActionTests {
         #expect(!layer.fs.engine.armedOps.contains(.fsync), "release removes the stall rule")
     }
 
-    @Test("stall: clear of the rule releases its stalled request", arguments: ["clear", "clear s"])
-    func clearReleases(command: String) throws {
+    @Test("stall: release of all, or clear of the rule, lets its stalled request go; so does the end of the session",
+          arguments: ["release", "clear", "clear s", "destroy"])
+    func otherWaysToRelease(command: String) throws {
         let layer = try Layer()
         let file = try layer.create("f")
         layer.arm("stall flush id=s")
         let call = Background { errnoOf { try layer.fs.flush(layer.caller, node: file.node, handle: file.handle) } }
         #expect(eventually { layer.stats(.flush)["stalled_now"] == 1 }, "the flush never stalled")
-        layer.arm(command)
+        if command == "destroy" { layer.fs.destroy() } else { layer.arm(command) }
         #expect(finish(call, layer) == .some(nil))
         #expect(layer.inner.calls("flush").count == 1)
     }
