@@ -3,6 +3,7 @@
 // `stats`, `events`, the listing, and the names it keeps for itself.
 @testable import FaultLayer
 import FaultRules
+import Foundation
 import FuseKit
 import Glibc
 import Testing
@@ -93,6 +94,26 @@ struct ControlFileTests {
         let all = try layer.controlFile("events")
         #expect(tail == Array(all.utf8.dropFirst(text.utf8.count)))
         #expect(all.split(separator: "\n").count == 2)
+    }
+
+    @Test("with an events file, every line of events is appended to it too")
+    func eventsFile() throws {
+        var template = Array("/tmp/faultfs-events-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        try #require(fd >= 0)
+        close(fd)
+        let path = String(cString: template)
+        defer { unlink(path) }
+        var text = ""
+        do {
+            let layer = try Layer(eventsPath: path)
+            let file = try layer.create("f")
+            layer.arm("fail read EIO count=2\ncapacity 1M")
+            for _ in 0..<3 { _ = errnoOf { _ = try layer.read(file) } }
+            text = try layer.controlFile("events")
+        }  // the layer, and its events file, closed here
+        #expect(text.split(separator: "\n").count == 3, "capacity and two failures: \(text)")
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == text)
     }
 
     @Test("every lookup of control answers a new node with the text of that moment; forget drops it")

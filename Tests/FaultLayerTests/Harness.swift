@@ -15,11 +15,12 @@ final class Layer: @unchecked Sendable {
     /// The mounting user: may write `control` besides root.
     static let owner: uid_t = 1000
 
-    init(writebackCache: Bool = true) throws {
+    init(writebackCache: Bool = true, eventsPath: String? = nil) throws {
         var options = FaultLayerOptions()
         options.owner = Self.owner
         options.group = Self.owner
         options.writebackCache = writebackCache
+        options.eventsPath = eventsPath
         fs = try FaultFileSystem(wrapping: inner, tree: inner, options: options)
     }
 

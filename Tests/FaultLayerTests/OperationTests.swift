@@ -145,6 +145,16 @@ struct OperationTests {
         #expect(layer.inner.calls("write") == ["write \(file.node) @0+1", "write \(file.node) @0+1 writeback"])
     }
 
+    @Test("a writeback rule on a mount without the writeback cache is accepted with a warning")
+    func writebackWithoutCache() throws {
+        let layer = try Layer(writebackCache: false)
+        layer.arm("fail writeback EIO")
+        #expect(try layer.controlFile("control").contains("# warning: rule r1 targets writeback, but this mount has no writeback cache"))
+        let withCache = try Layer()
+        withCache.arm("fail writeback EIO")
+        #expect(try !withCache.controlFile("control").contains("# warning"))
+    }
+
     @Test("the control file notes that fsync covers fdatasync too")
     func fsyncNote() throws {
         let layer = try Layer()
