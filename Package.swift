@@ -31,6 +31,7 @@ let package = Package(
         ]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "FaultRulesTests", dependencies: ["FaultRules"]),
+        .testTarget(name: "FaultLayerTests", dependencies: ["FaultLayer", "FuseKit", "FaultRules"]),
         .testTarget(name: "MonitorCoreTests", dependencies: ["MonitorCore", "FaultRules"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "IntegrationTests", dependencies: ["FaultRules"]),

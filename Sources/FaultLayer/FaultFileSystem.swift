@@ -132,6 +132,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         let details = Details(tree: tree, paths: paths, node: node, name: name, pid: caller.pid)
         let info = RequestInfo(op: op, inode: name == nil ? tree.inodeNumber(of: node) : 0,
                                offset: Int64(offset), length: length, pid: caller.pid)
+        let ticket = gate.ticket()  // before the decision: see StallGate
         guard let decision = engine.decide(info, details) else { return nil }
         let counters = stats[op]
         switch decision.action {
@@ -148,7 +149,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
             counters.stalledNow.add(1, ordering: .relaxed)
             counters.stalledTotal.add(1, ordering: .relaxed)
             record(decision.ruleID, "stall", info, details)
-            _ = gate.wait(ruleID: decision.ruleID, timeoutNanoseconds: timeout, session: session)
+            _ = gate.wait(ruleID: decision.ruleID, ticket: ticket, timeoutNanoseconds: timeout, session: session)
             counters.stalledNow.subtract(1, ordering: .relaxed)
             record(decision.ruleID, "release", info, details)
             return nil
@@ -321,7 +322,12 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     public func open(_ caller: Caller, node: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
         if let c = ControlNode.of(node) { return try openControl(c, caller, flags: flags) }
         _ = try check(.open, caller, node: node)
-        return try inner.open(caller, node: node, flags: flags)
+        // With atomic_o_trunc the open itself empties the file: what it held is free.
+        guard capacity.isOn, flags & O_TRUNC != 0 else { return try inner.open(caller, node: node, flags: flags) }
+        let freed = size(caller, node, handle: nil)
+        let opened = try inner.open(caller, node: node, flags: flags)
+        capacity.free(freed)
+        return opened
     }
 
     public func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {

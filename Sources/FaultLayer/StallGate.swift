@@ -5,21 +5,29 @@ import Synchronization
 /// Holds stalled requests until `release` (all, or one rule's), their
 /// timeout, or the end of the session. Each waiter polls: a stall must never
 /// need the daemon's other threads to make progress.
+///
+/// Releases are numbered. A request takes a `ticket` (the number so far)
+/// before the engine picks its rule, and waits for a later release of all or
+/// of its rule: a release that comes between the pick and the wait (while
+/// the stall is logged) still counts, although the rule is gone by then.
 final class StallGate: Sendable {
-    private struct Epochs {
+    private let released = Atomic<UInt64>(0)
+    private struct Latest {
         var all: UInt64 = 0
         var byRule: [String: UInt64] = [:]
     }
-    private let epochs = Mutex(Epochs())
+    private let latest = Mutex(Latest())
 
     enum Outcome { case released, timedOut, sessionClosing }
 
-    func wait(ruleID: String, timeoutNanoseconds: UInt64?, session: SessionState?) -> Outcome {
-        let start = epochs.withLock { ($0.all, $0.byRule[ruleID] ?? 0) }
+    /// Take before the rule engine decides.
+    func ticket() -> UInt64 { released.load(ordering: .acquiring) }
+
+    func wait(ruleID: String, ticket: UInt64, timeoutNanoseconds: UInt64?, session: SessionState?) -> Outcome {
         let deadline = timeoutNanoseconds.map { monotonicNanoseconds() &+ $0 }
         while true {
-            let now = epochs.withLock { ($0.all, $0.byRule[ruleID] ?? 0) }
-            if now != start { return .released }
+            let last = latest.withLock { max($0.all, $0.byRule[ruleID] ?? 0) }
+            if last > ticket { return .released }
             if session?.isClosing == true { return .sessionClosing }
             if let deadline, monotonicNanoseconds() >= deadline { return .timedOut }
             usleep(5_000)
@@ -28,8 +36,9 @@ final class StallGate: Sendable {
 
     /// Lets go every stalled request (id nil) or those of one rule.
     func release(ruleID: String?) {
-        epochs.withLock { e in
-            if let ruleID { e.byRule[ruleID, default: 0] &+= 1 } else { e.all &+= 1 }
+        latest.withLock { l in
+            let number = released.add(1, ordering: .releasing).newValue
+            if let ruleID { l.byRule[ruleID] = number } else { l.all = number }
         }
     }
 }
