@@ -86,6 +86,7 @@ private func feedRandomLines(_ fs: MountedFS, count: Int, seed: UInt64) throws {
         case .success(let commands):
             for command in commands {
                 if case .clear(id: _?) = command { expectAccepted = false }  // no rules: unknown id
+                if case .release(id: _?) = command { expectAccepted = false }  // likewise (no stall rule)
                 if case .add(let added) = command { rule = added }
             }
         }
