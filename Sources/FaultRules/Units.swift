@@ -79,7 +79,7 @@ private func scaleExactly(_ number: Substring, by unit: UInt64) -> UInt64? {
 
 /// Canonical text of a duration: an integer in the largest unit that
 /// expresses it exactly (`1.5s` → `1500ms`).
-public func formatDuration(_ ns: UInt64) -> String {
+func formatDuration(_ ns: UInt64) -> String {
     let unit = nanosecondsPerUnit.first { ns % $0.ns == 0 && ns != 0 } ?? ("ns", 1)
     return "\(ns / unit.ns)\(unit.unit)"
 }

@@ -149,7 +149,7 @@ enum Server {
             while read(fd, &sink, sink.count) > 0 {}
             if !MountTable.parse(text).contains(where: { $0.mountID == mount.mountID }) {
                 if state.isClosing { return }
-                logger.notice("\(mount.mountPoint) left the mount table (lazy unmount): held requests released; serving the files still open until they are closed")
+                logger.notice("\(mount.mountPoint) left the mount table (unmounted, or detached lazily): held requests released; the files still open are served until closed")
                 state.markDetached()
                 return
             }
