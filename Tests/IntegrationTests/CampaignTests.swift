@@ -148,7 +148,9 @@ extension AllMountTests {
                 }
             }
             let table = try String(contentsOfFile: out + "/results.md", encoding: .utf8)
-            #expect(table.contains("| sqlite | rollback | `baseline` | correct"), "\(table)")
+            // The table: how often the fault fired, then the verdicts with k/N.
+            #expect(table.contains("| sqlite | rollback | `baseline` | 0/1: nothing | correct 1/1 ("), "\(table)")
+            #expect(table.contains("| sqlite | rollback | `fsync-eio` | 1/1: EIO x1 | correct 1/1 ("), "\(table)")
         }
 
         @Test("postgres, short cases: a failed data-file writeback, and the dropped-writeback self-test")
