@@ -195,6 +195,38 @@ extension AllMountTests {
             #expect(!serverStillListening(port: 63790), "a Redis server is still listening on 63790")
         }
 
+        @Test("a self-test whose rule fired but lost nothing fails the campaign")
+        func selfTestThatMissesFails() throws {
+            guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
+            // A faultfs that turns the self-test's `drop writeback` into a 1 ms delay:
+            // the rule fires (delays are the plan acting), nothing is lost, so the
+            // verdict is "correct", which a self-test must never be.
+            let dir = try makeCampaignDir()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let wrapper = dir + "/faultfs"
+            try """
+                #!/bin/bash
+                args=()
+                for a in "$@"; do args+=("${a/drop writeback/delay writeback 1ms}"); done
+                exec \(try FaultFSBinary.path()) "${args[@]}"
+
+                """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+            chmod(wrapper, 0o755)
+            let out = try makeCampaignDir()
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            let result = try runCommand(repoRoot() + "/mount-scripts/campaign",
+                                        ["sqlite", "--quick", "--modes", "rollback", "--plans", "selftest-drop",
+                                         "--faultfs", wrapper, "--out", out, "--no-doc"], limitSeconds: 300)
+            let verdicts = parseVerdicts(result.stdout)
+            #expect(verdicts.count == 1, "\(result)")
+            if let v = verdicts.first {
+                #expect(v.verdict == "correct" && v.fired > 0 && v.injected.hasPrefix("delay:"), "\(v.fields)")
+            }
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stdout.contains("SELF-TEST FAILED app=sqlite mode=rollback plan=selftest-drop"), "\(result)")
+            #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
+        }
+
         @Test("a campaign that fails half-way names the step and leaves nothing behind")
         func failureIsCleanedUp() throws {
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
