@@ -148,7 +148,9 @@ extension AllMountTests {
                 }
             }
             let table = try String(contentsOfFile: out + "/results.md", encoding: .utf8)
-            #expect(table.contains("| sqlite | rollback | `baseline` | correct"), "\(table)")
+            // The table: how often the fault fired, then the verdicts with k/N.
+            #expect(table.contains("| sqlite | rollback | `baseline` | 0/1: nothing | correct 1/1 ("), "\(table)")
+            #expect(table.contains("| sqlite | rollback | `fsync-eio` | 1/1: EIO x1 | correct 1/1 ("), "\(table)")
         }
 
         @Test("postgres, short cases: a failed data-file writeback, and the dropped-writeback self-test")
@@ -191,6 +193,38 @@ extension AllMountTests {
             if let v = verdicts.first(where: { $0.plan == "selftest-drop" }) { expectCaught(v, allowUnavailable: true) }
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
             #expect(!serverStillListening(port: 63790), "a Redis server is still listening on 63790")
+        }
+
+        @Test("a self-test whose rule fired but lost nothing fails the campaign")
+        func selfTestThatMissesFails() throws {
+            guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
+            // A faultfs that turns the self-test's `drop writeback` into a 1 ms delay:
+            // the rule fires (delays are the plan acting), nothing is lost, so the
+            // verdict is "correct", which a self-test must never be.
+            let dir = try makeCampaignDir()
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            let wrapper = dir + "/faultfs"
+            try """
+                #!/bin/bash
+                args=()
+                for a in "$@"; do args+=("${a/drop writeback/delay writeback 1ms}"); done
+                exec \(try FaultFSBinary.path()) "${args[@]}"
+
+                """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+            chmod(wrapper, 0o755)
+            let out = try makeCampaignDir()
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            let result = try runCommand(repoRoot() + "/mount-scripts/campaign",
+                                        ["sqlite", "--quick", "--modes", "rollback", "--plans", "selftest-drop",
+                                         "--faultfs", wrapper, "--out", out, "--no-doc"], limitSeconds: 300)
+            let verdicts = parseVerdicts(result.stdout)
+            #expect(verdicts.count == 1, "\(result)")
+            if let v = verdicts.first {
+                #expect(v.verdict == "correct" && v.fired > 0 && v.injected.hasPrefix("delay:"), "\(v.fields)")
+            }
+            #expect(result.status == 1, "\(result)")
+            #expect(result.stdout.contains("SELF-TEST FAILED app=sqlite mode=rollback plan=selftest-drop"), "\(result)")
+            #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
         }
 
         @Test("a campaign that fails half-way names the step and leaves nothing behind")

@@ -179,7 +179,7 @@ def table(out, doc):
         groups.setdefault((r["app"], r["mode"], r["plan"]), []).append(r)
     for (app, mode, plan), g in groups.items():
         said = g[0]["app_reported"].replace("|", "\\|")
-        if len(g) > 1:
+        if len({r.get("window_failed") for r in g}) > 1:
             said = "commits failed in the fault window, per run: %s; run 1: %s" % (
                 ", ".join(r.get("window_failed", "?") for r in g), said)
         if g[0].get("restart") == "failed" or g[0].get("restart_log"):
