@@ -19,7 +19,14 @@ private final class Ext4Twins {
     private(set) var mismatches: [String] = []
     private var step = 0
 
-    init(mount: String, ext4: String) { roots = [mount, ext4] }
+    /// With the writeback cache the kernel keeps its own mtime/ctime and its
+    /// direct_io write path does not move them (see README, O_DIRECT).
+    let directWritesMoveTimes: Bool
+
+    init(mount: String, ext4: String, writebackCache: Bool) {
+        roots = [mount, ext4]
+        directWritesMoveTimes = !writebackCache
+    }
 
     func run(_ n: Int) throws {
         step = n
@@ -41,8 +48,19 @@ private final class Ext4Twins {
     }
 
     /// Runs `operation` on both roots and expects the same description.
-    private func both(_ what: String, _ operation: (String) throws -> String) rethrows {
-        let results = try roots.map(operation)
+    /// With `watching` (a path under the root), the description also says
+    /// whether the operation moved that file's mtime and ctime.
+    private func both(_ what: String, watching: String? = nil, _ operation: (String) throws -> String) rethrows {
+        let results = try roots.map { root in
+            guard let watching else { return try operation(root) }
+            let before = statOf(root + "/" + watching).1
+            // Past the clock tick of the last change: the kernel stamps FUSE
+            // inodes with coarse (jiffy) times, ext4 with fine ones once seen.
+            usleep(10_000)
+            let result = try operation(root)
+            let after = statOf(root + "/" + watching).1
+            return result + " mtime \(moved(before.st_mtim, after.st_mtim)) ctime \(moved(before.st_ctim, after.st_ctim))"
+        }
         guard results[0] != results[1] else { return }
         let text = "seed \(seed), step \(step), \(what): through the mount \(results[0]), on ext4 \(results[1])"
         mismatches.append(text)
@@ -64,7 +82,7 @@ private final class Ext4Twins {
 
     private func directWrite() throws {
         let name = file(), offset = pages(0...40), count = pages(1...16), byte = fill()
-        try both("O_DIRECT pwrite \(count) at \(offset) of \(name)") { root in
+        try both("O_DIRECT pwrite \(count) at \(offset) of \(name)", watching: directWritesMoveTimes ? "t/\(name)" : nil) { root in
             try withOpen("\(root)/t/\(name)", O_RDWR | O_CREAT | Linux.O_DIRECT) { fd in
                 try withAlignedBuffer(size: count) { buffer in
                     buffer.initializeMemory(as: UInt8.self, repeating: byte)
@@ -76,7 +94,7 @@ private final class Ext4Twins {
 
     private func bufferedWrite() throws {
         let name = file(), offset = Int.random(in: 0..<200_000, using: &random), count = Int.random(in: 1...20_000, using: &random), byte = fill()
-        both("pwrite \(count) at \(offset) of \(name)") { root in
+        both("pwrite \(count) at \(offset) of \(name)", watching: "t/\(name)") { root in
             withOpen("\(root)/t/\(name)", O_RDWR | O_CREAT) { fd in
                 pwriteBytes(fd, [UInt8](repeating: byte, count: count), at: offset).description
             }
@@ -108,7 +126,7 @@ private final class Ext4Twins {
     /// Writes through a shared mapping of a file opened buffered or with O_DIRECT.
     private func mmapWrite() throws {
         let name = file(), direct = Bool.random(using: &random), at = Int.random(in: 0..<8192, using: &random), byte = fill()
-        both("mmap write at \(at) of \(name)\(direct ? " (O_DIRECT fd)" : "")") { root in
+        both("mmap write at \(at) of \(name)\(direct ? " (O_DIRECT fd)" : "")", watching: "t/\(name)") { root in
             withOpen("\(root)/t/\(name)", O_RDWR | (direct ? Linux.O_DIRECT : 0)) { fd in
                 var st = stat()
                 fstat(fd, &st)
@@ -125,21 +143,21 @@ private final class Ext4Twins {
         let name = file(), offset = pages(0...30), length = pages(1...10)
         // allocate, keep size, punch hole, zero range
         let mode: Int32 = [0, 1, 3, 0x10].randomElement(using: &random)!
-        both("fallocate mode \(mode) \(offset)+\(length) of \(name)") { root in
+        both("fallocate mode \(mode) \(offset)+\(length) of \(name)", watching: "t/\(name)") { root in
             withOpen("\(root)/t/\(name)", O_RDWR) { fd in fallocate(fd, mode: mode, offset: offset, length: length).description }
         }
     }
 
     private func truncateRandom() throws {
         let name = file(), size = Int.random(in: 0..<180_000, using: &random)
-        both("truncate \(name) \(size)") { root in sys { truncate("\(root)/t/\(name)", off_t(size)) }.description }
+        both("truncate \(name) \(size)", watching: "t/\(name)") { root in sys { truncate("\(root)/t/\(name)", off_t(size)) }.description }
     }
 
     // MARK: identity
 
     private func chmodRandom() throws {
         let name = file(), mode: mode_t = [0o644, 0o666, 0o6777, 0o6767, 0o2770, 0o600].randomElement(using: &random)!
-        both("chmod \(String(mode, radix: 8)) \(name)") { root in sys { chmod("\(root)/t/\(name)", mode) }.description }
+        both("chmod \(String(mode, radix: 8)) \(name)", watching: "t/\(name)") { root in sys { chmod("\(root)/t/\(name)", mode) }.description }
     }
 
     /// Another user writes, truncates or fallocates (set-id bits must drop).
@@ -147,7 +165,7 @@ private final class Ext4Twins {
         let name = file()
         let command = [["sh", "-c", "printf x >> \"$0\""], ["truncate", "-s", "+4096"], ["fallocate", "-o", "0", "-l", "65536"],
                        ["fallocate", "-p", "-o", "4096", "-l", "4096"], ["fallocate", "-z", "-o", "0", "-l", "8192"]].randomElement(using: &random)!
-        try both("as \(nobodyID): \(command.joined(separator: " ")) \(name)") { root in
+        try both("as \(nobodyID): \(command.joined(separator: " ")) \(name)", watching: "t/\(name)") { root in
             let path = "\(root)/t/\(name)"
             let result = try runAsNobody(command + [path])
             return "\(result.status) \(summary(path).map(String.init(describing:)) ?? "missing")"
@@ -159,7 +177,7 @@ private final class Ext4Twins {
         let spec = [["-m", "u:\(nobodyID):rw"], ["-m", "u:\(nobodyID):r"], ["-m", "m::r"], ["-m", "g::rwx"], ["-b"],
                     ["-m", "u:\(nobodyID):rwx,m::rwx"]].randomElement(using: &random)!
         let byOwner = Bool.random(using: &random)
-        try both("setfacl \(spec.joined(separator: " ")) \(name)\(byOwner ? " as \(nobodyID)" : "")") { root in
+        try both("setfacl \(spec.joined(separator: " ")) \(name)\(byOwner ? " as \(nobodyID)" : "")", watching: "t/\(name)") { root in
             let path = "\(root)/t/\(name)"
             let result = byOwner ? try runAsNobody(["setfacl"] + spec + [path]) : try runCommand("setfacl", spec + [path])
             return "\(result.status) \(summary(path).map(String.init(describing:)) ?? "missing")"
@@ -216,6 +234,10 @@ private final class Ext4Twins {
     }
 }
 
+private func moved(_ a: timespec, _ b: timespec) -> String {
+    a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec ? "kept" : "moved"
+}
+
 private func isOlder(_ a: timespec, than b: timespec) -> Bool {
     a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec)
 }
@@ -247,7 +269,7 @@ extension AllMountTests {
                             try check("chmod", sys { chmod(root + "/t/" + name, 0o666) })
                         }
                     }
-                    let twins = Ext4Twins(mount: fs.mountpoint, ext4: ext4)
+                    let twins = Ext4Twins(mount: fs.mountpoint, ext4: ext4, writebackCache: !options.contains("nowriteback"))
                     for step in 0..<stepCount {
                         try twins.run(step)
                         if twins.mismatches.count >= 5 {

@@ -155,7 +155,7 @@ extension AllMountTests {
         }
 
         @Test("buffered readers racing asynchronous O_DIRECT writes: the writer's buffered read sees its data (5 s)",
-              arguments: [[], ["nowriteback"]])
+              arguments: [[], ["nowriteback"], ["direct_io"]])
         func asyncDirectWritesAndBufferedReads(options: [String]) throws {
             try requirePackages(["libaio-dev", "gcc", "libc6-dev"]) { access("/usr/include/libaio.h", R_OK) == 0 && (try? resolveExecutable("cc")) != nil }
             try withTemporaryDirectory("aiodio") { dir in
@@ -222,13 +222,17 @@ extension AllMountTests {
             }
         }
 
-        @Test("mtime and ctime seen before an unmount are those seen after it (write, pwrite, truncate, utimes, chmod)",
+        /// With the writeback cache only mtime: the backing file's ctime is
+        /// when data and times reached it, which can be a little later than
+        /// the kernel's (ctime cannot be set; see README, Timestamps).
+        @Test("mtime (and without the writeback cache ctime) seen before an unmount is the one seen after it",
               arguments: [[], ["nowriteback"]])
         func timesSurviveRemount(options: [String]) throws {
             let names = ["written", "rewritten", "truncated", "touched", "chmodded"]
+            let withCTime = options.contains("nowriteback")
             func times(_ path: String) -> [Int] {
                 let st = statOf(path).1
-                return [st.st_mtim.tv_sec, st.st_mtim.tv_nsec, st.st_ctim.tv_sec, st.st_ctim.tv_nsec]
+                return [st.st_mtim.tv_sec, st.st_mtim.tv_nsec] + (withCTime ? [st.st_ctim.tv_sec, st.st_ctim.tv_nsec] : [])
             }
             try withMount(options: options, prepare: { source in
                 for name in names { try writeFile(source + "/" + name, [UInt8](repeating: 1, count: 100_000)) }
