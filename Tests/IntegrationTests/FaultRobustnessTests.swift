@@ -112,8 +112,84 @@ private func feedRandomLines(_ fs: MountedFS, count: Int, seed: UInt64) throws {
     #expect(writeBytes(fd, Array("capacity off\nrelease\n".utf8)).ok)
 }
 
+/// One hostile write to the control file, and whether it must be refused
+/// whatever the parser thinks of the rest (it holds an unknown command).
+private struct HostileWrite {
+    var bytes: [UInt8]
+    var mustBeRefused: Bool
+}
+
+/// Hostile input: random bytes (NULs, control bytes, invalid UTF-8, newlines),
+/// a known-bad line after good ones (all or nothing), over-long tokens.
+private func hostileWrite(_ random: inout LineRandom) -> HostileWrite {
+    let bad = Array("\u{1}bogus\u{7f} \u{ff}".utf8)
+    switch random.below(5) {
+    case 0:
+        return HostileWrite(bytes: (0..<(1 + random.below(400))).map { _ in UInt8(truncatingIfNeeded: random.next()) }, mustBeRefused: false)
+    case 1:  // good lines, then a bad one: nothing applies, not even the clear
+        var text = "clear\n"
+        for index in 0..<random.below(200) { text += "fail flush EIO id=h\(index) path=__hostile__/\(index)\n" }
+        return HostileWrite(bytes: Array(text.utf8) + bad + [10], mustBeRefused: true)
+    case 2:  // an over-long unknown word
+        return HostileWrite(bytes: Array("fail ".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 1000 + random.below(60_000)) + [10], mustBeRefused: true)
+    case 3:  // an over-long value, then a bad key
+        return HostileWrite(bytes: Array("fail write EIO path=".utf8) + [UInt8](repeating: UInt8(ascii: "a"), count: 1000 + random.below(60_000))
+                            + Array(" bogus=1\n".utf8), mustBeRefused: true)
+    default:  // invalid UTF-8 and control bytes in the command word
+        return HostileWrite(bytes: [0xff, 0xfe, 0xc0, 0x80, 0x00, 0x1b] + Array("[2Jfail flush EIO\n".utf8), mustBeRefused: true)
+    }
+}
+
+/// Properties that do not depend on the parser: the daemon answers every
+/// write (within 30 s), a refused write leaves the rule table as it was, and
+/// control never echoes an over-long line or raw control bytes back.
+private func feedHostileWrites(_ fs: MountedFS, count: Int, seed: UInt64) throws {
+    var random = LineRandom(state: seed)
+    let sentinel = ["fail fsync EIO id=sentinel1 path=__never__/*", "delay read 1ms id=sentinel2 path=__never__/*"]
+    try fs.arm(sentinel.joined(separator: "\n"))
+    let table = fs.ruleLines()
+    #expect(table == sentinel, "\(fs.controlText())")
+    let control = fs.controlFile()
+    var refused = 0
+    var overLongEchoes: [Int] = [], rawEchoes: [Int] = []
+    for index in 0..<count {
+        let hostile = hostileWrite(&random)
+        let bytes = hostile.bytes
+        let answer = fs.call("hostile control write #\(index) (\(bytes.count) bytes)", within: 30) { () -> Outcome in
+            let opened = openFile(control, O_WRONLY | O_CLOEXEC)
+            guard opened.ok else { return opened }
+            defer { close(Int32(opened.value)) }
+            return writeBytes(Int32(opened.value), bytes)
+        }
+        guard let answer else { return }  // recorded: the daemon did not answer
+        if hostile.mustBeRefused {
+            #expect(answer.errno == EINVAL, "hostile write #\(index) holds an unknown command: \(answer)")
+        }
+        let text = fs.controlText()
+        if !answer.ok {
+            refused += 1
+            #expect(answer.errno == EINVAL, "hostile write #\(index) refused with \(answer)")
+            #expect(fs.ruleLines() == table, "hostile write #\(index) was refused yet changed the rules: \(text.prefix(2000))")
+        } else if fs.ruleLines() != table {
+            try fs.arm("clear\n" + sentinel.joined(separator: "\n"))
+        }
+        let errorLines = text.split(separator: "\n").filter { $0.hasPrefix("# error") }
+        if errorLines.contains(where: { $0.count > 1000 }) { overLongEchoes.append(index) }
+        if errorLines.contains(where: { $0.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f } }) { rawEchoes.append(index) }
+    }
+    // The error echo is bounded and printable. Known to fail until the
+    // bounded, escaped echo (issue 16, H1's branch) is merged: then drop the withKnownIssue.
+    withKnownIssue("the # error echo is not yet bounded and escaped", isIntermittent: true) {
+        #expect(overLongEchoes.isEmpty, "echoed lines over 1,000 characters after writes \(overLongEchoes.prefix(20))")
+        #expect(rawEchoes.isEmpty, "raw control bytes echoed after writes \(rawEchoes.prefix(20))")
+    }
+    #expect(refused > count / 2, "\(refused) of \(count) hostile writes refused")
+    #expect(fs.isRunning, "the daemon died; log: \(fs.log.suffix(2000))")
+    try fs.arm("clear")
+}
+
 extension AllMountTests {
-    @Suite(.serialized)
+    @Suite(.serialized, .timeLimit(.minutes(5)))
     struct FaultRobustnessTests {
         @Test("2,000 random and mutated control lines: each accepted (and listed canonically) or refused with EINVAL")
         func randomControlLines() throws {
@@ -124,6 +200,16 @@ extension AllMountTests {
                 try writeFile(fs.path("alive"), "still answering")
                 #expect((try readFile(fs.path("alive")).get()) == Array("still answering".utf8))
                 #expect(statOf(fs.mountpoint).0.ok)
+            }
+        }
+
+        @Test("300 hostile control writes: each answered, a refused one changes no rule, no over-long echo")
+        func hostileControlWrites() throws {
+            try withMount { fs in
+                try feedHostileWrites(fs, count: 300, seed: 0xBAD_F00D)
+                try writeFile(fs.path("alive"), "still answering")
+                #expect((try readFile(fs.path("alive")).get()) == Array("still answering".utf8))
+                #expect(fs.ruleLines().isEmpty, "\(fs.controlText())")
             }
         }
 
@@ -170,9 +256,9 @@ extension AllMountTests {
             #expect(pollUntil(polls: 3000) { fs.counter("writeback", "stalled_now") > 0 })
             #expect(writer.result == nil)
             try fs.arm("release")
-            #expect(writer.wait()?.ok == true)
+            #expect(fs.finish(writer, "the stalled writer after release", within: 60)?.ok == true)
             try writeFile(fs.path("lost.dat"), pattern(file: 31, offset: 0, count: 4096))
-            #expect(backingBytes(fs, "lost.dat").isEmpty)
+            #expect(try backingBytes(fs, "lost.dat").isEmpty)
             fd = try openOrThrow(fs.path("short.dat"), O_CREAT | O_RDWR | Linux.O_DIRECT)
             try withAlignedBuffer(size: 4096) { buffer in
                 #expect(sys { pwrite(fd, buffer.baseAddress, 4096, 0) }.value == 512, "O_DIRECT write shortened")
