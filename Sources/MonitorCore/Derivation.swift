@@ -3,7 +3,7 @@ import FaultRules
 // "Error injected → recorded by kernel → told to": joins the fault layer's
 // injections with the filemap tracepoints.
 //
-// Facts used (see /work/shared/reference/kernel-writeback-errors.md):
+// Facts used (see docs/kernel-behaviour.md):
 // - A failed writeback reply makes the kernel call mapping_set_error(), which
 //   fires filemap_set_wb_err on the inode (dev, ino). For a FUSE mount the
 //   kernel's ino is the FUSE node id, which the injection carries.

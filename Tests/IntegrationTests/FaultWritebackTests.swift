@@ -2,7 +2,7 @@
 // mount: a failed writeback surfaces at fsync once and the data is lost
 // (fsyncgate); without the writeback cache write() itself fails; flush
 // errors come out of close(); fsync/fdatasync errors; an mmap store
-// surfaced at msync(MS_SYNC). See /work/shared/reference/kernel-writeback-errors.md.
+// surfaced at msync(MS_SYNC). See docs/kernel-behaviour.md.
 import Foundation
 import Glibc
 import Testing
