@@ -86,29 +86,6 @@ extension AllMountTests {
             }
         }
 
-        @Test("less +F on events shows each injection as it happens (in a tmux pane)")
-        func lessFollowsEvents() throws {
-            if (try? resolveExecutable("tmux")) == nil || (try? resolveExecutable("less")) == nil {
-                let install = try runCommand("apt-get", ["-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "tmux", "less"], limitSeconds: 900)
-                try #require(install.status == 0, "installing tmux and less: \(install)")
-            }
-            try withMount { fs in
-                try fs.arm("fail flush EIO path=t*")
-                try injectOne(fs, "t0")
-                let session = "faultfs-less-\(getpid())"
-                let started = try runCommand("tmux", ["new-session", "-d", "-s", session, "-x", "250", "-y", "30", "less +F " + fs.controlFile("events")])
-                try #require(started.status == 0, "\(started)")
-                defer { _ = try? runCommand("tmux", ["kill-session", "-t", session]) }
-                func screen() -> String { (try? runCommand("tmux", ["capture-pane", "-p", "-t", session]))?.stdout ?? "" }
-                #expect(pollUntil(polls: 3000) { screen().contains("\"path\":\"t0\"") }, "less shows the first event: \(screen())")
-                try injectOne(fs, "t1")
-                #expect(pollUntil(polls: 3000) { screen().contains("\"path\":\"t1\"") }, "less +F shows a new event: \(screen())")
-                // less holds the file open: end it before the unmount.
-                _ = try runCommand("tmux", ["kill-session", "-t", session])
-                #expect(pollUntil(polls: 1000) { (try? runCommand("pgrep", ["-f", "less \\+F " + fs.controlFile("events")]))?.status == 1 })
-            }
-        }
-
         // MARK: defect 4: the size of control and stats
 
         @Test("control and stats: st_size is the length of what a reader reads (tail -n1, head -c, grep, fstat)")
