@@ -312,10 +312,14 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// Set in the handle of a file opened with O_DIRECT (the fd is the low
     /// 32 bits): its writes bypass the page cache, see `write`.
     private static let openedWithODirect: UInt64 = 1 << 32
+    /// Set in the handle of a file whose backing fd has O_APPEND (only
+    /// without the writeback cache, see `backingFlags`): see `write`.
+    private static let backingAppends: UInt64 = 1 << 33
 
     private func opened(fd: Int32, flags: Int32) -> OpenedFile {
         var o = OpenedFile(handle: UInt64(UInt32(bitPattern: fd)))
         if flags & Int32(FFS_O_DIRECT) != 0 { o.handle |= Self.openedWithODirect }
+        if backingFlags(flags) & O_APPEND != 0 { o.handle |= Self.backingAppends }
         o.directIO = options.directIO || flags & Int32(FFS_O_DIRECT) != 0
         o.keepCache = options.aggressiveCaching
         return o
@@ -393,7 +397,17 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 session?.invalidateAttributes(of: node)  // the kernel still caches the old mode
             }
         }
-        let stored = try data.store(to: fd, at: offset)
+        let stored: Int
+        if fromWriteback && handle & Self.backingAppends != 0 {
+            // A page written back (a shared mmap store) belongs at its
+            // offset, but Linux's pwrite on an O_APPEND fd writes at EOF:
+            // store it through a second open of the same file without it.
+            let plain = try withProcPath(fd) { (p) throws(Errno) in try sysCall { Glibc.open(p, O_WRONLY | O_CLOEXEC) } }
+            defer { close(plain) }
+            stored = try data.store(to: plain, at: offset)
+        } else {
+            stored = try data.store(to: fd, at: offset)
+        }
         if handle & Self.openedWithODirect != 0 && !fromWriteback {
             // The kernel dropped the cached pages of this range *before*
             // sending the write; a buffered reader may have read the old

@@ -735,10 +735,8 @@ extension AllMountTests {
                 #expect(sys { msync(map, 8192, MS_SYNC) }.ok)
                 munmap(map, 8192)
                 let backing = try backingBytes(fs, "f")
-                withKnownIssue("faultfs bug: the page is written through the backing fd's O_APPEND, at EOF") {
-                    #expect(backing.count == 10_000, "the store grew the file to \(backing.count) bytes")
-                    #expect(backing.count > 100 && backing[100] == UInt8(ascii: "A"), "the store is not in place")
-                }
+                #expect(backing.count == 10_000, "the store grew the file to \(backing.count) bytes")
+                #expect(backing.count > 100 && backing[100] == UInt8(ascii: "A"), "the store is not in place")
             }
         }
 

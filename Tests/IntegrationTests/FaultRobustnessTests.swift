@@ -177,12 +177,9 @@ private func feedHostileWrites(_ fs: MountedFS, count: Int, seed: UInt64) throws
         if errorLines.contains(where: { $0.count > 1000 }) { overLongEchoes.append(index) }
         if errorLines.contains(where: { $0.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f } }) { rawEchoes.append(index) }
     }
-    // The error echo is bounded and printable. Known to fail until the
-    // bounded, escaped echo (issue 16, H1's branch) is merged: then drop the withKnownIssue.
-    withKnownIssue("the # error echo is not yet bounded and escaped", isIntermittent: true) {
-        #expect(overLongEchoes.isEmpty, "echoed lines over 1,000 characters after writes \(overLongEchoes.prefix(20))")
-        #expect(rawEchoes.isEmpty, "raw control bytes echoed after writes \(rawEchoes.prefix(20))")
-    }
+    // The error echo is bounded and printable.
+    #expect(overLongEchoes.isEmpty, "echoed lines over 1,000 characters after writes \(overLongEchoes.prefix(20))")
+    #expect(rawEchoes.isEmpty, "raw control bytes echoed after writes \(rawEchoes.prefix(20))")
     #expect(refused > count / 2, "\(refused) of \(count) hostile writes refused")
     #expect(fs.isRunning, "the daemon died; log: \(fs.log.suffix(2000))")
     try fs.arm("clear")
