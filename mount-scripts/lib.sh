@@ -2,6 +2,11 @@
 
 # The Debian 12 packages faultfs needs to build, mount and be tested.
 FAULTFS_PACKAGES=(fuse3 libfuse3-dev pkg-config fio sqlite3 attr)
+# What the tests use beyond that (ACL tools, the AIO test program's build, an
+# ext4 reference, the browser that checks the report). mount-scripts/test
+# installs them up front, through apt_install's package-list fallback; a test
+# run on its own still installs what it misses.
+FAULTFS_TEST_PACKAGES=(acl libaio-dev gcc libc6-dev e2fsprogs chromium)
 
 # apt-get install PKG...: waits up to 5 minutes for another apt/dpkg to let go
 # of the lock (saying so), updates the package lists first if they are missing
@@ -17,10 +22,11 @@ apt_install() {
     fi
 }
 
-# Installs whichever of FAULTFS_PACKAGES is missing; quick when none is.
+# Installs whichever of FAULTFS_PACKAGES (and of the packages given as
+# arguments) is missing; quick when none is.
 install_dependencies() {
     local missing=() pkg
-    for pkg in "${FAULTFS_PACKAGES[@]}"; do
+    for pkg in "${FAULTFS_PACKAGES[@]}" "$@"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
     done
     if ((${#missing[@]})); then
