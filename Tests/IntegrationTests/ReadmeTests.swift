@@ -58,6 +58,14 @@ extension AllMountTests {
                 let files = try runCommand("bash", ["-c", "cd \"$0\" && git ls-files -z --cached --others --exclude-standard | tar --null -T - -cf - | tar -xf - -C \"$1\"",
                                                     repositoryRoot, copy], limitSeconds: 300)
                 try #require(files.status == 0 && access(copy + "/mount-scripts/demo", X_OK) == 0, "copying the working tree: \(files)")
+                // SwiftPM leaves lock files named after the build folder in
+                // /tmp (e.g. _tmp_..._demo.X_.build.lock): remove the copy's.
+                defer {
+                    let prefix = copy.replacingOccurrences(of: "/", with: "_") + "_.build"
+                    for name in (try? FileManager.default.contentsOfDirectory(atPath: "/tmp")) ?? [] where name.hasPrefix(prefix) {
+                        unlink("/tmp/" + name)
+                    }
+                }
                 let before = leftoverCandidates()
                 let demo = try runCommand("bash", ["-c", "cd \"$0\" && mount-scripts/demo", copy], limitSeconds: 2400)
                 #expect(demo.status == 0, "\(demo)")
