@@ -69,7 +69,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
             gate.release(ruleID: id)
         case .capacity(let bytes):
             capacity.set(limit: bytes, used: bytes == nil ? 0 : tree.usedBytes())
-            appendEvent(InjectionEvent(timeNs: realtimeNanoseconds(), ruleID: "-", action: "capacity",
+            appendEvent(InjectionEvent(timeNs: realtimeNanoseconds(), ruleID: "-", action: .capacity,
                                        op: .syncwrite, length: bytes ?? -1))
         case .resetCounters:
             stats.reset()
@@ -138,33 +138,33 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         switch decision.action {
         case .fail(let errno):
             counters.failed.add(1, ordering: .relaxed)
-            record(decision.ruleID, "fail", info, details, errno: errno)
+            record(decision.ruleID, .fail, info, details, errno: errno)
             throw Errno(errno)
         case .delay(let nanoseconds):
             counters.delayed.add(1, ordering: .relaxed)
-            record(decision.ruleID, "delay", info, details)
+            record(decision.ruleID, .delay, info, details)
             sleepNanoseconds(nanoseconds)
             return nil
         case .stall(let timeout):
             counters.stalledNow.add(1, ordering: .relaxed)
             counters.stalledTotal.add(1, ordering: .relaxed)
-            record(decision.ruleID, "stall", info, details)
+            record(decision.ruleID, .stall, info, details)
             _ = gate.wait(ruleID: decision.ruleID, ticket: ticket, timeoutNanoseconds: timeout, session: session)
             counters.stalledNow.subtract(1, ordering: .relaxed)
-            record(decision.ruleID, "release", info, details)
+            record(decision.ruleID, .release, info, details)
             return nil
         case .drop:
             counters.dropped.add(1, ordering: .relaxed)
-            record(decision.ruleID, "drop", info, details)
+            record(decision.ruleID, .drop, info, details)
             return decision.action
         case .short:
             counters.shortened.add(1, ordering: .relaxed)
-            record(decision.ruleID, "short", info, details)
+            record(decision.ruleID, .short, info, details)
             return decision.action
         }
     }
 
-    private func record(_ ruleID: String, _ action: String, _ info: RequestInfo, _ details: Details, errno: Int32 = 0) {
+    private func record(_ ruleID: String, _ action: InjectionEvent.Action, _ info: RequestInfo, _ details: Details, errno: Int32 = 0) {
         appendEvent(InjectionEvent(
             timeNs: realtimeNanoseconds(), ruleID: ruleID, action: action, op: info.op, path: details.path(),
             inode: info.inode, offset: info.offset, length: info.length, errno: errno, pid: info.pid,
@@ -176,7 +176,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         stats[op].failed.add(1, ordering: .relaxed)
         let details = Details(tree: tree, paths: paths, node: node, name: nil, pid: caller.pid)
         let info = RequestInfo(op: op, inode: tree.inodeNumber(of: node), offset: Int64(offset), length: length, pid: caller.pid)
-        record("capacity", "fail", info, details, errno: ENOSPC)
+        record("capacity", .fail, info, details, errno: ENOSPC)
         return .ENOSPC
     }
 

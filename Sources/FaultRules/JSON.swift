@@ -39,19 +39,20 @@ public enum JSONValue: Sendable, Equatable {
     public var isNull: Bool { self == .null }
     public var array: [JSONValue]? { if case .array(let a) = self { a } else { nil } }
 
-    /// The number as an Int64: nil if it is not a number, has a fraction or
-    /// exponent, or does not fit.
-    public var int64: Int64? {
+    /// The number as an integer of type `T`: nil if it is not a number, has a
+    /// fraction or exponent, or does not fit.
+    public func integer<T: FixedWidthInteger>(as _: T.Type = T.self) -> T? {
         guard case .number(let text) = self else { return nil }
         let negative = text.hasPrefix("-")
         guard let magnitude = parseUnsigned(negative ? text.dropFirst() : Substring(text)) else { return nil }
-        if negative {
-            guard magnitude <= UInt64(Int64.max) + 1 else { return nil }
-            return magnitude == UInt64(Int64.max) + 1 ? Int64.min : -Int64(magnitude)
-        }
-        guard magnitude <= UInt64(Int64.max) else { return nil }
-        return Int64(magnitude)
+        guard negative else { return T(exactly: magnitude) }
+        // -magnitude, which fits only in a signed type; T.min has no positive twin.
+        guard T.isSigned, magnitude > 0 else { return magnitude == 0 ? 0 : nil }
+        if let positive = T(exactly: magnitude) { return 0 - positive }
+        return T(exactly: magnitude - 1).flatMap { $0 == T.max ? T.min : nil }
     }
+
+    public var int64: Int64? { integer(as: Int64.self) }
 
     /// The number as a Double (any JSON number).
     public var double: Double? {

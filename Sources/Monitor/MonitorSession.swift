@@ -181,7 +181,7 @@ public final class MonitorSession: @unchecked Sendable {
                 let complete = String(decoding: data[...last], as: UTF8.self)
                 data.removeSubrange(...last)
                 for line in complete.split(separator: "\n") {
-                    if let e = InjectionEvent.parse(jsonLine: String(line)) {
+                    if let e = try? InjectionEvent.decode(String(line)) {
                         f.injections += 1
                         f.events.line(EventLog.jsonLine(.injection(e)))
                     }

@@ -168,7 +168,7 @@ extension Derivation {
         var index: [Key: Int] = [:]
         for p in paths.sorted(by: { $0.injection.timeNs < $1.injection.timeNs }) {
             let i = p.injection
-            let key = Key(rule: i.ruleID, action: i.action, op: i.op.name, path: i.pathText, ino: p.kernelIno, errno: i.errno,
+            let key = Key(rule: i.ruleID, action: i.action.name, op: i.op.name, path: i.pathText, ino: p.kernelIno, errno: i.errno,
                           status: p.status, told: p.told.map { ToldKey(task: $0.task, pid: $0.pid, call: $0.call, errno: $0.reportedErrno) })
             if let g = index[key] {
                 groups[g].paths.append(p)

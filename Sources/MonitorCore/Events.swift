@@ -1,6 +1,6 @@
 // Events of a run and their JSON-lines form (events.jsonl). One object per
-// line, always with "kind". Writing is hand-rolled (stable key order, no
-// Foundation); reading uses JSONSerialization.
+// line, always with "kind". Written by hand (stable key order) and read with
+// FaultRules' JSON reader; the injection lines are FaultRules' event codec.
 //
 //   {"kind":"setting","key":"kernel.release","value":"6.18.0"}
 //   {"kind":"workload_start","time_ns":1,"command":"python3 w.py"}
@@ -12,39 +12,19 @@
 //   {"kind":"workload_exit","time_ns":4,"status":"exited 0","code":0}
 
 import FaultRules
-import Foundation
 
-// The injected-fault event is FaultRules' `InjectionEvent` (the fault layer
-// writes it with `jsonLine()`); this file only adds its parser.
+// The injected-fault event is FaultRules' `InjectionEvent`, with its codec
+// (`jsonLine()`, `decode`); this file adds what the report needs of it.
 
 extension InjectionEvent {
-    /// Parses one line written by `InjectionEvent.jsonLine()` (also the
-    /// "injection" lines of events.jsonl, which carry an extra "kind").
-    /// nil when the line is not such an object.
-    public static func parse(jsonLine line: String) -> InjectionEvent? {
-        guard let o = parseJSONObject(line) else { return nil }
-        return parse(object: o)
-    }
-
-    static func parse(object o: [String: Any]) -> InjectionEvent? {
-        guard let t = jsonInt64(o["time_ns"]), let opName = o["op"] as? String,
-              let op = FaultOp.allCases.first(where: { $0.name == opName }) else { return nil }
-        return InjectionEvent(timeNs: t, ruleID: o["rule"] as? String ?? "", action: o["action"] as? String ?? "fail",
-                              op: op, path: o["path"] as? String, inode: UInt64(bitPattern: jsonInt64(o["inode"]) ?? 0),
-                              offset: jsonInt64(o["offset"]) ?? -1, length: jsonInt64(o["length"]) ?? 0,
-                              errno: abs(Int32(truncatingIfNeeded: jsonInt64(o["errno"]) ?? 0)),
-                              pid: Int32(truncatingIfNeeded: jsonInt64(o["pid"]) ?? 0), comm: o["comm"] as? String,
-                              writeback: o["writeback"] as? Bool ?? false)
-    }
-
     /// True for an injected error (a "fail" with an errno): the events the
     /// derivation table follows. Stalls, delays, releases are not errors.
-    public var isError: Bool { errno != 0 && (action == "fail" || action == "short" || action == "drop") }
+    public var isError: Bool { errno != 0 && (action == .fail || action == .short || action == .drop) }
 
     /// Short text for chart markers: "r1 fail EIO", "r2 stall", "release".
     public var markerLabel: String {
-        var parts = [ruleID.isEmpty ? action : ruleID]
-        if !ruleID.isEmpty, action != "fail" { parts.append(action) }
+        var parts = [ruleID.isEmpty ? action.name : ruleID]
+        if !ruleID.isEmpty, action != .fail { parts.append(action.name) }
         if errno != 0 { parts.append(errnoLabel(errno)) }
         return parts.joined(separator: " ")
     }
@@ -133,62 +113,38 @@ public enum EventLog {
 
     /// Reads one line written by `jsonLine`; nil if it is not one.
     public static func parseLine(_ line: String) -> RunEvent? {
-        guard let o = parseJSONObject(line), let kind = o["kind"] as? String else { return nil }
-        let t = jsonInt64(o["time_ns"])
+        guard let o = try? parseJSON(line), let kind = o["kind"]?.string else { return nil }
+        let t = o["time_ns"]?.int64
         switch kind {
         case "setting":
-            guard let k = o["key"] as? String, let v = o["value"] as? String else { return nil }
+            guard let k = o["key"]?.string, let v = o["value"]?.string else { return nil }
             return .setting(Setting(k, v))
         case "workload_start":
             guard let t else { return nil }
-            return .workloadStart(timeNs: t, command: o["command"] as? String ?? "")
+            return .workloadStart(timeNs: t, command: o["command"]?.string ?? "")
         case "workload_exit":
             guard let t else { return nil }
-            return .workloadExit(timeNs: t, status: o["status"] as? String ?? "",
-                                 code: jsonInt64(o["code"]).map { Int32(truncatingIfNeeded: $0) })
+            return .workloadExit(timeNs: t, status: o["status"]?.string ?? "",
+                                 code: o["code"]?.integer(as: Int32.self))
         case "injection":
-            return InjectionEvent.parse(object: o).map { .injection($0) }
+            return (try? InjectionEvent(json: o)).map { .injection($0) }
         case "control":
-            guard let t, let line = o["line"] as? String else { return nil }
-            return .control(timeNs: t, line: line, result: o["result"] as? String ?? "")
+            guard let t, let line = o["line"]?.string else { return nil }
+            return .control(timeNs: t, line: line, result: o["result"]?.string ?? "")
         case "process":
-            guard let t, let pid = jsonInt64(o["pid"]) else { return nil }
-            return .process(timeNs: t, ProcessState(role: o["role"] as? String ?? "", pid: Int32(truncatingIfNeeded: pid),
-                                                    comm: o["comm"] as? String ?? "", state: o["state"] as? String ?? "?",
-                                                    wchan: o["wchan"] as? String))
+            guard let t, let pid = o["pid"]?.integer(as: Int32.self) else { return nil }
+            return .process(timeNs: t, ProcessState(role: o["role"]?.string ?? "", pid: pid,
+                                                    comm: o["comm"]?.string ?? "", state: o["state"]?.string ?? "?",
+                                                    wchan: o["wchan"]?.string))
         case "trace":
-            guard let line = o["line"] as? String, var ev = TraceParser.parse(line) else { return nil }
+            guard let line = o["line"]?.string, var ev = TraceParser.parse(line) else { return nil }
             if let t { ev.timeNs = t }   // the writer may have shifted it onto the run clock
             return .trace(ev)
         case "note":
-            guard let text = o["text"] as? String else { return nil }
+            guard let text = o["text"]?.string else { return nil }
             return .note(timeNs: t, text: text)
         default:
             return nil
         }
     }
-}
-
-// MARK: - JSON reading helpers
-
-func parseJSONObject(_ line: String) -> [String: Any]? {
-    guard let data = line.data(using: .utf8),
-          let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-    return obj
-}
-
-func jsonInt64(_ v: Any?) -> Int64? {
-    guard let v, !(v is NSNull) else { return nil }
-    if let i = v as? Int64 { return i }
-    if let i = v as? Int { return Int64(i) }
-    if let n = v as? NSNumber { return n.int64Value }
-    return nil
-}
-
-func jsonDouble(_ v: Any?) -> Double? {
-    guard let v, !(v is NSNull) else { return nil }
-    if let d = v as? Double { return d }
-    if let i = v as? Int { return Double(i) }
-    if let n = v as? NSNumber { return n.doubleValue }
-    return nil
 }

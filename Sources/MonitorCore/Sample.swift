@@ -197,10 +197,11 @@ public struct SampleSeries: Sendable {
     /// Reads back a line written by `jsonLine`. nulls are treated as absent,
     /// so a writer that prefers nulls is read the same way.
     public static func parseJSONLine(_ line: String) -> Sample? {
-        guard let obj = parseJSONObject(line), let t = jsonInt64(obj["time_ns"]) else { return nil }
+        guard case .object(let members)? = try? parseJSON(line),
+              let t = members.first(where: { $0.key == "time_ns" })?.value.int64 else { return nil }
         var s = Sample(timeNs: t)
-        for (k, v) in obj where k != "time_ns" {
-            if let d = jsonDouble(v) { s.values[k] = d }
+        for (k, v) in members where k != "time_ns" {
+            if let d = v.double { s.values[k] = d }
         }
         return s
     }

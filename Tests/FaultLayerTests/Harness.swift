@@ -167,21 +167,22 @@ struct Event {
     var errno: Int, errnoName: String?, pid: Int, comm: String?, writeback: Bool
 
     init?(json: String, sourceLocation: SourceLocation = #_sourceLocation) {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else {
-            Issue.record("not a JSON object: \(json)", sourceLocation: sourceLocation)
+        let event: InjectionEvent
+        do { event = try InjectionEvent.decode(json) } catch {
+            Issue.record("not an event line (\(error)): \(json)", sourceLocation: sourceLocation)
             return nil
         }
-        rule = object["rule"] as? String ?? ""
-        action = object["action"] as? String ?? ""
-        op = object["op"] as? String ?? ""
-        path = object["path"] as? String
-        offset = object["offset"] as? Int
-        length = object["length"] as? Int ?? -1
-        errno = object["errno"] as? Int ?? -1
-        errnoName = object["errno_name"] as? String
-        pid = object["pid"] as? Int ?? -1
-        comm = object["comm"] as? String
-        writeback = object["writeback"] as? Bool ?? false
+        rule = event.ruleID
+        action = event.action.name
+        op = event.op.name
+        path = event.path
+        offset = event.offset < 0 ? nil : Int(event.offset)
+        length = Int(event.length)
+        errno = Int(event.errno)
+        errnoName = FaultRules.errnoName(event.errno)
+        pid = Int(event.pid)
+        comm = event.comm
+        writeback = event.writeback
     }
 }
 

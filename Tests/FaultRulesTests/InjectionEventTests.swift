@@ -1,16 +1,16 @@
-import FaultRules
+@testable import FaultRules
 import Testing
 
 @Suite struct InjectionEventTests {
     @Test func fullLine() {
-        let event = InjectionEvent(timeNs: 1_700_000_000_000_000_000, ruleID: "r1", action: "fail", op: .writeback,
+        let event = InjectionEvent(timeNs: 1_700_000_000_000_000_000, ruleID: "r1", action: .fail, op: .writeback,
                                    path: "pg_wal/000001", inode: 42, offset: 8192, length: 4096, errno: 28,
                                    pid: 0, comm: nil, writeback: true)
         #expect(event.jsonLine() == #"{"time_ns":1700000000000000000,"rule":"r1","action":"fail","op":"writeback","path":"pg_wal/000001","inode":42,"offset":8192,"length":4096,"errno":28,"errno_name":"ENOSPC","pid":0,"comm":null,"writeback":true}"# + "\n")
     }
 
     @Test func noErrnoNoOffsetNoPath() {
-        let line = InjectionEvent(timeNs: 5, ruleID: "a", action: "release", op: .fsync).jsonLine()
+        let line = InjectionEvent(timeNs: 5, ruleID: "a", action: .release, op: .fsync).jsonLine()
         #expect(line.contains(#""path":null"#))
         #expect(line.contains(#""offset":null"#))
         #expect(line.contains(#""errno":0,"errno_name":null"#))
@@ -20,7 +20,7 @@ import Testing
     }
 
     @Test func escaping() {
-        let event = InjectionEvent(timeNs: 0, ruleID: "r1", action: "delay", op: .copyFileRange,
+        let event = InjectionEvent(timeNs: 0, ruleID: "r1", action: .delay, op: .copyFileRange,
                                    path: "dir/\"quoted\" back\\slash\nnew\tline\u{01}\u{1F}\u{7F}日本/é",
                                    comm: "a\"b")
         let line = event.jsonLine()
@@ -28,5 +28,74 @@ import Testing
         #expect(line.contains(#""comm":"a\"b""#))
         #expect(line.contains(#""op":"copy_file_range""#))
         #expect(line.filter { $0 == "\n" }.count == 1)
+    }
+}
+
+@Suite struct InjectionEventDecodeTests {
+    /// A line as the daemon has written it since the first release.
+    static let written = #"{"time_ns":1700000000000000000,"rule":"r1","action":"fail","op":"writeback","path":"pg_wal/000001","inode":42,"offset":8192,"length":4096,"errno":28,"errno_name":"ENOSPC","pid":0,"comm":null,"writeback":true}"#
+
+    @Test func decodesAWrittenLine() throws {
+        let event = try InjectionEvent.decode(Self.written + "\n")
+        #expect(event == InjectionEvent(timeNs: 1_700_000_000_000_000_000, ruleID: "r1", action: .fail, op: .writeback,
+                                        path: "pg_wal/000001", inode: 42, offset: 8192, length: 4096, errno: 28,
+                                        pid: 0, comm: nil, writeback: true))
+        #expect(event.jsonLine() == Self.written + "\n")
+    }
+
+    @Test func decodesTheMonitorsInjectionLine() throws {
+        let line = #"{"kind":"injection","# + Self.written.dropFirst()
+        #expect(try InjectionEvent.decode(line).errno == 28)
+    }
+
+    @Test(arguments: InjectionEvent.Action.allCases)
+    func roundTripsEveryAction(_ action: InjectionEvent.Action) throws {
+        let event = InjectionEvent(timeNs: -5, ruleID: "a \"b\"", action: action, op: .copyFileRange, path: "dir/ü\n",
+                                   inode: UInt64.max, offset: Int64.max, length: -1, errno: 511, pid: Int32.max,
+                                   comm: "c\u{1}", writeback: false)
+        #expect(try InjectionEvent.decode(event.jsonLine()) == event)
+        #expect(event.jsonLine().contains(#""action":"\#(action.name)""#))
+    }
+
+    @Test func everyRuleActionHasAnEventWord() {
+        let actions: [FaultAction] = [.fail(errno: 5), .delay(nanoseconds: 1), .stall(timeoutNanoseconds: nil), .drop, .short(bytes: nil)]
+        for action in actions { #expect(InjectionEvent.Action(action).name == action.name) }
+    }
+
+    @Test func roundTripsEveryOp() throws {
+        for op in FaultOp.allCases {
+            let event = InjectionEvent(timeNs: 1, ruleID: "r", action: .stall, op: op)
+            #expect(try InjectionEvent.decode(event.jsonLine()) == event)
+        }
+    }
+
+    /// The written line with `old` replaced by `new`: the error it must give.
+    @Test(arguments: [
+        (#""action":"fail""#, #""action":"explode""#, InjectionEventError.badValue("action")),
+        (#""action":"fail""#, #""action":null"#, .badValue("action")),
+        (#""op":"writeback""#, #""op":"martian""#, .badValue("op")),
+        (#","comm":null"#, "", .missingKey("comm")),
+        (#""time_ns":1700000000000000000,"#, "", .missingKey("time_ns")),
+        (#""time_ns":1700000000000000000"#, #""time_ns":1.7e18"#, .badValue("time_ns")),
+        (#""inode":42"#, #""inode":-42"#, .badValue("inode")),
+        (#""offset":8192"#, #""offset":-2"#, .badValue("offset")),
+        (#""offset":8192"#, #""offset":"8192""#, .badValue("offset")),
+        (#""errno":28"#, #""errno":-28"#, .badValue("errno")),
+        (#""pid":0"#, #""pid":2147483648"#, .badValue("pid")),
+        (#""writeback":true"#, #""writeback":1"#, .badValue("writeback")),
+        (#""path":"pg_wal/000001""#, #""path":7"#, .badValue("path")),
+        (#""errno_name":"ENOSPC""#, #""errno_name":28"#, .badValue("errno_name")),
+        (#""rule":"r1""#, #""rule":"r1","extra":1"#, .unknownKey("extra")),
+        (#"{"time_ns""#, #"{"kind":"setting","time_ns""#, .unknownKey("kind")),
+    ])
+    func refuses(_ old: String, _ new: String, _ expected: InjectionEventError) {
+        let text = Self.written.replacingFirst(old, with: new)
+        #expect(text != Self.written)
+        #expect(throws: expected) { try InjectionEvent.decode(text) }
+    }
+
+    @Test(arguments: ["", "not json", "[]", "{}", Self.written + ",", Self.written + Self.written])
+    func refusesBrokenText(_ text: String) {
+        #expect(throws: InjectionEventError.self) { try InjectionEvent.decode(text) }
     }
 }

@@ -1,6 +1,7 @@
 // `faultfs run` for real: a temporary directory, a writer, a fault plan, and
 // what the run folder then holds. Needs root (mount, tracefs). No timed
 // assertions: the plan has times, the checks look at what was recorded.
+import FaultRules
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -8,20 +9,18 @@ import FoundationXML
 import Glibc
 import Testing
 
-/// Samples and events of a run folder, read with Foundation only (this test
-/// target does not link MonitorCore).
+/// Samples and events of a run folder, read with FaultRules' JSON reader and
+/// event codec (this test target does not link MonitorCore).
 private struct RunFolder {
     let path: String
-    var samples: [[String: Any]] = []
-    var events: [[String: Any]] = []
+    var samples: [JSONValue] = []
+    var events: [JSONValue] = []
 
     init(_ path: String) throws {
         self.path = path
-        func objects(_ name: String) throws -> [[String: Any]] {
+        func objects(_ name: String) throws -> [JSONValue] {
             let text = try String(contentsOfFile: path + "/" + name, encoding: .utf8)
-            return text.split(separator: "\n").compactMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-            }
+            return text.split(separator: "\n").compactMap { try? parseJSON(String($0)) }
         }
         samples = try objects("samples.jsonl")
         events = try objects("events.jsonl")
@@ -29,12 +28,15 @@ private struct RunFolder {
 
     func values(_ key: String) -> [(t: Int64, v: Double)] {
         samples.compactMap { s in
-            guard let t = (s["time_ns"] as? NSNumber)?.int64Value, let v = (s[key] as? NSNumber)?.doubleValue else { return nil }
+            guard let t = s["time_ns"]?.int64, let v = s[key]?.double else { return nil }
             return (t, v)
         }
     }
 
-    func events(kind: String) -> [[String: Any]] { events.filter { $0["kind"] as? String == kind } }
+    func events(kind: String) -> [JSONValue] { events.filter { $0["kind"]?.string == kind } }
+
+    /// The injection lines, through the event codec.
+    func injections() throws -> [InjectionEvent] { try events(kind: "injection").map { try InjectionEvent(json: $0) } }
 
     func text(_ name: String) throws -> String { try String(contentsOfFile: path + "/" + name, encoding: .utf8) }
 }
@@ -129,14 +131,14 @@ struct MonitorRunTests {
                 #expect(top - first >= 4 * 1048576, "Dirty went from \(first) to at most \(top)")
             }
             // The fault layer's injections are in events.jsonl.
-            let injections = run.events(kind: "injection")
+            let injections = try run.injections()
             #expect(!injections.isEmpty)
-            #expect(injections.allSatisfy { ($0["errno"] as? NSNumber)?.intValue == 5 && $0["op"] as? String == "writeback" })
-            #expect(run.events(kind: "control").contains { $0["line"] as? String == "fail writeback EIO path=data.bin" && $0["result"] as? String == "ok" })
+            #expect(injections.allSatisfy { $0.errno == 5 && $0.op == .writeback && $0.action == .fail })
+            #expect(run.events(kind: "control").contains { $0["line"]?.string == "fail writeback EIO path=data.bin" && $0["result"]?.string == "ok" })
             #expect(run.events(kind: "workload_exit").count == 1)
 
             // tracefs is available on this machine: the writer's fsync was told.
-            let traced = run.events.contains { $0["kind"] as? String == "setting" && $0["key"] as? String == "trace.available" && $0["value"] as? String == "1" }
+            let traced = run.events.contains { $0["kind"]?.string == "setting" && $0["key"]?.string == "trace.available" && $0["value"]?.string == "1" }
             #expect(traced, "tracefs should be available here")
             let summary = try run.text("summary.txt")
             #expect(summary.contains("told: thread python3["), "\(summary)")
@@ -185,9 +187,9 @@ struct MonitorRunTests {
 
             let run = try RunFolder(out)
             let controls = run.events(kind: "control")
-            let stallAt = try #require(controls.first { ($0["line"] as? String)?.hasPrefix("stall") == true }?["time_ns"] as? NSNumber).int64Value
-            let releaseAt = try #require(controls.first { $0["line"] as? String == "clear" }?["time_ns"] as? NSNumber).int64Value
-            #expect(controls.allSatisfy { $0["result"] as? String == "ok" })
+            let stallAt = try #require(controls.first { $0["line"]?.string?.hasPrefix("stall") == true }?["time_ns"]?.int64)
+            let releaseAt = try #require(controls.first { $0["line"]?.string == "clear" }?["time_ns"]?.int64)
+            #expect(controls.allSatisfy { $0["result"]?.string == "ok" })
 
             // The mount's own in-flight pages (dirty + writeback) against its threshold.
             let reclaimable = Dictionary(run.values("bdi.reclaimable_bytes").map { ($0.t, $0.v) }, uniquingKeysWith: { a, _ in a })

@@ -15,7 +15,7 @@ import FaultRules
         line(task, pid, t, "file_check_and_advance_wb_err", "file=\(file) dev=0:39 ino=\(ino) old=\(old) new=\(new)")
     }
     func inj(_ sec: Double, ino: UInt64, errno: Int32 = 5) -> InjectionEvent {
-        InjectionEvent(timeNs: Int64((sec * 1e9).rounded()), ruleID: "r1", action: "fail", op: .writeback, path: "/f", inode: ino, errno: errno)
+        InjectionEvent(timeNs: Int64((sec * 1e9).rounded()), ruleID: "r1", action: .fail, op: .writeback, path: "/f", inode: ino, errno: errno)
     }
 
     @Test func fixtureTraceToldOncePerReport() throws {
@@ -23,7 +23,7 @@ import FaultRules
         // Injections just before each failed FUSE_WRITE reply in the fixture.
         let injections = events.compactMap { e -> InjectionEvent? in
             guard case .fuseRequestEnd(let r) = e.payload, r.error == -5 else { return nil }
-            return InjectionEvent(timeNs: e.timeNs - 1_000, ruleID: "r1", action: "fail", op: .writeback, path: "/mnt/f", inode: 0xf780a2, errno: 5)
+            return InjectionEvent(timeNs: e.timeNs - 1_000, ruleID: "r1", action: .fail, op: .writeback, path: "/mnt/f", inode: 0xf780a2, errno: 5)
         }
         #expect(injections.count == 8)
         let paths = Derivation.errorPaths(injections: injections, traceEvents: events, mountDevice: dev)

@@ -84,10 +84,10 @@ import Testing
 
 @Suite struct InjectionEventLineTests {
     @Test func parsesTheFaultLayersOwnLine() throws {
-        let e = InjectionEvent(timeNs: 1_795_969_217_163_457_091, ruleID: "r1", action: "fail", op: .writeback,
+        let e = InjectionEvent(timeNs: 1_795_969_217_163_457_091, ruleID: "r1", action: .fail, op: .writeback,
                                path: "db/x \"1\".wal", inode: 16_220_322, offset: 4096, length: 65536, errno: 28,
                                pid: 0, comm: nil, writeback: true)
-        let back = try #require(InjectionEvent.parse(jsonLine: e.jsonLine()))
+        let back = try InjectionEvent.decode(e.jsonLine())
         #expect(back == e)
         #expect(back.isError)
         #expect(back.markerLabel == "r1 ENOSPC")
@@ -98,8 +98,8 @@ import Testing
     }
 
     @Test func stallsAndReleasesAreNotErrors() throws {
-        let stall = InjectionEvent(timeNs: 5, ruleID: "s", action: "stall", op: .writeback, inode: 7)
-        let back = try #require(InjectionEvent.parse(jsonLine: stall.jsonLine()))
+        let stall = InjectionEvent(timeNs: 5, ruleID: "s", action: .stall, op: .writeback, inode: 7)
+        let back = try InjectionEvent.decode(stall.jsonLine())
         #expect(back.path == nil && back.offset == -1 && back.comm == nil)
         #expect(!back.isError)
         #expect(back.markerLabel == "s stall")
@@ -108,9 +108,9 @@ import Testing
     }
 
     @Test func rejectsOtherLines() {
-        #expect(InjectionEvent.parse(jsonLine: "{\"time_ns\":1,\"op\":\"martian\"}") == nil)
-        #expect(InjectionEvent.parse(jsonLine: "{\"op\":\"writeback\"}") == nil)
-        #expect(InjectionEvent.parse(jsonLine: "not json") == nil)
+        #expect((try? InjectionEvent.decode("{\"time_ns\":1,\"op\":\"martian\"}")) == nil)
+        #expect((try? InjectionEvent.decode("{\"op\":\"writeback\"}")) == nil)
+        #expect((try? InjectionEvent.decode("not json")) == nil)
     }
 }
 

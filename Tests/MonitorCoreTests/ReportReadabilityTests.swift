@@ -113,9 +113,9 @@ struct XorShift {
     @Test func theDemosPlanArmsTwoRules() {
         let controls = [step(0.1, "fail writeback ENOSPC path=demo.dat"), step(2.1, "clear"), step(2.1, "stall writeback path=stall.dat"),
                         step(12, "clear"), step(12, "release")]
-        let injections = (0..<8).map { InjectionEvent(timeNs: 1_000_000_000 + Int64($0), ruleID: "r1", action: "fail", op: .writeback, errno: ENOSPC) }
-            + (0..<3).map { InjectionEvent(timeNs: 3_000_000_000 + Int64($0), ruleID: "r2", action: "stall", op: .writeback) }
-            + [InjectionEvent(timeNs: 12_000_000_001, ruleID: "r2", action: "release", op: .writeback)]
+        let injections = (0..<8).map { InjectionEvent(timeNs: 1_000_000_000 + Int64($0), ruleID: "r1", action: .fail, op: .writeback, errno: ENOSPC) }
+            + (0..<3).map { InjectionEvent(timeNs: 3_000_000_000 + Int64($0), ruleID: "r2", action: .stall, op: .writeback) }
+            + [InjectionEvent(timeNs: 12_000_000_001, ruleID: "r2", action: .release, op: .writeback)]
         let armed = ArmedRules.timeline(controls: controls, injections: injections)
         #expect(armed.map(\.id) == ["r1", "r2"])
         #expect(armed[0] == ArmedRule(id: "r1", text: "fail writeback ENOSPC path=demo.dat", armedNs: 100_000_000,
@@ -174,7 +174,7 @@ struct XorShift {
     }
 
     @Test func differentErrnosOrFilesAreDifferentRows() {
-        let i1 = InjectionEvent(timeNs: 1, ruleID: "r1", action: "fail", op: .writeback, path: "a", inode: 1, errno: EIO)
+        let i1 = InjectionEvent(timeNs: 1, ruleID: "r1", action: .fail, op: .writeback, path: "a", inode: 1, errno: EIO)
         var i2 = i1; i2.timeNs = 2
         var i3 = i1; i3.timeNs = 3; i3.errno = ENOSPC
         var i4 = i1; i4.timeNs = 4; i4.path = "b"; i4.inode = 2

@@ -48,7 +48,7 @@ func syntheticRun(samples n: Int = 6000, rule: String = "writeback path=/data/*.
     }
     for k in 0..<30 {
         let t = t0 + Int64(k) * 20_000_000_000 + 1_000
-        run.injections.append(InjectionEvent(timeNs: t, ruleID: "r1", action: "fail", op: .writeback, path: "/data/x.db", inode: 0x10, errno: 5))
+        run.injections.append(InjectionEvent(timeNs: t, ruleID: "r1", action: .fail, op: .writeback, path: "/data/x.db", inode: 0x10, errno: 5))
         run.traceEvents.append(TraceParser.parse("pll2-100 [000] ..... \(tsString(t + 500_000)): filemap_set_wb_err: dev=0:39 ino=0x10 errseq=0x5")!)
         run.traceEvents.append(TraceParser.parse("dd-300 [001] ..... \(tsString(t + 700_000)): balance_dirty_pages: bdi 0:39: limit=1 setpoint=1 dirty=1 bdi_setpoint=1 bdi_dirty=1 dirty_ratelimit=1 task_ratelimit=0 dirtied=1 dirtied_pause=1 paused=0 pause=\(k * 10) period=200 think=0 cgroup_ino=1")!)
         if k < 29 {   // the last one is never fsync'ed
@@ -133,7 +133,7 @@ func tsString(_ ns: Int64) -> String {
 
     @Test func degradedRunStillRenders() {
         var run = RunData(samples: [Sample(timeNs: 0, values: [Metric.dirty: 1]), Sample(timeNs: 100_000_000)],
-                          injections: [InjectionEvent(timeNs: 50, ruleID: "r1", action: "fail", op: .writeback, path: "/f", inode: 1, errno: 5)],
+                          injections: [InjectionEvent(timeNs: 50, ruleID: "r1", action: .fail, op: .writeback, path: "/f", inode: 1, errno: 5)],
                           traceAvailable: false)
         run.notes.append("debugfs not mounted")
         let html = renderHTML(run: run)

@@ -78,7 +78,7 @@ import FaultRules
         let events: [RunEvent] = [
             .setting(Setting("rule.r1", "writeback \"x\" <&> EIO")),
             .workloadStart(timeNs: 1, command: "python3 -c 'print(1)'\n"),
-            .injection(InjectionEvent(timeNs: 2, ruleID: "r1", action: "fail", op: .writeback, path: "/a b", inode: 0xf780a2, errno: 5)),
+            .injection(InjectionEvent(timeNs: 2, ruleID: "r1", action: .fail, op: .writeback, path: "/a b", inode: 0xf780a2, errno: 5)),
             .trace(shifted),
             .note(timeNs: nil, text: "tracefs: \u{1} odd"),
             .note(timeNs: 7, text: "x"),
