@@ -1,6 +1,9 @@
 // Numbers with units: durations (`200ms`, `1.5s`) and sizes (`64M`, `2GiB`),
-// parsed and rendered. Arithmetic is exact integer arithmetic, so a value
-// survives a render/parse round trip unchanged.
+// parsed and rendered. The project's one grammar for them: the control
+// language, plans, and the command line (`--at`, `--after-bytes`,
+// `--interval`, `--memory-limit`) all parse here. No white space, no sign, no
+// exponent. Arithmetic is exact integer arithmetic, so a value survives a
+// render/parse round trip unchanged.
 
 private let nanosecondsPerUnit: [(unit: String, ns: UInt64)] = [
     ("h", 3_600_000_000_000), ("m", 60_000_000_000), ("s", 1_000_000_000),
@@ -13,19 +16,21 @@ private let bytesPerUnit: [(unit: String, bytes: Int64)] = [
 
 /// A duration in nanoseconds: a decimal number and a unit, `ns`, `us`, `ms`,
 /// `s`, `m` (minutes) or `h` (`200ms`, `1.5s`, `100us`, `1m`).
-/// Nil if malformed, without a unit, finer than a nanosecond, or too large.
-public func parseDuration(_ s: Substring) -> UInt64? {
-    let (number, unit) = splitNumber(s)
-    guard let unitNs = nanosecondsPerUnit.first(where: { $0.unit == unit.lowercased() })?.ns else { return nil }
-    return scaleExactly(number, by: unitNs)
+/// Nil if malformed, without a unit, finer than a nanosecond, or beyond
+/// Int64.max nanoseconds (292 years: so every clock can hold it).
+public func parseDuration(_ text: some StringProtocol) -> UInt64? {
+    let (number, unit) = splitNumber(Substring(text))
+    guard let unitNs = nanosecondsPerUnit.first(where: { $0.unit == unit.lowercased() })?.ns,
+          let ns = scaleExactly(number, by: unitNs), ns <= UInt64(Int64.max) else { return nil }
+    return ns
 }
 
 /// A byte count: a decimal number, optionally followed by a binary unit
 /// `K`, `M`, `G` or `T` (also written `KB`/`KiB`...), or `B` for bytes;
 /// case-insensitive (`4096`, `512K`, `1.5G`, `2GiB`). Nil if malformed, not
 /// a whole number of bytes, or beyond Int64.
-public func parseSize(_ s: Substring) -> Int64? {
-    let (number, unitText) = splitNumber(s)
+public func parseSize(_ text: some StringProtocol) -> Int64? {
+    let (number, unitText) = splitNumber(Substring(text))
     var unit = unitText.lowercased()
     if unit.hasSuffix("ib") {
         unit.removeLast(2)

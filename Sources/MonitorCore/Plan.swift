@@ -137,27 +137,15 @@ public enum Plan {
     static func trigger(_ kind: Substring, _ value: String) throws(PlanError) -> PlanTrigger {
         switch kind {
         case "at":
-            guard let ns = parseSeconds(value) else { throw PlanError("bad time '\(value)' (examples: 2s, 500ms, 1.5s, 1m)") }
-            return .at(ns)
+            guard let ns = parseDuration(value) else { throw PlanError("bad time '\(value)' (examples: 2s, 500ms, 1.5s, 1m)") }
+            return .at(Int64(ns))
         case "after-bytes":
-            guard let b = parseBytes(value) else { throw PlanError("bad size '\(value)' (examples: 4096, 64M, 1G)") }
+            guard let b = parseSize(value) else { throw PlanError("bad size '\(value)' (examples: 4096, 64M, 1G)") }
             return .afterBytes(b)
         default:
             guard (try? Regex(value)) != nil else { throw PlanError("bad regular expression '\(value)'") }
             return .outputMatches(value)
         }
-    }
-
-    /// A duration in the control language's grammar ("2s", "500ms", "1.5s",
-    /// "1m", "250us"; a unit is required) → ns.
-    public static func parseSeconds(_ text: String) -> Int64? {
-        parseDuration(Substring(text.trimmingSpaces())).flatMap { Int64(exactly: $0) }
-    }
-
-    /// A size in the control language's grammar ("4096", "64K", "1.5G",
-    /// "64MiB"; powers of 1024) → bytes.
-    public static func parseBytes(_ text: String) -> Int64? {
-        parseSize(Substring(text.trimmingSpaces()))
     }
 }
 

@@ -2,13 +2,14 @@
 // hidden `faultfs demo-writer`): argument parsing only; the work is in the
 // Monitor module.
 import ArgumentParser
+import FaultRules
 import Glibc
 import Monitor
 import MonitorCore
 
-/// "100ms", "1s" → ns, for --interval and --duration.
+/// "100ms", "1s" → ns, for --interval and --duration (the control language's grammar).
 private func duration(_ text: String, _ option: String) throws -> Int64 {
-    guard let ns = Plan.parseSeconds(text), ns > 0 else {
+    guard let ns = parseDuration(text).map(Int64.init), ns > 0 else {
         throw ValidationError("\(option) \(text): expected a duration such as 100ms, 1s, 2.5s")
     }
     return ns
@@ -132,7 +133,7 @@ struct RunCommand: ParsableCommand {
             }
         } catch let e as PlanError { throw ValidationError(e.description) }
         if let m = memoryLimit {
-            guard let b = Plan.parseBytes(m), b > 0 else { throw ValidationError("--memory-limit \(m): expected a size such as 256M") }
+            guard let b = parseSize(m), b > 0 else { throw ValidationError("--memory-limit \(m): expected a size such as 256M") }
             o.memoryLimit = b
         }
         var status: Int32 = 1

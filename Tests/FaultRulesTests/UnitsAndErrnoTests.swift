@@ -130,3 +130,52 @@ import Testing
         #expect(PathGlob(pattern) == nil)
     }
 }
+
+/// The one grammar of durations and sizes (control language, plans, command
+/// line): every accepted form with its value, and every refused form.
+@Suite struct UnitsGrammarTests {
+    static let durations: [(String, UInt64)] = [
+        ("1ns", 1), ("1us", 1_000), ("1ms", 1_000_000), ("1s", 1_000_000_000), ("1m", 60_000_000_000),
+        ("1h", 3_600_000_000_000), ("1NS", 1), ("1Us", 1_000), ("1mS", 1_000_000), ("1S", 1_000_000_000), ("1M", 60_000_000_000),
+        ("1H", 3_600_000_000_000), ("0s", 0), ("00s", 0), ("007ms", 7_000_000), ("1.s", 1_000_000_000), (".5s", 500_000_000),
+        ("0.001s", 1_000_000), ("1.5us", 1_500), ("2.500000000s", 2_500_000_000), ("0.000000001s", 1),
+        ("9223372036854775807ns", UInt64(Int64.max)), ("2562047h", 2_562_047 * 3_600_000_000_000),
+    ]
+
+    @Test(arguments: durations)
+    func acceptedDurations(_ text: String, _ ns: UInt64) {
+        #expect(parseDuration(text) == ns)
+        #expect(parseDuration(text[...]) == ns)
+    }
+
+    @Test(arguments: [
+        "", " ", "s", ".", ".s", "1", "1.5", "1 s", " 1s", "1s ", "1s\n", "+1s", "-1s", "1e3ms", "0x10s", "1_000ms", "1,5s",
+        "1.2.3s", "1..2s", "1sec", "1min", "1d", "1mss", "1ss", "1ms1", "1.5ns", "0.0000000001s", "9223372036854775808ns",
+        "2562048h", "99999999999999999999ns", "١s", "1µs", "½s",
+    ])
+    func refusedDurations(_ text: String) {
+        #expect(parseDuration(text) == nil)
+    }
+
+    static let sizes: [(String, Int64)] = [
+        ("0", 0), ("512", 512), ("512b", 512), ("512B", 512), ("1k", 1024), ("1K", 1024), ("1kb", 1024), ("1KB", 1024),
+        ("1KiB", 1024), ("1kib", 1024), ("1m", 1 << 20), ("1MiB", 1 << 20), ("1g", 1 << 30), ("1GB", 1 << 30), ("1t", 1 << 40),
+        ("1TiB", 1 << 40), ("1.5G", 3 << 29), ("0.5k", 512), (".5K", 512), ("1.", 1), ("2.0", 2), ("1.000G", 1 << 30),
+        ("9223372036854775807", Int64.max), ("8388607T", 8_388_607 << 40), ("007K", 7 << 10),
+    ]
+
+    @Test(arguments: sizes)
+    func acceptedSizes(_ text: String, _ bytes: Int64) {
+        #expect(parseSize(text) == bytes)
+        #expect(parseSize(text[...]) == bytes)
+    }
+
+    @Test(arguments: [
+        "", " ", "K", "B", "iB", "1iB", ".", ".K", "1.5", "0.3K", "1 K", " 1K", "1K ", "+1K", "-1K", "1e3", "0x10", "1_024",
+        "1,5G", "1.2.3M", "1E", "1P", "1KK", "1kbb", "1KiBB", "1Ki", "1bit", "9223372036854775808", "8388608T",
+        "99999999999999999999", "١K",
+    ])
+    func refusedSizes(_ text: String) {
+        #expect(parseSize(text) == nil)
+    }
+}

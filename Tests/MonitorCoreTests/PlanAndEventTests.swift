@@ -64,19 +64,24 @@ import Testing
         #expect((try? Plan.parse("at 1s: clear NOSUCHID"))?.count == 1)
     }
 
-    @Test func units() {
-        #expect(Plan.parseSeconds("100ms") == 100_000_000)
-        #expect(Plan.parseSeconds("1.5s") == 1_500_000_000)
-        #expect(Plan.parseSeconds("2") == nil, "a duration needs its unit, as in the control language")
-        #expect(Plan.parseSeconds("0.5m") == 30_000_000_000)
-        #expect(Plan.parseBytes("1.5G") == 3 << 29)
-        #expect(Plan.parseSeconds("1m") == 60_000_000_000)
-        #expect(Plan.parseSeconds("-1s") == nil)
-        #expect(Plan.parseBytes("64M") == 64 << 20)
-        #expect(Plan.parseBytes("64MiB") == 64 << 20)
-        #expect(Plan.parseBytes("4096") == 4096)
-        #expect(Plan.parseBytes("1g") == 1 << 30)
-        #expect(Plan.parseBytes("x") == nil)
+    /// Triggers use FaultRules' one grammar: what the control language
+    /// accepts, nothing more (UnitsTests has every form).
+    @Test func triggersUseTheControlLanguagesUnits() throws {
+        func trigger(_ option: String, _ value: String) -> PlanTrigger? {
+            (try? Plan.fromArguments(["--fault", "release", option, value]))?.first?.trigger
+        }
+        #expect(trigger("--at", "100ms") == .at(100_000_000))
+        #expect(trigger("--at", "1.5s") == .at(1_500_000_000))
+        #expect(trigger("--at", "0.5m") == .at(30_000_000_000))
+        #expect(trigger("--at", "2") == nil, "a duration needs its unit, as in the control language")
+        #expect(trigger("--at", "-1s") == nil)
+        #expect(trigger("--at", " 2s") == nil && trigger("--at", "2s ") == nil, "no white space, as in the control language")
+        #expect(trigger("--after-bytes", "1.5G") == .afterBytes(3 << 29))
+        #expect(trigger("--after-bytes", "64MiB") == .afterBytes(64 << 20))
+        #expect(trigger("--after-bytes", "4096") == .afterBytes(4096))
+        #expect(trigger("--after-bytes", "x") == nil)
+        // In a plan file, the spaces around the value belong to the line's syntax.
+        #expect(try Plan.parse("at  2s : release") == [PlanStep(.at(2_000_000_000), "release")])
         #expect(formatSeconds(2_000_000_000) == "2s")
         #expect(formatSeconds(250_000_000) == "250ms")
     }
