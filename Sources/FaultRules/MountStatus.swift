@@ -38,6 +38,12 @@ public struct MountStatus: Sendable, Equatable {
         self.capacity = capacity
     }
 
+    /// Where a mount's daemon serves its status: `MOUNT/.faultfs/status`, or
+    /// under the name given with `-o control=NAME`.
+    public static func path(mountPoint: String, controlDirectory: String = ".faultfs") -> String {
+        (mountPoint.hasSuffix("/") ? mountPoint : mountPoint + "/") + controlDirectory + "/status"
+    }
+
     /// The status line, with its "\n".
     public func encoded() -> String {
         let capacityText: String

@@ -266,9 +266,18 @@ public enum Runner {
         return "\(dir) stayed busy: detached lazily"
     }
 
-    /// The daemon serving `mountpoint`: a faultfs started with --ready-fd
-    /// whose last argument is the mount point.
+    /// The daemon serving `mountpoint`, as its status file says.
     static func findDaemon(mountpoint: String) -> pid_t? {
+        if let text = Sys.read(MountStatus.path(mountPoint: mountpoint)), let status = try? MountStatus.decode(text) {
+            return status.pid
+        }
+        return legacyDaemonPID(mountpoint: mountpoint)
+    }
+
+    /// Remove when status lands: the daemon publishes its pid in
+    /// `.faultfs/status` now, this scan is for a daemon that does not yet.
+    /// A faultfs started with --ready-fd whose last argument is the mount point.
+    static func legacyDaemonPID(mountpoint: String) -> pid_t? {
         guard let d = opendir("/proc") else { return nil }
         defer { closedir(d) }
         while let e = readdir(d) {

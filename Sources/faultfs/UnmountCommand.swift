@@ -1,6 +1,7 @@
 // `faultfs umount`: unmount a faultfs mount, including one whose daemon died
 // (every access then fails with ENOTCONN, "Transport endpoint is not connected").
 import ArgumentParser
+import FaultRules
 import Glibc
 
 struct UnmountCommand: ParsableCommand {
@@ -11,6 +12,9 @@ struct UnmountCommand: ParsableCommand {
 
     @Flag(name: [.short, .long], help: "Detach now even if busy (MNT_DETACH); the file system goes away once no longer used.")
     var lazy = false
+
+    @Option(help: "The control directory's name (-o control=NAME at mount), where the daemon's status is.")
+    var control = ".faultfs"
 
     @Argument(help: "The faultfs mount point.")
     var mountpoint: String
@@ -30,7 +34,7 @@ struct UnmountCommand: ParsableCommand {
         }
 
         // Found before unmounting: afterwards nothing ties it to the path.
-        let daemons = Self.daemons(servingAt: path)
+        let daemons = Self.daemons(servingAt: path, controlDirectory: control)
         if lazy {
             try detach(path)
             // The daemon sees the mount leave the table and lets held
@@ -67,10 +71,23 @@ struct UnmountCommand: ParsableCommand {
         }
     }
 
+    /// The daemon serving the mount at `path`, as its status file says; none
+    /// when the daemon is dead (the file cannot be read then).
+    static func daemons(servingAt path: String, controlDirectory: String) -> [pid_t] {
+        let statusPath = MountStatus.path(mountPoint: path, controlDirectory: controlDirectory)
+        if let text = readTextFile(statusPath) {
+            do { return [try MountStatus.decode(text).pid] } catch {
+                printError("faultfs: \(statusPath): \(error)")
+            }
+        }
+        return legacyDaemonPID(servingAt: path)
+    }
+
+    /// Remove when status lands: the daemon publishes its pid in
+    /// `.faultfs/status` now, this scan is for a daemon that does not yet.
     /// faultfs processes that hold /dev/fuse and whose command line ends with
-    /// `path` (`Daemon.startAndWait` passes canonical paths). The daemon's pid
-    /// is recorded nowhere else.
-    static func daemons(servingAt path: String) -> [pid_t] {
+    /// `path` (`Daemon.startAndWait` passes canonical paths).
+    static func legacyDaemonPID(servingAt path: String) -> [pid_t] {
         guard let dir = opendir("/proc") else { return [] }
         defer { closedir(dir) }
         var found: [pid_t] = []
