@@ -90,76 +90,28 @@ public struct InjectionEvent: Sendable, Equatable {
     /// Reads one line written by `jsonLine()`. Strict: every key must be
     /// there with its type; the only other key allowed is `kind` with
     /// "injection" (the monitor's events.jsonl adds it in front).
-    public static func decode(_ line: String) throws(InjectionEventError) -> InjectionEvent {
-        let value: JSONValue
-        do { value = try parseJSON(line) } catch { throw .notJSON(error) }
-        return try InjectionEvent(json: value)
+    public static func decode(_ line: String) throws(JSONRecordError) -> InjectionEvent {
+        try InjectionEvent(json: JSONRecord(parsing: line))
     }
 
     /// Reads an already parsed line (see `decode`).
-    public init(json value: JSONValue) throws(InjectionEventError) {
-        guard case .object(let members) = value else { throw .notAnObject }
-        for member in members where !Self.keys.contains(member.key) {
-            guard member.key == "kind", member.value.string == "injection" else { throw .unknownKey(member.key) }
-        }
-        func field(_ key: String) throws(InjectionEventError) -> JSONValue {
-            guard let v = value[key] else { throw .missingKey(key) }
-            return v
-        }
-        func string(_ key: String) throws(InjectionEventError) -> String {
-            guard let s = try field(key).string else { throw .badValue(key) }
-            return s
-        }
-        /// A string or null.
-        func optionalString(_ key: String) throws(InjectionEventError) -> String? {
-            let v = try field(key)
-            if v.isNull { return nil }
-            guard let s = v.string else { throw .badValue(key) }
-            return s
-        }
-        func integer<T: FixedWidthInteger>(_ key: String, _: T.Type, minimum: T = 0) throws(InjectionEventError) -> T {
-            guard let n = try field(key).integer(as: T.self), n >= minimum else { throw .badValue(key) }
-            return n
-        }
-
-        guard let action = Action(rawValue: try string("action")) else { throw .badValue("action") }
-        let opName = try string("op")
-        guard let op = FaultOp.allCases.first(where: { $0.name == opName }) else { throw .badValue("op") }
-        let offsetValue = try field("offset")
-        let offset: Int64
-        if offsetValue.isNull {
-            offset = -1
-        } else {
-            guard let n = offsetValue.int64, n >= 0 else { throw .badValue("offset") }
-            offset = n
-        }
-        _ = try optionalString("errno_name") // derived from errno; checked for its type only
-        guard let writeback = try field("writeback").bool else { throw .badValue("writeback") }
-
-        self.init(timeNs: try integer("time_ns", Int64.self, minimum: Int64.min), ruleID: try string("rule"),
-                  action: action, op: op, path: try optionalString("path"), inode: try integer("inode", UInt64.self),
-                  offset: offset, length: try integer("length", Int64.self, minimum: -1),
-                  errno: try integer("errno", Int32.self), pid: try integer("pid", Int32.self),
-                  comm: try optionalString("comm"), writeback: writeback)
+    public init(json value: JSONValue) throws(JSONRecordError) {
+        try self.init(json: JSONRecord(value))
     }
-}
 
-/// Why a line is not an event line.
-public enum InjectionEventError: Error, Sendable, Equatable, CustomStringConvertible {
-    case notJSON(JSONError)
-    case notAnObject
-    case missingKey(String)
-    case unknownKey(String)
-    /// The key is there with the wrong type or an out-of-range value.
-    case badValue(String)
+    init(json r: JSONRecord) throws(JSONRecordError) {
+        try r.refuseOtherKeys(than: Self.keys, allowing: { $0 == "kind" && $1.string == "injection" })
+        guard let action = Action(rawValue: try r.string("action")) else { throw .badValue("action") }
+        let opName = try r.string("op")
+        guard let op = FaultOp.allCases.first(where: { $0.name == opName }) else { throw .badValue("op") }
+        let offset: Int64 = try r.value("offset").isNull ? -1 : r.integer("offset", in: 0...Int64.max)
+        _ = try r.optionalString("errno_name") // derived from errno; checked for its type only
 
-    public var description: String {
-        switch self {
-        case .notJSON(let e): "event is not JSON: \(e)"
-        case .notAnObject: "event is not a JSON object"
-        case .missingKey(let k): "event has no \"\(k)\""
-        case .unknownKey(let k): "event has an unknown key \"\(k)\""
-        case .badValue(let k): "event has a bad value for \"\(k)\""
-        }
+        self.init(timeNs: try r.integer("time_ns", in: Int64.min...Int64.max), ruleID: try r.string("rule"),
+                  action: action, op: op, path: try r.optionalString("path"),
+                  inode: try r.integer("inode", in: 0...UInt64.max), offset: offset,
+                  length: try r.integer("length", in: -1...Int64.max), errno: try r.integer("errno", in: 0...Int32.max),
+                  pid: try r.integer("pid", in: 0...Int32.max), comm: try r.optionalString("comm"),
+                  writeback: try r.bool("writeback"))
     }
 }

@@ -249,6 +249,101 @@ private struct JSONReader {
     }
 }
 
+/// Why a text is not the record (an event line, a status line) its decoder
+/// reads. Keys of nested objects are named with a dot ("capacity.limit").
+public enum JSONRecordError: Error, Sendable, Equatable, CustomStringConvertible {
+    case notJSON(JSONError)
+    case notAnObject
+    case missingKey(String)
+    case unknownKey(String)
+    /// The key is there with the wrong type or an out-of-range value.
+    case badValue(String)
+
+    public var description: String {
+        switch self {
+        case .notJSON(let e): "not JSON: \(e)"
+        case .notAnObject: "not a JSON object"
+        case .missingKey(let k): "no \"\(k)\""
+        case .unknownKey(let k): "unknown key \"\(k)\""
+        case .badValue(let k): "bad value for \"\(k)\""
+        }
+    }
+}
+
+/// A JSON object read as a record: typed reads of its members, each
+/// throwing `JSONRecordError` that names the key.
+public struct JSONRecord {
+    public let members: [(key: String, value: JSONValue)]
+    /// Prepended to keys in errors: "capacity." inside "capacity".
+    private let keyPrefix: String
+
+    public init(_ value: JSONValue, keyPrefix: String = "") throws(JSONRecordError) {
+        guard case .object(let members) = value else {
+            throw keyPrefix.isEmpty ? .notAnObject : .badValue(String(keyPrefix.dropLast()))
+        }
+        self.members = members
+        self.keyPrefix = keyPrefix
+    }
+
+    public init(parsing text: String) throws(JSONRecordError) {
+        let value: JSONValue
+        do { value = try parseJSON(text) } catch { throw .notJSON(error) }
+        try self.init(value)
+    }
+
+    /// Refuses any key outside `known`, unless `allowed` accepts the member.
+    public func refuseOtherKeys(than known: [String],
+                                allowing allowed: (String, JSONValue) -> Bool = { _, _ in false }) throws(JSONRecordError) {
+        if let other = members.first(where: { !known.contains($0.key) && !allowed($0.key, $0.value) }) {
+            throw .unknownKey(keyPrefix + other.key)
+        }
+    }
+
+    public func value(_ key: String) throws(JSONRecordError) -> JSONValue {
+        guard let member = members.first(where: { $0.key == key }) else { throw .missingKey(keyPrefix + key) }
+        return member.value
+    }
+
+    public func string(_ key: String) throws(JSONRecordError) -> String {
+        guard let s = try value(key).string else { throw .badValue(keyPrefix + key) }
+        return s
+    }
+
+    /// A string or null.
+    public func optionalString(_ key: String) throws(JSONRecordError) -> String? {
+        let v = try value(key)
+        if v.isNull { return nil }
+        guard let s = v.string else { throw .badValue(keyPrefix + key) }
+        return s
+    }
+
+    public func strings(_ key: String) throws(JSONRecordError) -> [String] {
+        guard let array = try value(key).array else { throw .badValue(keyPrefix + key) }
+        var out: [String] = []
+        for element in array {
+            guard let s = element.string else { throw .badValue(keyPrefix + key) }
+            out.append(s)
+        }
+        return out
+    }
+
+    public func bool(_ key: String) throws(JSONRecordError) -> Bool {
+        guard let b = try value(key).bool else { throw .badValue(keyPrefix + key) }
+        return b
+    }
+
+    /// A whole number of type `T` within `range`.
+    public func integer<T: FixedWidthInteger>(_ key: String, in range: ClosedRange<T>) throws(JSONRecordError) -> T {
+        guard let n = try value(key).integer(as: T.self), range.contains(n) else { throw .badValue(keyPrefix + key) }
+        return n
+    }
+
+    /// The nested object `key`.
+    public func record(_ key: String) throws(JSONRecordError) -> JSONRecord {
+        try JSONRecord(try value(key), keyPrefix: keyPrefix + key + ".")
+    }
+}
+
 /// A JSON string literal: quotes, backslashes and control characters escaped;
 /// everything else, non-ASCII included, passes through as UTF-8.
 public func jsonString(_ text: String) -> String {

@@ -68,86 +68,32 @@ public struct MountStatus: Sendable, Equatable {
     /// Reads a status line (surrounding white space allowed). Every key must
     /// be present with its type; unknown keys are refused, so a reader never
     /// silently misses what a newer daemon says.
-    public static func decode(_ text: String) throws(MountStatusError) -> MountStatus {
-        let value: JSONValue
-        do { value = try parseJSON(text) } catch { throw .notJSON(error) }
-        guard case .object(let members) = value else { throw .notAnObject }
-        let known = ["version", "pid", "mountpoint", "source", "options", "writeback_cache", "armed_rules", "capacity"]
-        if let unknown = members.first(where: { !known.contains($0.key) }) { throw .unknownKey(unknown.key) }
-
-        func field(_ key: String) throws(MountStatusError) -> JSONValue {
-            guard let v = value[key] else { throw .missingKey(key) }
-            return v
-        }
-        func string(_ key: String) throws(MountStatusError) -> String {
-            guard let s = try field(key).string else { throw .badValue(key) }
-            return s
-        }
-        func integer(_ key: String, in object: JSONValue, range: ClosedRange<Int64>) throws(MountStatusError) -> Int64 {
-            guard let v = object[key] else { throw .missingKey(key) }
-            guard let n = v.int64, range.contains(n) else { throw .badValue(key) }
-            return n
-        }
-
-        guard let optionValues = try field("options").array else { throw .badValue("options") }
-        var options: [String] = []
-        for option in optionValues {
-            guard let s = option.string else { throw .badValue("options") }
-            options.append(s)
-        }
-        guard let writebackCache = try field("writeback_cache").bool else { throw .badValue("writeback_cache") }
-
-        let capacityObject = try field("capacity")
-        guard case .object(let capacityMembers) = capacityObject,
-              let state = capacityObject["state"]?.string else { throw .badValue("capacity") }
-        let capacityKeys: [String]
+    public static func decode(_ text: String) throws(JSONRecordError) -> MountStatus {
+        let r = try JSONRecord(parsing: text)
+        try r.refuseOtherKeys(than: ["version", "pid", "mountpoint", "source", "options", "writeback_cache",
+                                     "armed_rules", "capacity"])
+        let c = try r.record("capacity")
         let capacity: Capacity
-        switch state {
+        switch try c.string("state") {
         case "off":
-            capacityKeys = ["state"]
+            try c.refuseOtherKeys(than: ["state"])
             capacity = .off
         case "measuring":
-            capacityKeys = ["state", "limit"]
-            capacity = .measuring(limit: try integer("limit", in: capacityObject, range: 0...Int64.max))
+            try c.refuseOtherKeys(than: ["state", "limit"])
+            capacity = .measuring(limit: try c.integer("limit", in: 0...Int64.max))
         case "ready":
-            capacityKeys = ["state", "limit", "used"]
-            capacity = .ready(limit: try integer("limit", in: capacityObject, range: 0...Int64.max),
-                              used: try integer("used", in: capacityObject, range: 0...Int64.max))
+            try c.refuseOtherKeys(than: ["state", "limit", "used"])
+            capacity = .ready(limit: try c.integer("limit", in: 0...Int64.max), used: try c.integer("used", in: 0...Int64.max))
         default:
             throw .badValue("capacity.state")
         }
-        if let extra = capacityMembers.first(where: { !capacityKeys.contains($0.key) }) {
-            throw .unknownKey("capacity." + extra.key)
-        }
-
         return MountStatus(
-            version: try string("version"),
-            pid: Int32(try integer("pid", in: value, range: 1...Int64(Int32.max))),
-            mountPoint: try string("mountpoint"),
-            source: try string("source"),
-            options: options,
-            writebackCache: writebackCache,
-            armedRules: Int(try integer("armed_rules", in: value, range: 0...Int64(Int32.max))),
+            version: try r.string("version"), pid: try r.integer("pid", in: 1...Int32.max),
+            mountPoint: try r.string("mountpoint"), source: try r.string("source"), options: try r.strings("options"),
+            writebackCache: try r.bool("writeback_cache"), armedRules: try r.integer("armed_rules", in: 0...Int(Int32.max)),
             capacity: capacity)
     }
 }
 
-/// Why a text is not a status line.
-public enum MountStatusError: Error, Sendable, Equatable, CustomStringConvertible {
-    case notJSON(JSONError)
-    case notAnObject
-    case missingKey(String)
-    case unknownKey(String)
-    /// The key is there with the wrong type or an out-of-range value.
-    case badValue(String)
-
-    public var description: String {
-        switch self {
-        case .notJSON(let e): "status is not JSON: \(e)"
-        case .notAnObject: "status is not a JSON object"
-        case .missingKey(let k): "status has no \"\(k)\""
-        case .unknownKey(let k): "status has an unknown key \"\(k)\""
-        case .badValue(let k): "status has a bad value for \"\(k)\""
-        }
-    }
-}
+/// Why a text is not a status line (the name helper code may already use).
+public typealias MountStatusError = JSONRecordError

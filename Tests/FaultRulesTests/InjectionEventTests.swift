@@ -71,7 +71,7 @@ import Testing
 
     /// The written line with `old` replaced by `new`: the error it must give.
     @Test(arguments: [
-        (#""action":"fail""#, #""action":"explode""#, InjectionEventError.badValue("action")),
+        (#""action":"fail""#, #""action":"explode""#, JSONRecordError.badValue("action")),
         (#""action":"fail""#, #""action":null"#, .badValue("action")),
         (#""op":"writeback""#, #""op":"martian""#, .badValue("op")),
         (#","comm":null"#, "", .missingKey("comm")),
@@ -88,7 +88,7 @@ import Testing
         (#""rule":"r1""#, #""rule":"r1","extra":1"#, .unknownKey("extra")),
         (#"{"time_ns""#, #"{"kind":"setting","time_ns""#, .unknownKey("kind")),
     ])
-    func refuses(_ old: String, _ new: String, _ expected: InjectionEventError) {
+    func refuses(_ old: String, _ new: String, _ expected: JSONRecordError) {
         let text = Self.written.replacingFirst(old, with: new)
         #expect(text != Self.written)
         #expect(throws: expected) { try InjectionEvent.decode(text) }
@@ -96,6 +96,6 @@ import Testing
 
     @Test(arguments: ["", "not json", "[]", "{}", Self.written + ",", Self.written + Self.written])
     func refusesBrokenText(_ text: String) {
-        #expect(throws: InjectionEventError.self) { try InjectionEvent.decode(text) }
+        #expect(throws: JSONRecordError.self) { try InjectionEvent.decode(text) }
     }
 }

@@ -48,3 +48,28 @@ import Testing
         #expect(throws: JSONError(offset: 7, reason: "expected a key")) { try parseJSON("{\"a\":1,}") }
     }
 }
+
+@Suite struct JSONRecordTests {
+    @Test func typedReadsNameTheKey() throws {
+        let r = try JSONRecord(parsing: #"{"s":"x","n":null,"i":300,"b":true,"a":["p","q"],"o":{"k":1}}"#)
+        #expect(try r.string("s") == "x")
+        #expect(try r.optionalString("n") == nil)
+        #expect(try r.integer("i", in: 0...UInt16.max) == 300)
+        #expect(try r.bool("b"))
+        #expect(try r.strings("a") == ["p", "q"])
+        #expect(try r.record("o").integer("k", in: 0...1) == 1)
+        #expect(throws: JSONRecordError.missingKey("z")) { try r.string("z") }
+        #expect(throws: JSONRecordError.badValue("i")) { try r.integer("i", in: 0...UInt8.max) }
+        #expect(throws: JSONRecordError.badValue("i")) { try r.string("i") }
+        #expect(throws: JSONRecordError.badValue("s")) { try r.record("s") }
+        #expect(throws: JSONRecordError.missingKey("o.z")) { try r.record("o").bool("z") }
+        #expect(throws: JSONRecordError.unknownKey("o.k")) { try r.record("o").refuseOtherKeys(than: []) }
+        #expect(throws: JSONRecordError.unknownKey("a")) { try r.refuseOtherKeys(than: ["s", "n", "i", "b", "o"]) }
+        try r.refuseOtherKeys(than: ["s", "n", "i", "b", "o"], allowing: { key, _ in key == "a" })
+    }
+
+    @Test func refusesNonObjects() {
+        #expect(throws: JSONRecordError.notAnObject) { try JSONRecord(parsing: "[]") }
+        #expect(throws: JSONRecordError.notJSON(JSONError(offset: 0, reason: "unexpected character"))) { try JSONRecord(parsing: "x") }
+    }
+}

@@ -42,7 +42,7 @@ import Testing
 
     /// The good line with `old` replaced by `new`: the error it must give.
     @Test(arguments: [
-        ("", "", MountStatusError.notJSON(JSONError(offset: 0, reason: "unexpected end"))),
+        ("", "", JSONRecordError.notJSON(JSONError(offset: 0, reason: "unexpected end"))),
         ("", "[1]", .notAnObject),
         (",\"pid\":1234", "", .missingKey("pid")),
         (",\"armed_rules\":2", "", .missingKey("armed_rules")),
@@ -62,13 +62,13 @@ import Testing
         ("{\"state\":\"off\"}", "\"off\"", .badValue("capacity")),
         ("{\"state\":\"off\"}", "{\"state\":\"full\"}", .badValue("capacity.state")),
         ("{\"state\":\"off\"}", "{\"state\":\"off\",\"limit\":1}", .unknownKey("capacity.limit")),
-        ("{\"state\":\"off\"}", "{\"state\":\"measuring\"}", .missingKey("limit")),
+        ("{\"state\":\"off\"}", "{\"state\":\"measuring\"}", .missingKey("capacity.limit")),
         ("{\"state\":\"off\"}", "{\"state\":\"measuring\",\"limit\":1,\"used\":0}", .unknownKey("capacity.used")),
-        ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":1}", .missingKey("used")),
-        ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":-1,\"used\":0}", .badValue("limit")),
-        ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":9223372036854775808,\"used\":0}", .badValue("limit")),
+        ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":1}", .missingKey("capacity.used")),
+        ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":-1,\"used\":0}", .badValue("capacity.limit")),
+        ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":9223372036854775808,\"used\":0}", .badValue("capacity.limit")),
     ])
-    func refuses(_ old: String, _ new: String, _ expected: MountStatusError) {
+    func refuses(_ old: String, _ new: String, _ expected: JSONRecordError) {
         let text = old.isEmpty ? new : Self.good.replacingFirst(old, with: new)
         #expect(text != Self.good)
         #expect(throws: expected) { try MountStatus.decode(text) }
@@ -77,7 +77,7 @@ import Testing
     @Test(arguments: ["not json", "{}", #"{"version":"dev"}"#, Self.good + "x", Self.good + "\n" + Self.good,
                       Self.good.replacingFirst("\"pid\":1234", with: "\"pid\":1234,\"pid\":1234")])
     func refusesBrokenText(_ text: String) {
-        #expect(throws: MountStatusError.self) { try MountStatus.decode(text) }
+        #expect(throws: JSONRecordError.self) { try MountStatus.decode(text) }
     }
 }
 
