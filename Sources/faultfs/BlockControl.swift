@@ -5,6 +5,7 @@
 // ordinary rule on the image's byte ranges. All resolution happens here, in
 // the CLI: the daemon only ever sees `ranges=`, and never calls back into
 // the inner file system (its writeback may be waiting on the daemon).
+import CFuse
 import FaultRules
 import Glibc
 
@@ -88,8 +89,14 @@ struct BlockTarget {
     }
 
     /// The data blocks of the files `glob` names under the target, via
-    /// FIEMAP with FIEMAP_FLAG_SYNC: dirty data is written (and so
-    /// allocated) first, so what was written before the rule is covered.
+    /// FIEMAP. Data still waiting for delayed allocation (ext4 and XFS
+    /// allocate at writeback) has no place on the disk yet: those ranges are
+    /// allocated now with fallocate(KEEP_SIZE), which writes nothing and
+    /// changes neither size nor content, so the writeback that comes after
+    /// the rule is armed lands in blocks the rule covers. Cost: one FIEMAP
+    /// per file, plus one fallocate per delayed range; the file's ctime
+    /// moves. Not caught: data appended after the rule is armed (arm the
+    /// rule again to cover it).
     private func resolveFiles(_ pattern: String) throws(BlockRuleError) -> ByteRangeSet {
         guard fileSystemType == "ext4" || fileSystemType == "xfs" else {
             throw BlockRuleError("file= on \(fileSystemType): FIEMAP there reports logical addresses, not places on the disk; use sectors=")
@@ -108,7 +115,21 @@ struct BlockTarget {
             let path = String(cString: cPath)
             var info = stat()
             guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
-            pairs += try fileExtents(path)
+            let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            guard fd >= 0 else { throw BlockRuleError("\(path): \(errnoString())") }
+            defer { close(fd) }
+            var extents = try fileExtents(fd, path)
+            let delayed = extents.filter(\.delayed)
+            if !delayed.isEmpty {
+                // fallocate moves mtime and ctime; mtime is put back (ctime cannot be).
+                var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), info.st_mtim]
+                defer { _ = futimens(fd, &times) }
+                for extent in delayed where ffs_fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, off_t(extent.logical), off_t(extent.length)) != 0 {
+                    throw BlockRuleError("\(path): allocating its delayed data (fallocate): \(errnoString())")
+                }
+                extents = try fileExtents(fd, path)
+            }
+            pairs += extents.filter { !$0.delayed }.map { ($0.physical, $0.physical + $0.length) }
         }
         let set = ByteRangeSet(pairs)
         guard !set.isEmpty else {
@@ -117,30 +138,35 @@ struct BlockTarget {
         return set
     }
 
-    private func fileExtents(_ path: String) throws(BlockRuleError) -> [(lower: Int64, upper: Int64)] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { throw BlockRuleError("\(path): \(errnoString())") }
-        defer { close(fd) }
+    private struct Extent {
+        var logical: Int64, physical: Int64, length: Int64
+        /// Not on the disk yet (delayed allocation): `physical` means nothing.
+        var delayed: Bool
+    }
+
+    /// FIEMAP without FIEMAP_FLAG_SYNC (that would write the dirty data
+    /// before the rule is armed). Extents with no usable place (inline,
+    /// encoded, encrypted) are left out.
+    private func fileExtents(_ fd: Int32, _ path: String) throws(BlockRuleError) -> [Extent] {
         // struct fiemap (32 bytes) then fm_extent_count struct fiemap_extent (56 bytes each).
         let perCall = 256, headerSize = 32, extentSize = 56
         let fsIocFiemap: UInt = 0xC020_660B
-        let fiemapFlagSync: UInt32 = 1, extentLast: UInt32 = 1
-        let unusable: UInt32 = 0x2 | 0x4 | 0x8 | 0x80 | 0x200  // unknown, delalloc, encoded, encrypted, inline
+        let extentLast: UInt32 = 0x1, extentDelayed: UInt32 = 0x4
+        let unusable: UInt32 = 0x8 | 0x80 | 0x200  // encoded, encrypted, inline
         var buffer = [UInt8](repeating: 0, count: headerSize + perCall * extentSize)
         var start: UInt64 = 0
-        var pairs: [(lower: Int64, upper: Int64)] = []
+        var extents: [Extent] = []
         while true {
             let mapped: Int = buffer.withUnsafeMutableBytes { raw -> Int in
                 raw.initializeMemory(as: UInt8.self, repeating: 0)
                 raw.storeBytes(of: start, toByteOffset: 0, as: UInt64.self)
                 raw.storeBytes(of: UInt64.max - start, toByteOffset: 8, as: UInt64.self)
-                raw.storeBytes(of: fiemapFlagSync, toByteOffset: 16, as: UInt32.self)
                 raw.storeBytes(of: UInt32(perCall), toByteOffset: 24, as: UInt32.self)
                 guard ioctl(fd, fsIocFiemap, raw.baseAddress!) == 0 else { return -1 }
                 return Int(raw.load(fromByteOffset: 20, as: UInt32.self))
             }
             if mapped < 0 { throw BlockRuleError("FIEMAP on \(path): \(errnoString())") }
-            if mapped == 0 { return pairs }
+            if mapped == 0 { return extents }
             var last = false
             for i in 0..<mapped {
                 let base = headerSize + i * extentSize
@@ -148,11 +174,14 @@ struct BlockTarget {
                     ($0.load(fromByteOffset: base, as: UInt64.self), $0.load(fromByteOffset: base + 8, as: UInt64.self),
                      $0.load(fromByteOffset: base + 16, as: UInt64.self), $0.load(fromByteOffset: base + 40, as: UInt32.self))
                 }
-                if flags & unusable == 0 { pairs.append((Int64(physical), Int64(physical + length))) }
+                if flags & unusable == 0 {
+                    extents.append(Extent(logical: Int64(logical), physical: Int64(physical), length: Int64(length),
+                                          delayed: flags & extentDelayed != 0))
+                }
                 start = logical + length
                 if flags & extentLast != 0 { last = true }
             }
-            if last { return pairs }
+            if last { return extents }
         }
     }
 }

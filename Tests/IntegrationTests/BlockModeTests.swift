@@ -249,6 +249,26 @@ extension AllMountTests {
             }
         }
 
+        @Test("file= catches data written before the rule and allocated after it (delayed allocation); mtime stays",
+              arguments: BlockFileSystemCase.all.filter(\.hasFileKey))
+        func fileKeyCatchesDelayedAllocation(_ fsCase: BlockFileSystemCase) throws {
+            try withBlockMount(fsCase) { target in
+                let file = target + "/late"
+                let fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                try #require(fd >= 0)
+                defer { close(fd) }
+                try #require(pwriteBytes(fd, [UInt8](repeating: 0x61, count: 262_144), at: 0).errno == 0)
+                var before = stat()
+                fstat(fd, &before)
+                try control(target, "fail write EIO file=late")
+                var after = stat()
+                fstat(fd, &after)
+                #expect(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
+                #expect(after.st_size == before.st_size)
+                #expect(sys { fsync(fd) } == returnedErrno(EIO))
+            }
+        }
+
         @Test("faultfs ctl TARGET shows the block-mode facts; keys that cannot be resolved are refused")
         func controlFactsAndRefusals() throws {
             try withBlockMount(.btrfs) { target in
