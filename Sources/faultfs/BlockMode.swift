@@ -54,10 +54,12 @@ struct BlockMountRequest {
 }
 
 enum BlockMode {
-    /// Sector size of the loop device. 512: with direct I/O the loop
-    /// device needs requests aligned to the backing file's direct-I/O
-    /// alignment, which a FUSE file reports as 512; mkfs and the kernel
-    /// pick 4 KiB blocks anyway.
+    /// Sector size of the loop device. On Linux 6.18 both 512 and 4096
+    /// keep direct I/O on over a faultfs file (/sys/block/loopN/loop/dio is
+    /// 1); 512, as most disks report, lets `sectors=` name any 512-byte
+    /// sector, and mkfs picks its own block size anyway. Without
+    /// --direct-io=on the loop device would write through its own page
+    /// cache (dio 0), and requests would reach faultfs merged and late.
     static let sectorSize = 512
 
     // MARK: mount
@@ -87,7 +89,7 @@ enum BlockMode {
                 if stat(image, &info) == 0 {
                     guard info.st_mode & S_IFMT == S_IFREG else { throw CLIError("--image \(image) is not a regular file") }
                     makeFileSystem = info.st_size == 0
-                    facts["size"] = String(max(Int64(info.st_size), request.size))
+                    facts["size"] = String(info.st_size)
                 }
             } else {
                 backing = state.backing
@@ -189,9 +191,14 @@ enum BlockMode {
         let daemons = UnmountCommand.daemons(servingAt: state.mountpoint)
         let faultMount = MountTable.faultFSMount(at: state.mountpoint)
         // A daemon that died (kill -9) leaves the connection to fail every
-        // request; abort it explicitly in case it is only half dead, so
-        // the inner file system's last writes fail instead of waiting.
-        if daemons.isEmpty, let faultMount { abortFuseConnection(of: faultMount) }
+        // request; abort it explicitly in case it is only half dead, or
+        // stopped (SIGSTOP), so the inner file system's last writes fail
+        // instead of waiting forever.
+        let stopped = daemons.filter(isStopped)
+        if daemons.isEmpty || !stopped.isEmpty, let faultMount {
+            abortFuseConnection(of: faultMount)
+            for pid in stopped { kill(pid, SIGCONT) }  // it then finds its connection gone and exits
+        }
 
         // 1. The inner file system, if it is ours (its device is one of our loops).
         if let top = MountTable.topMount(at: target), loops.contains(top.source) {
@@ -279,6 +286,11 @@ enum BlockMode {
             return fields[2].split(separator: ":").last.flatMap { UInt32($0) }
         }
         return nil
+    }
+
+    private static func isStopped(_ pid: pid_t) -> Bool {
+        guard let stat = readTextFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[close...].hasPrefix(") T") || stat[close...].hasPrefix(") t")
     }
 
     private static func isZombie(_ pid: pid_t) -> Bool {

@@ -292,9 +292,9 @@ extension AllMountTests {
             }
         }
 
-        @Test("kill -9 of the daemon: faultfs umount still removes the file system, the loop device and the mount",
-              arguments: [BlockFileSystemCase.ext4, .xfs])
-        func cleanupAfterKilledDaemon(_ fsCase: BlockFileSystemCase) throws {
+        @Test("kill -9 (or SIGSTOP) of the daemon: faultfs umount still removes the file system, the loop device and the mount",
+              arguments: [(BlockFileSystemCase.ext4, SIGKILL), (.xfs, SIGKILL), (.ext4, SIGSTOP)])
+        func cleanupAfterKilledDaemon(_ fsCase: BlockFileSystemCase, _ signal: Int32) throws {
             try requireBlockTools()
             try withTemporaryDirectory("block") { target in
                 let mounted = try faultfs(["mount", "--fs", fsCase.fs, "--size", fsCase.size, target])
@@ -304,10 +304,11 @@ extension AllMountTests {
                 let daemons = try runCommand("pgrep", ["-f", "--", "-- .* \(stateDirectory(target))/mnt$"])
                 let pids = daemons.stdout.split(separator: "\n").compactMap { pid_t($0) }
                 try #require(pids.count == 1, "\(daemons)")
-                kill(pids[0], SIGKILL)
+                kill(pids[0], signal)
                 let result = try faultfs(["umount", target])
                 #expect(result.status == 0, "\(result)")
                 #expect(leftovers(target).isEmpty, "\(leftovers(target))")
+                #expect(pollUntil { kill(pids[0], 0) != 0 }, "the daemon \(pids[0]) still runs")
             }
         }
 
@@ -328,6 +329,30 @@ extension AllMountTests {
                 let finished = try faultfs(["umount", target])
                 #expect(finished.status == 0, "\(finished)")
                 #expect(leftovers(target).isEmpty, "\(leftovers(target))")
+            }
+        }
+
+        @Test("--image: the image is made, kept at umount and reused by the next mount")
+        func keptImage() throws {
+            try requireBlockTools()
+            try withTemporaryDirectory("block-image") { images in
+                try withTemporaryDirectory("block") { target in
+                    defer { if !leftovers(target).isEmpty { forceCleanUp(target) } }
+                    let image = images + "/db.img"
+                    for round in 0..<2 {
+                        let mounted = try faultfs(["mount", "--fs", "ext4", "--size", "64M", "--image", image, target])
+                        try #require(mounted.status == 0, "\(mounted)")
+                        if round == 0 {
+                            try writeFile(target + "/kept", "still here")
+                        } else {
+                            #expect(textOfFile(target + "/kept") == "still here")
+                        }
+                        let result = try faultfs(["umount", target])
+                        #expect(result.status == 0, "\(result)")
+                        #expect(leftovers(target).isEmpty, "\(leftovers(target))")
+                        #expect(access(image, F_OK) == 0)
+                    }
+                }
             }
         }
 
