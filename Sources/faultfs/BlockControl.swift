@@ -109,12 +109,18 @@ struct BlockTarget {
         guard glob(target + "/" + pattern, 0, nil, &matches) == 0, matches.gl_pathc > 0 else {
             throw BlockRuleError("file=\(pattern) names no file under \(target)")
         }
+        var targetInfo = stat()
+        guard stat(target, &targetInfo) == 0 else { throw BlockRuleError("\(target): \(errnoString())") }
         var pairs: [(lower: Int64, upper: Int64)] = []
         for i in 0..<Int(matches.gl_pathc) {
             guard let cPath = matches.gl_pathv[i] else { continue }
             let path = String(cString: cPath)
             var info = stat()
             guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
+            // A file of another mount below the target has its blocks on another disk.
+            guard info.st_dev == targetInfo.st_dev else {
+                throw BlockRuleError("file=\(pattern): \(path) is on another file system mounted below \(target)")
+            }
             let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
             guard fd >= 0 else { throw BlockRuleError("\(path): \(errnoString())") }
             defer { close(fd) }

@@ -289,6 +289,26 @@ extension AllMountTests {
             try withBlockMount(.ext4) { target in
                 let result = try faultfs(["ctl", target, "fail write EIO file=nothing-here*"])
                 #expect(result.status != 0 && result.stderr.contains("names no file"), "\(result)")
+                // A file of another mount below the target: its blocks are not on this disk.
+                try #require(mkdir(target + "/other", 0o755) == 0)
+                try #require(try runCommand("mount", ["-t", "tmpfs", "none", target + "/other"]).status == 0)
+                defer { umount2(target + "/other", Int32(MNT_DETACH)) }
+                try writeFile(target + "/other/f", "x")
+                let other = try faultfs(["ctl", target, "fail write EIO file=other/f"])
+                #expect(other.status != 0 && other.stderr.contains("another file system"), "\(other)")
+            }
+            // An ext4 made without a journal (given with --image): region=journal is refused.
+            try withTemporaryDirectory("block-image") { images in
+                let image = images + "/nojournal.img"
+                try #require(try runCommand("truncate", ["-s", "64M", image]).status == 0)
+                try #require(try runCommand("mkfs.ext4", ["-q", "-F", "-O", "^has_journal", image]).status == 0)
+                try withTemporaryDirectory("block") { target in
+                    defer { if !leftovers(target).isEmpty { forceCleanUp(target) } }
+                    try #require(try faultfs(["mount", "--fs", "ext4", "--image", image, target]).status == 0)
+                    let result = try faultfs(["ctl", target, "fail write EIO region=journal"])
+                    #expect(result.status != 0 && result.stderr.contains("no internal journal"), "\(result)")
+                    #expect(try faultfs(["umount", target]).status == 0)
+                }
             }
         }
 
