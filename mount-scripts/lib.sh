@@ -6,7 +6,7 @@ FAULTFS_PACKAGES=(fuse3 libfuse3-dev pkg-config fio sqlite3 attr)
 # ext4 reference, the browser that checks the report). mount-scripts/test
 # installs them up front, through apt_install's package-list fallback; a test
 # run on its own still installs what it misses.
-FAULTFS_TEST_PACKAGES=(acl libaio-dev gcc libc6-dev e2fsprogs chromium)
+FAULTFS_TEST_PACKAGES=(acl libaio-dev gcc libc6-dev e2fsprogs xfsprogs btrfs-progs chromium)
 
 # apt-get install PKG...: waits up to 5 minutes for another apt/dpkg to let go
 # of the lock (saying so), updates the package lists first if they are missing

@@ -133,7 +133,7 @@ func tokenize(_ line: Substring) -> [Token] {
 
 private let ruleActions = ["fail", "delay", "stall", "drop", "short"]
 private let commandWords = ruleActions + ["clear", "release", "capacity", "reset-counters"]
-private let ruleKeys = ["id", "path", "offset", "comm", "pid", "after", "every", "count",
+private let ruleKeys = ["id", "path", "offset", "ranges", "comm", "pid", "after", "every", "count",
                         "prob", "seed", "timeout", "bytes"]
 private let knownOpWords = OpSet.vocabulary.map(\.word).joined(separator: ", ")
 
@@ -308,6 +308,11 @@ struct LineParser {
                 }
                 rule.path = glob
             case "offset": rule.offsetRange = try parseByteRange(value)
+            case "ranges":
+                guard let set = ByteRangeSet.parse(value.text), !set.isEmpty else {
+                    throw error(at: value.column, "bad ranges \(quoted(value)); expected A-B,C-D,... with A < B (sizes)")
+                }
+                rule.byteRanges = set
             case "comm":
                 guard !value.text.isEmpty, value.text.utf8.count <= maxCommBytes else {
                     throw error(at: value.column, "bad comm \(quoted(value)); expected a process name of 1 to \(maxCommBytes) bytes")

@@ -68,6 +68,8 @@ public struct Rule: Sendable, Equatable, CustomStringConvertible {
     // Filters: a request must pass all that are set.
     public var path: PathGlob?
     public var offsetRange: ByteRange?
+    /// `ranges=`: block mode's image byte ranges (a file's blocks, the journal).
+    public var byteRanges: ByteRangeSet?
     public var comm: String?
     public var pid: Int32?
 
@@ -115,6 +117,7 @@ public struct Rule: Sendable, Equatable, CustomStringConvertible {
         add("id", id)
         add("path", path?.pattern)
         add("offset", offsetRange?.description)
+        add("ranges", byteRanges?.description)
         add("comm", comm)
         add("pid", pid.map { String($0) })
         add("after", after == 0 ? nil : String(after))

@@ -338,6 +338,7 @@ struct ActiveRule: Sendable {
             if let pid = rule.pid, pid != info.pid, details.processID() != pid { return false }
         }
         if let range = rule.offsetRange, !range.overlaps(offset: info.offset, length: info.length) { return false }
+        if let set = rule.byteRanges, !set.overlaps(offset: info.offset, length: info.length) { return false }
         if let comm = rule.comm, details.comm() != comm { return false }
         if let glob = rule.path {
             guard let path = details.path(), glob.matches(path[...]) else { return false }

@@ -1,6 +1,7 @@
 // `faultfs ctl MNT 'line' ...`: the control file, without echo, with a
 // message and an exit status on bad input.
 import ArgumentParser
+import FaultRules
 import Glibc
 
 struct ControlCommand: ParsableCommand {
@@ -20,10 +21,21 @@ struct ControlCommand: ParsableCommand {
 
     func run() throws {
         try reportingFailures {
-            let path = "\(mountpoint)/\(control)/control"
+            // Block mode: the rules go to the faultfs mount that serves TARGET's disk.
+            let block = BlockTarget.find(mountpoint)
+            let path = "\(block?.faultMount ?? mountpoint)/\(control)/control"
             if lines.isEmpty {
+                if let block { print(block.factLines.joined(separator: "\n")) }
                 print(try readFile(path), terminator: "")
                 return
+            }
+            var lines = self.lines
+            if let block {
+                do throws(BlockRuleError) {
+                    lines = try lines.map { line throws(BlockRuleError) in try block.rewrite(line) }
+                } catch {
+                    throw CLIError("refused: \(error.description)")
+                }
             }
             let text = lines.joined(separator: "\n") + "\n"
             let fd = open(path, O_WRONLY | O_CLOEXEC)

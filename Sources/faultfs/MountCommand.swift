@@ -1,6 +1,7 @@
 // `faultfs mount`: check the request, then either serve here (-f) or start
 // the daemon and wait until the mount answers.
 import ArgumentParser
+import FaultRules
 import Glibc
 
 struct MountCommand: ParsableCommand {
@@ -35,14 +36,32 @@ struct MountCommand: ParsableCommand {
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFD: Int32?
 
-    @Argument(help: "The backing directory.")
+    @Option(help: ArgumentHelp("Block mode: make this file system (\(BlockFileSystem.names)) on a disk image served by faultfs and mount it at TARGET (the only argument); -o then holds its own mount options.", valueName: "FS"))
+    var fs: String?
+
+    @Option(help: ArgumentHelp("Block mode: the image's size (default 1G).", valueName: "SIZE"))
+    var size: String?
+
+    @Option(help: ArgumentHelp("Block mode: use (or create) this image file and keep it after umount.", valueName: "PATH"))
+    var image: String?
+
+    @Argument(help: "The backing directory (block mode: TARGET).")
     var source: String
 
-    @Argument(help: "Where to mount it.")
-    var mountpoint: String
+    @Argument(help: ArgumentHelp("Where to mount it.", valueName: "mountpoint"))
+    var mountpointArgument: String?
+    var mountpoint: String { mountpointArgument ?? "" }
+
+    func validate() throws {
+        if fs == nil, mountpointArgument == nil { throw ValidationError("Missing expected argument '<mountpoint>'") }
+        if fs == nil, size != nil || image != nil { throw ValidationError("--size and --image need --fs") }
+        if fs != nil, mountpointArgument != nil { throw ValidationError("with --fs, give only TARGET (the file system is made on an image faultfs serves)") }
+    }
 
     func run() throws {
-        if let readyFD {
+        if fs != nil {
+            try reportingFailures { try BlockMode.mount(blockRequest()) }
+        } else if let readyFD {
             try runDaemon(ready: ReadyPipe(fd: readyFD))
         } else if RemountFlags.isRemount(options) {
             try reportingFailures { try remount() }
@@ -140,6 +159,39 @@ struct MountCommand: ParsableCommand {
         guard stat(resolved, &info) == 0 else { throw CLIError("\(role) \(path): \(errnoString())") }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(role) \(path) is not a directory") }
         return resolved
+    }
+}
+
+extension MountCommand {
+    /// `--fs FS [--size SIZE] [--image PATH] [-o OPTS] TARGET`, checked.
+    private func blockRequest() throws(CLIError) -> BlockMountRequest {
+        guard let fileSystem = fs.flatMap(BlockFileSystem.init(rawValue:)) else {
+            throw CLIError("unknown --fs \(fs ?? ""); expected one of \(BlockFileSystem.names)")
+        }
+        let bytes: Int64
+        if let size {
+            guard let parsed = parseSize(Substring(size)), parsed > 0 else {
+                throw CLIError("bad --size \(size); expected a size such as 1G or 512M")
+            }
+            bytes = parsed
+        } else {
+            bytes = 1 << 30
+        }
+        guard case .success(let target) = canonicalPath(source) else {
+            throw CLIError("TARGET \(source): \(errnoString())")
+        }
+        var imagePath: String?
+        if let image {
+            let absolute = lexicalAbsolutePath(image)
+            let slash = absolute.lastIndex(of: "/")!
+            let directory = slash == absolute.startIndex ? "/" : String(absolute[..<slash])
+            guard case .success(let resolved) = canonicalPath(directory) else {
+                throw CLIError("--image \(image): its directory \(directory): \(errnoString())")
+            }
+            imagePath = (resolved == "/" ? "" : resolved) + String(absolute[slash...])
+        }
+        return BlockMountRequest(fileSystem: fileSystem, size: bytes, image: imagePath,
+                                 fsOptions: options, target: target)
     }
 }
 

@@ -25,6 +25,7 @@ struct UnmountCommand: ParsableCommand {
 
     private func unmount() throws(CLIError) {
         let path = Self.resolve(mountpoint)
+        if BlockMode.hasState(target: path) { return try BlockMode.unmount(target: path) }
         let entries = MountTable.current()
         guard let top = MountTable.topMount(at: path, in: entries) else {
             throw CLIError("\(path) is not a mount point")
