@@ -4,7 +4,7 @@ of runs, the mount table parser, and the application modules' pure helpers
 
     python3 -m unittest discover -s mount-scripts/campaigns/tests -v
 """
-import json, os, sys, unittest
+import json, os, sys, tempfile, unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -99,6 +99,53 @@ class MountTable(unittest.TestCase):
     def test_optional_fields_of_any_number(self):
         line = "1 2 0:3 / /m rw shared:1 master:2 propagate_from:3 - fuse.faultfs s rw\n"
         self.assertEqual(mounts.parse_mountinfo(line), [("/m", "fuse.faultfs")])
+
+
+class MountFiles(unittest.TestCase):
+    """mounts.py over a directory laid out like a mount's .faultfs (no mount needed)."""
+
+    def mount(self, tmp, status=None):
+        os.mkdir(os.path.join(tmp, ".faultfs"))
+        if status is not None:
+            with open(os.path.join(tmp, ".faultfs", "status"), "w") as f:
+                f.write(json.dumps(status) + "\n")
+        return tmp
+
+    def status(self, capacity):
+        return {"version": "dev", "pid": 4321, "mountpoint": "/m", "source": "/m", "options": [],
+                "writeback_cache": True, "armed_rules": 0, "capacity": capacity}
+
+    def test_pid_and_used_bytes_come_from_status(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            m = self.mount(tmp, self.status({"state": "ready", "limit": 1 << 40, "used": 123456}))
+            self.assertEqual((mounts.daemon_pid(m), mounts.capacity_used(m)), (4321, 123456))
+        with tempfile.TemporaryDirectory() as tmp:
+            m = self.mount(tmp, self.status({"state": "off"}))
+            self.assertIsNone(mounts.capacity_used(m))
+        with tempfile.TemporaryDirectory() as tmp:
+            m = self.mount(tmp, self.status({"state": "measuring", "limit": 1 << 40}))
+            self.assertIsNone(mounts.capacity_used(m, timeout=0.2))   # never ready: gives up
+
+    def test_without_status_the_control_comment_is_read(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            m = self.mount(tmp)
+            with open(os.path.join(m, ".faultfs", "control"), "w") as f:
+                f.write("# rules\n# capacity 1099511627776 bytes, used 4096 bytes (kept by clear)\n")
+            self.assertIsNone(mounts.status(m))
+            self.assertEqual(mounts.capacity_used(m), 4096)
+
+    def test_control_lines_go_in_one_write_and_a_refusal_raises(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            m = self.mount(tmp)
+            path = os.path.join(m, ".faultfs", "control")
+            open(path, "w").close()
+            mounts.control(m, "clear", "capacity off", "release")
+            with open(path) as f:
+                self.assertEqual(f.read(), "clear\ncapacity off\nrelease\n")
+            os.unlink(path)
+            os.mkdir(path)   # open(O_WRONLY) fails: EISDIR stands for the daemon's refusal
+            with self.assertRaises(mounts.ControlRefused):
+                mounts.control(m, "fail nothing")
 
 
 class Applications(unittest.TestCase):
