@@ -88,8 +88,22 @@ def children(pid):
     return out
 
 
+def is_gone(pid):
+    """True once pid no longer exists, not even as a zombie: PostgreSQL's
+    restart refuses a data directory whose postmaster pid still answers kill 0."""
+    try:
+        os.waitpid(pid, os.WNOHANG)   # reaps it when it is our own child
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def kill_tree(pid):
-    """SIGKILL pid and its descendants (found before the kill), then wait up to 5 s for pid."""
+    """SIGKILL pid and its descendants (found before the kill), then wait up to 5 s for pid to be gone."""
     kids = children(pid)
     try:
         os.kill(pid, signal.SIGKILL)
@@ -98,6 +112,6 @@ def kill_tree(pid):
     for k in kids:
         kill_tree(k)
     for _ in range(50):
-        if not is_running(pid):
+        if is_gone(pid):
             return
         time.sleep(0.1)
