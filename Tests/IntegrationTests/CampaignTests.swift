@@ -5,7 +5,8 @@
 // SQLite's back; data-file writebacks dropped by faultfs) are caught as lost
 // data. Needs root, python3 (Debian's /usr/bin/python3) and sqlite3; the
 // server cases need postgresql / redis-server (the campaign installs them).
-// CampaignCheckerTests runs the checker's own unit tests (no root, no mount).
+// CampaignCheckerTests runs the campaigns' and the bench report's Python unit
+// tests (no root, no mount).
 import Foundation
 import Glibc
 import Testing
@@ -198,25 +199,15 @@ extension AllMountTests {
         @Test("a self-test whose rule fired but lost nothing fails the campaign")
         func selfTestThatMissesFails() throws {
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
-            // A faultfs that turns the self-test's `drop writeback` into a 1 ms delay:
+            // The self-test's `drop writeback` replaced by a 1 ms delay (--plan-line):
             // the rule fires (delays are the plan acting), nothing is lost, so the
             // verdict is "correct", which a self-test must never be.
-            let dir = try makeCampaignDir()
-            defer { try? FileManager.default.removeItem(atPath: dir) }
-            let wrapper = dir + "/faultfs"
-            try """
-                #!/bin/bash
-                args=()
-                for a in "$@"; do args+=("${a/drop writeback/delay writeback 1ms}"); done
-                exec \(try FaultFSBinary.path()) "${args[@]}"
-
-                """.write(toFile: wrapper, atomically: true, encoding: .utf8)
-            chmod(wrapper, 0o755)
             let out = try makeCampaignDir()
             defer { try? FileManager.default.removeItem(atPath: out) }
             let result = try runCommand(repoRoot() + "/mount-scripts/campaign",
                                         ["sqlite", "--quick", "--modes", "rollback", "--plans", "selftest-drop",
-                                         "--faultfs", wrapper, "--out", out, "--no-doc"], limitSeconds: 300)
+                                         "--plan-line", "selftest-drop=delay writeback 1ms",
+                                         "--faultfs", try FaultFSBinary.path(), "--out", out, "--no-doc"], limitSeconds: 300)
             let verdicts = parseVerdicts(result.stdout)
             #expect(verdicts.count == 1, "\(result)")
             if let v = verdicts.first {
@@ -249,19 +240,27 @@ extension AllMountTests {
     }
 }
 
-/// The checker's own unit tests (mount-scripts/campaigns/tests, Python's
+/// The campaigns' and the benchmark report's own unit tests (Python's
 /// unittest: nothing to install): classify() per category and worst-of, the
-/// fired counts, the self-test rule, checker errors. No root, no mount.
+/// fired counts, the self-test rule, checker errors, the driver's command line
+/// and mount-table parser (mount-scripts/campaigns/tests); the benchmark's
+/// ratios and markdown on recorded results (mount-scripts/bench.d/tests).
+/// No root, no mount.
 @Suite struct CampaignCheckerTests {
-    @Test("the campaign checker's Python unit tests pass")
-    func pythonUnitTests() throws {
+    private func expectUnitTestsPass(_ folder: String) throws {
         let python = "/usr/bin/python3"
         guard access(python, X_OK) == 0 else { Issue.record("needs \(python)"); return }
-        let result = try runCommand(python, ["-m", "unittest", "discover", "-v",
-                                             "-s", repoRoot() + "/mount-scripts/campaigns/tests"], limitSeconds: 300)
+        let result = try runCommand(python, ["-m", "unittest", "discover", "-v", "-s", repoRoot() + "/" + folder],
+                                    limitSeconds: 300)
         #expect(result.status == 0, "\(result.stderr)")
         // unittest reports on stderr: "Ran N tests ... OK"; an empty discovery is a failure too.
         let ran = result.stderr.split(separator: "\n").first { $0.hasPrefix("Ran ") }.map(String.init) ?? ""
         #expect(ran.hasPrefix("Ran ") && !ran.hasPrefix("Ran 0 "), "\(result.stderr)")
     }
+
+    @Test("the campaign checker's and driver's Python unit tests pass")
+    func pythonUnitTests() throws { try expectUnitTestsPass("mount-scripts/campaigns/tests") }
+
+    @Test("the benchmark report's Python unit tests pass")
+    func benchReportUnitTests() throws { try expectUnitTestsPass("mount-scripts/bench.d/tests") }
 }

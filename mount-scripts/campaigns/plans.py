@@ -1,19 +1,15 @@
 #!/usr/bin/python3
 """The campaign's fault plans: their control lines, what they mean, how they
-are applied and ended, and whether (how often) they fired.
-
-  plans.py lines PLAN GLOB          print the plan's control lines (exit 2: unknown plan)
-  plans.py describe PLAN            one line for people
-  plans.py inject FAULTFS MNT PLAN GLOB RUNDIR WINDOW_BYTES
-                                    apply the plan (RUNDIR/fault-applied.txt says what was applied)
-  plans.py end FAULTFS MNT [PLAN]   end the fault window
-  plans.py fired EVENTS             print the fired counts of an events file (JSON)
+are applied and ended (writes to the mount's control file), and whether (how
+often) they fired.
 
 A plan "fires" when the mount's events show it acting: an injection with an
 errno (the capacity model's ENOSPC included), or a write dropped, stalled,
 shortened or delayed. A run whose plan never fired tested nothing.
 """
-import json, os, re, subprocess, sys
+import json, os
+
+import mounts
 
 # name: (control line, GLOB stands for the application's data files; description)
 PLANS = {
@@ -45,13 +41,14 @@ class UnknownPlan(ValueError):
     pass
 
 
-def lines(plan, glob):
-    """The control lines of `plan` (custom:LINE is LINE itself)."""
+def lines(plan, glob, redefined=None):
+    """The control lines of `plan` (custom:LINE is LINE itself); redefined:
+    {plan: line} replaces a plan's own line (to test the campaign itself)."""
     if plan.startswith("custom:"):
         return [plan[len("custom:"):]]
     if plan not in PLANS:
         raise UnknownPlan("campaign: unknown plan %s (plans: %s)" % (plan, ", ".join(PLANS)))
-    line = PLANS[plan][0]
+    line = (redefined or {}).get(plan, PLANS[plan][0])
     return [line.replace("GLOB", glob)] if line else []
 
 
@@ -71,12 +68,6 @@ def capacity_headroom(window_bytes):
     writes (values alone, before any journal or log overhead), 4 to 16 KiB.
     Far less than the window writes, so the disk fills inside the window."""
     return max(4096, min(16384, window_bytes // 10))
-
-
-def used_bytes(control_text):
-    """The capacity model's used bytes from the control file's text (None if absent)."""
-    m = re.search(r"^# capacity .*used (\d+) bytes", control_text, re.M)
-    return int(m.group(1)) if m else None
 
 
 def fired(event_lines):
@@ -116,73 +107,30 @@ def fired_text(counts):
 
 # ---------------------------------------------------------------- applying plans
 
-def ctl(faultfs, mnt, *control_lines):
-    r = subprocess.run([faultfs, "ctl", mnt, *control_lines], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("faultfs ctl %s %s: exit %d: %s" % (mnt, " ".join(control_lines), r.returncode,
-                                                               (r.stderr or r.stdout).strip()))
-    return r.stdout
-
-
-def inject(faultfs, mnt, plan, glob, rundir, window_bytes):
-    todo = lines(plan, glob)
+def apply(mnt, plan, glob, rundir, window_bytes, redefined=None):
+    """Arms the plan on the mount; RUNDIR/fault-applied.txt and the result say what was applied."""
+    todo = lines(plan, glob, redefined)
     if todo == ["capacity USED+HEADROOM"]:
-        ctl(faultfs, mnt, "capacity 1024G")   # turns the model on: it counts the space used now
-        used = used_bytes(ctl(faultfs, mnt))
+        mounts.control(mnt, "capacity 1024G")   # turns the model on: it counts the space used now
+        used = mounts.capacity_used(mnt)
         if used is None:
-            raise RuntimeError("cannot read the capacity model's used bytes from %s's control file" % mnt)
+            raise RuntimeError("cannot read the capacity model's used bytes of %s" % mnt)
         todo = ["capacity %d" % (used + capacity_headroom(window_bytes))]
-    with open(rundir + "/fault-applied.txt", "w") as f:
+    with open(os.path.join(rundir, "fault-applied.txt"), "w") as f:
         f.write("\n".join(todo) + "\n")
     if todo:
-        ctl(faultfs, mnt, *todo)
+        mounts.control(mnt, *todo)
+    return todo
 
 
-def end(faultfs, mnt, plan=""):
+END_LINES = ("clear", "capacity off", "release")
+
+
+def end(mnt, plan=""):
+    """Ends the fault window; what was done."""
     if plan == "selftest-drop":
         # The loss lasts until the crash: a later rewrite of the same pages
         # (a checkpoint) would repair it and the self-test would prove nothing.
-        return
-    ctl(faultfs, mnt, "clear", "capacity off", "release")
-
-
-def end_by_control(mnt, plan=""):
-    """end() by one write to MNT/.faultfs/control (no process started); what was done."""
-    if plan == "selftest-drop":
         return "kept armed until the crash"
-    fd = os.open(os.path.join(mnt, ".faultfs", "control"), os.O_WRONLY)
-    try:
-        os.write(fd, b"clear\ncapacity off\nrelease\n")
-    finally:
-        os.close(fd)
-    return "clear, capacity off, release"
-
-
-def main(argv):
-    cmd = argv[1] if len(argv) > 1 else ""
-    try:
-        if cmd == "lines" and len(argv) == 4:
-            print("\n".join(lines(argv[2], argv[3])))
-        elif cmd == "describe" and len(argv) == 3:
-            lines(argv[2], "")
-            print(describe(argv[2]))
-        elif cmd == "inject" and len(argv) == 8:
-            inject(argv[2], argv[3], argv[4], argv[5], argv[6], int(argv[7]))
-        elif cmd == "end" and len(argv) in (4, 5):
-            end(argv[2], argv[3], argv[4] if len(argv) == 5 else "")
-        elif cmd == "fired" and len(argv) == 3:
-            print(json.dumps(fired_in_file(argv[2])))
-        else:
-            print(__doc__, file=sys.stderr)
-            return 2
-    except UnknownPlan as e:
-        print(e, file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        print("campaign: %s" % e, file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    mounts.control(mnt, *END_LINES)
+    return ", ".join(END_LINES)

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """Campaign results: one JSON line per run, and the markdown table.
 
-  report.py record OUT RUNDIR APP MODE PLAN N    append to OUT/results.jsonl, print the VERDICT line;
-                                                 exit 3 when a self-test failed (its loss went
-                                                 unnoticed: "correct", or it never fired)
-  report.py table OUT [--doc FILE]               write OUT/results.md (and the table block in FILE)
+  record(OUT, RUNDIR, APP, MODE, PLAN, N)   append to OUT/results.jsonl, print the VERDICT line;
+                                            3 when a self-test failed (its loss went
+                                            unnoticed: "correct", or it never fired)
+  table(OUT, DOC)                           write OUT/results.md (and the table block in DOC)
 """
-import json, os, re, sys
+import json, os, re
 
 import plans
 
@@ -201,9 +201,3 @@ def table(out, doc):
             f.write(new if new.endswith("\n") else new + "\n")
     print(text)
 
-
-if __name__ == "__main__":
-    if sys.argv[1] == "record":
-        sys.exit(record(*sys.argv[2:8]))
-    elif sys.argv[1] == "table":
-        table(sys.argv[2], sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == "--doc" else None)

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""faultfs campaign workload and checker (one program, one backend per application).
+"""faultfs campaign workload and checker (the application's client: apps/APP.py).
 
   workload.py run   --app APP --mode MODE --data DIR --acks FILE --report FILE [...]
   workload.py check --app APP --mode MODE --data DIR --acks FILE --out FILE --plan PLAN --events FILE
@@ -8,10 +8,10 @@
 `run` puts keys into the application, one commit per operation, and appends
 one JSON line per operation to --acks (a file OUTSIDE the mount, fsync'd
 after every line): the key, the value, whether the application said the
-commit succeeded, and its error text when it did not. In the middle it runs
---inject (the fault plan), later --end (clears the fault), and at the end it
-simulates a crash: an embedded database (sqlite, lmdb, leveldb) is left
-without closing it (os._exit); a server is killed by the campaign script.
+commit succeeded, and its error text when it did not. In the middle it applies
+the fault plan (--plan) by writing the mount's control file, later ends it, and
+at the end it simulates a crash: an embedded database (sqlite, lmdb, leveldb) is
+left without closing it (os._exit); a server is killed by the campaign driver.
 
 `run` also keeps the fault window open, committing slowly, until the mount's
 events (--events) show the plan acting, so that a plan bites whenever it can.
@@ -31,6 +31,8 @@ corruption) and garbage (value corruption) apart.
 import argparse, hashlib, json, os, random, signal, subprocess, sys, time
 
 import plans
+from apps import APPS
+from apps.base import short
 
 VALUE_SIZE = 300
 
@@ -63,234 +65,12 @@ def parse_value(v):
         return None
 
 
-def short(e):
-    s = ("%s: %s" % (type(e).__name__, e)).strip().replace("\n", " ")
-    return s[:200]
-
-
-# ---------------------------------------------------------------- backends
-
-class SQLite:
-    def __init__(self, a):
-        import sqlite3
-        self.sqlite3 = sqlite3
-        self.errors = (sqlite3.Error, OSError)
-        self.path = os.path.join(a.data, "sqlite", "test.db")
-        self.mode = a.mode
-        self.conn = None
-
-    def open(self, create):
-        if create:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        c = self.sqlite3.connect(self.path, isolation_level=None, timeout=10)
-        if create:
-            c.execute("PRAGMA journal_mode=%s" % ("WAL" if self.mode == "wal" else "DELETE"))
-            c.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-        if self.mode == "wal":
-            # The default (1000 pages) is never reached by this small workload;
-            # 100 pages makes checkpoints (the main file's writes) happen in the fault window.
-            c.execute("PRAGMA wal_autocheckpoint=100")
-        c.execute("PRAGMA synchronous=FULL")
-        self.conn = c
-
-    def put(self, k, v):
-        c = self.conn
-        try:
-            c.execute("BEGIN IMMEDIATE")
-            c.execute("INSERT INTO kv(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
-            c.execute("COMMIT")
-        except Exception:
-            try:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-            except Exception:
-                pass
-            raise
-
-    def integrity(self):
-        """What PRAGMA integrity_check finds wrong (it prints 'ok' when nothing)."""
-        try:
-            rows = [str(r[0]) for r in self.conn.execute("PRAGMA integrity_check").fetchall()]
-        except self.sqlite3.Error as e:
-            return ["integrity_check failed: " + short(e)]
-        return [] if rows == ["ok"] else rows[:10]
-
-    def scan(self):
-        try:
-            return dict(self.conn.execute("SELECT k, v FROM kv").fetchall()), []
-        except self.sqlite3.OperationalError as e:
-            if "no such table" not in str(e):
-                raise
-            return {}, ["the table is gone (every key is absent): " + short(e)]
-
-    def get(self, k):
-        r = self.conn.execute("SELECT v FROM kv WHERE k=?", (k,)).fetchone()
-        return None if r is None else r[0]
-
-    def crash(self):
-        os._exit(0)
-
-
-class Postgres:
-    def __init__(self, a):
-        import psycopg2
-        self.pg = psycopg2
-        self.errors = (psycopg2.Error, OSError)
-        self.port = a.port
-        self.conn = None
-        self.ops = 0
-
-    def connect(self):
-        c = self.pg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=5)
-        c.autocommit = True
-        with c.cursor() as cur:
-            cur.execute("SET statement_timeout = '20s'")
-        self.conn = c
-
-    def open(self, create):
-        self.connect()
-        if create:
-            with self.conn.cursor() as cur:
-                cur.execute("CREATE TABLE IF NOT EXISTS kv (k text PRIMARY KEY, v text NOT NULL)")
-
-    def put(self, k, v):
-        if self.conn is None or self.conn.closed:
-            self.connect()
-        try:
-            with self.conn.cursor() as cur:
-                cur.execute("INSERT INTO kv(k, v) VALUES(%s, %s) ON CONFLICT(k) DO UPDATE SET v=excluded.v", (k, v))
-        except (self.pg.OperationalError, self.pg.InterfaceError):
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
-            raise
-        self.ops += 1
-
-    def checkpoint(self):
-        if self.conn is None or self.conn.closed:
-            self.connect()
-        with self.conn.cursor() as cur:
-            cur.execute("CHECKPOINT")
-
-    def scan(self):
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT k, v FROM kv")
-            return dict(cur.fetchall()), []
-
-    def get(self, k):
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT v FROM kv WHERE k=%s", (k,))
-            r = cur.fetchone()
-            return None if r is None else r[0]
-
-    def crash(self):
-        os._exit(0)  # the server is killed by the campaign script
-
-
-class Redis:
-    def __init__(self, a):
-        import redis
-        self.redis = redis
-        self.errors = (redis.RedisError, OSError)
-        self.port = a.port
-        self.conn = None
-
-    def open(self, create):
-        self.conn = self.redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=20, socket_connect_timeout=5)
-        self.conn.ping()
-
-    def put(self, k, v):
-        if self.conn.set(k, v) is not True:
-            raise RuntimeError("SET did not reply OK")
-
-    def scan(self):
-        out = {}
-        for k in self.conn.scan_iter(count=1000):
-            out[k.decode(errors="replace")] = self.conn.get(k)
-        return out, []
-
-    def get(self, k):
-        return self.conn.get(k)
-
-    def crash(self):
-        os._exit(0)
-
-
-class LMDB:
-    def __init__(self, a):
-        import lmdb
-        self.lmdb = lmdb
-        self.errors = (lmdb.Error, OSError)
-        self.path = os.path.join(a.data, "lmdb")
-        self.env = None
-
-    def open(self, create):
-        if create:
-            os.makedirs(self.path, exist_ok=True)
-        # Defaults: sync=True (fdatasync at every commit), no writemap.
-        self.env = self.lmdb.open(self.path, map_size=64 << 20, sync=True, metasync=True)
-
-    def put(self, k, v):
-        with self.env.begin(write=True) as txn:
-            txn.put(k.encode(), v.encode())
-
-    def scan(self):
-        with self.env.begin() as txn:
-            return {bytes(k).decode(errors="replace"): bytes(v) for k, v in txn.cursor()}, []
-
-    def get(self, k):
-        with self.env.begin() as txn:
-            return txn.get(k.encode())
-
-    def crash(self):
-        os._exit(0)
-
-
-class LevelDB:
-    def __init__(self, a):
-        import plyvel
-        self.plyvel = plyvel
-        self.errors = (plyvel.Error, OSError)
-        self.path = os.path.join(a.data, "leveldb")
-        self.db = None
-
-    def open(self, create):
-        # A small memtable so that table files (*.ldb) are written and
-        # compacted inside the fault window.
-        self.db = self.plyvel.DB(self.path, create_if_missing=create, write_buffer_size=64 << 10)
-
-    def put(self, k, v):
-        self.db.put(k.encode(), v.encode(), sync=True)
-
-    def scan(self):
-        return {k.decode(errors="replace"): v for k, v in self.db.iterator()}, []
-
-    def get(self, k):
-        return self.db.get(k.encode())
-
-    def crash(self):
-        os._exit(0)
-
-
-BACKENDS = {"sqlite": SQLite, "postgres": Postgres, "redis": Redis, "lmdb": LMDB, "leveldb": LevelDB}
-
-
 # ---------------------------------------------------------------- run
-
-def sh(cmd, log):
-    if not cmd:
-        return 0
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True)
-    log.write("[%.3f] hook: %s -> exit %d %s%s\n" % (time.time(), cmd, r.returncode, r.stdout.strip(), r.stderr.strip()))
-    log.flush()
-    return r.returncode
-
 
 def run(a):
     rng = random.Random(a.seed)
-    db = BACKENDS[a.app](a)
+    app = APPS[a.app]
+    db = app.Client(a)
     hooklog = open(a.report + ".hooks.log", "a")
     acks = open(a.acks, "a")
     report = {"app": a.app, "mode": a.mode, "phases": {}, "errors": {}, "first_error": None,
@@ -300,18 +80,8 @@ def run(a):
         with open(a.report, "w") as f:
             json.dump(report, f, indent=1)
 
-    # The release of a stall runs in a process started NOW, before the
-    # database is open: a child forked later would inherit the database's
-    # descriptors, and closing them (close_range, or O_CLOEXEC at exec) does
-    # a FUSE flush that waits for the stalled writeback: a deadlock.
-    started = a.report + ".fault-started"
-    if os.path.exists(started):
-        os.unlink(started)
-    if a.release and a.release_after > 0:
-        subprocess.Popen(["bash", "-c", 'for i in $(seq 6000); do [ -e "$1" ] && break; sleep 0.1; done; sleep "$2"; '
-                          'echo "[$(date +%s.%N)] release: $3" >>"$4"; eval "$3" >>"$4" 2>&1',
-                          "release", started, str(a.release_after), a.release, a.report + ".hooks.log"],
-                         stdin=subprocess.DEVNULL, close_fds=True, start_new_session=True)
+    # The driver's phase releases a stall a few seconds after this file appears.
+    started = os.path.join(os.path.dirname(a.acks), "fault-started")
     try:
         db.open(create=True)
         report["opened"] = True
@@ -350,7 +120,7 @@ def run(a):
             if report["first_error"] is None:
                 report["first_error"] = {"phase": phase, "op": op_index, "error": err}
             consecutive[0] += 1
-            if a.app in ("postgres", "redis"):
+            if app.server:
                 time.sleep(0.5)   # a client waits a little before it tries again
         else:
             st["ok"] += 1
@@ -358,7 +128,7 @@ def run(a):
         acks.write(json.dumps(rec) + "\n")
         acks.flush()
         os.fsync(acks.fileno())
-        if a.checkpoint_every and isinstance(db, Postgres) and (op_index + 1) % a.checkpoint_every == 0:
+        if app.checkpoint_every and (op_index + 1) % app.checkpoint_every == 0:
             try:
                 db.checkpoint()
             except Exception as e:
@@ -397,26 +167,29 @@ def run(a):
 
     phase("preload", a.preload)
     print("CAMPAIGN-FAULT", flush=True)
-    # What the window is about to write: the capacity plan sizes the free space from it.
-    os.environ["CAMPAIGN_WINDOW_BYTES"] = str(a.ops * VALUE_SIZE)
-    if sh(a.inject, hooklog) != 0:
+    # In this process, through the control file: a child started now would
+    # inherit the database's descriptors, and its closes (FLUSH) could meet the plan.
+    # The capacity plan sizes the free space from what the window is about to write.
+    try:
+        redefined = dict(x.split("=", 1) for x in a.plan_line)
+        applied = plans.apply(a.data, a.plan, app.data_glob, os.path.dirname(a.acks), a.ops * VALUE_SIZE, redefined)
+        hooklog.write("[%.3f] applied: %s\n" % (time.time(), " / ".join(applied) or "nothing"))
+    except (RuntimeError, OSError) as e:
+        hooklog.write("[%.3f] applying the plan failed: %s\n" % (time.time(), e))
         report["inject_failed"] = True
+    hooklog.flush()
     open(started, "w").close()
     phase("fault", a.ops)
     linger()
     if a.events:
         report["fired_in_window"] = plans.fired_in_file(a.events)
     print("CAMPAIGN-END", flush=True)
-    if a.plan:
-        # Through the control file, not a child process: a child forked now
-        # would close the database's inherited descriptors, and those closes
-        # (FLUSH) would meet the still-armed plan (flush-eio fired on them).
-        hooklog.write("[%.3f] end: %s\n" % (time.time(), plans.end_by_control(a.data, a.plan)))
-        hooklog.flush()
-    else:
-        sh(a.end, hooklog)
+    # Through the control file, not a child process (as above: flush-eio
+    # would fire on the closes of the inherited descriptors).
+    hooklog.write("[%.3f] end: %s\n" % (time.time(), plans.end(a.data, a.plan)))
+    hooklog.flush()
     phase("after", a.after)
-    if isinstance(db, Postgres):
+    if app.checkpoint_every:
         # What checkpoint_timeout would do a few minutes later: a checkpoint
         # after the fault is gone (it must not declare lost pages written).
         try:
@@ -554,7 +327,7 @@ def read_back(a):
     key. An error of the application's library is the application failing
     ("unavailable", a failed lookup, an integrity problem); any other exception
     is this program's own bug and escapes (exit 1)."""
-    db = BACKENDS[a.app](a)
+    db = APPS[a.app].Client(a)
     out = {"unavailable": None, "data": {}, "lookup_errors": {}, "integrity": [], "notes": []}
 
     def save():
@@ -590,7 +363,7 @@ def read_in_child(a):
     not the checker."""
     tmp = a.out + ".reading.json"
     args = [sys.executable, os.path.abspath(__file__), "read", "--app", a.app, "--mode", a.mode,
-            "--data", a.data, "--acks", a.acks, "--out", tmp, "--port", str(a.port)]
+            "--data", a.data, "--acks", a.acks, "--out", tmp]
     try:
         r = subprocess.run(args, capture_output=True, text=True, timeout=a.read_timeout)
     except subprocess.TimeoutExpired:
@@ -626,27 +399,22 @@ def check(a):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("cmd", choices=["run", "check", "read"])
-    p.add_argument("--app", required=True, choices=sorted(BACKENDS))
+    p.add_argument("--app", required=True, choices=sorted(APPS))
     p.add_argument("--mode", default="default")
     p.add_argument("--data", required=True, help="the mounted data directory")
     p.add_argument("--acks", required=True, help="acknowledgement log (outside the mount)")
     p.add_argument("--report", help="run: what the application did (JSON)")
     p.add_argument("--out", help="check: the verdict (JSON)")
-    p.add_argument("--port", type=int, default=0)
     p.add_argument("--preload", type=int, default=100)
     p.add_argument("--ops", type=int, default=150)
     p.add_argument("--after", type=int, default=30)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--inject", default="")
-    p.add_argument("--end", default="")
-    p.add_argument("--release", default="")
-    p.add_argument("--release-after", type=float, default=0)
     p.add_argument("--plan", default="", help="the fault plan (run: linger until it fires; check: 'not exercised' when it never did)")
     p.add_argument("--events", default="", help="the mount's events file (how often the plan fired)")
     p.add_argument("--linger-seconds", type=float, default=15)
     p.add_argument("--read-timeout", type=int, default=300, help="check: reading back longer than this is unavailable")
     p.add_argument("--tamper-log", default="", help="check: the seeded self-test's log (non-empty: it fired)")
-    p.add_argument("--checkpoint-every", type=int, default=0)
+    p.add_argument("--plan-line", action="append", default=[], help="run: PLAN=LINE arms LINE for PLAN")
     p.add_argument("--give-up", type=int, default=20, help="stop a phase after this many failures in a row")
     a = p.parse_args()
     if a.cmd == "run":

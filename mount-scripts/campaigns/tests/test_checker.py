@@ -180,8 +180,6 @@ class Plans(unittest.TestCase):
             self.assertTrue(4096 <= h <= 16384, (window, h))
             if window >= 40_960:
                 self.assertLessEqual(h, window // 10)
-        self.assertEqual(plans.used_bytes("# rules\n# capacity 1099511627776 bytes, used 123456 bytes\n"), 123456)
-        self.assertIsNone(plans.used_bytes("# no capacity\n"))
 
     def test_lines(self):
         self.assertEqual(plans.lines("wb-eio-data", "sqlite/test.db"), ["fail writeback EIO count=1 path=sqlite/test.db"])
@@ -189,6 +187,8 @@ class Plans(unittest.TestCase):
         self.assertEqual(plans.lines("custom:fail fsync EIO", "x"), ["fail fsync EIO"])
         with self.assertRaises(plans.UnknownPlan):
             plans.lines("nosuch", "x")
+        self.assertEqual(plans.lines("selftest-drop", "x", {"selftest-drop": "delay writeback 1ms"}),
+                         ["delay writeback 1ms"])
         self.assertFalse(plans.fault_expected("baseline"))
         self.assertTrue(all(plans.fault_expected(p) for p in plans.PLANS if p != "baseline"))
 

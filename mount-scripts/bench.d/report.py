@@ -1,0 +1,490 @@
+#!/usr/bin/python3
+"""The benchmark's numbers and report, from what mount-scripts/bench recorded.
+
+  report.py fio-mibs FILE          print a fio JSON result in MiB/s (as the table shows it)
+  report.py sample PID FILE        every second until PID exits: its peak fd count and
+                                   peak VmRSS (KiB), as "FDS RSS" in FILE
+  report.py finish RAW --work DIR --repo DIR [--doc FILE]
+                                   record the machine (RAW/machine.json), print the tables,
+                                   and write the generated section of FILE
+
+What the bench records in its raw folder RAW (nothing here measures anything):
+  settings        key=value lines: sizes, targets, options, the load at the start
+  facts           "KEY VALUE..." lines appended during the run (timestamps, counts,
+                  why a metadata run failed)
+  TARGET.NAME.json        fio's JSON output;  TARGET.meta[_b].txt  bench.d/meta.c's output
+  faultfs_rules.WORKLOAD{round}{armed}.json   the A B A B runs with rules armed or not
+  monitor-INTERVAL.samples.jsonl / .events.jsonl   the monitor's output at each interval
+  million.status.{start,after_walk,final}   the daemon's /proc/PID/status; million.samples
+Everything is turned into numbers and markdown here (pure functions: tests/test_report.py).
+"""
+import json, math, os, re, subprocess, sys, time
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+TARGETS = ("plain", "passthrough_ll", "faultfs")
+FIO_WORKLOADS = ("seqwrite", "seqread_cold", "seqread_warm", "randwrite", "randread_warm")
+META_PHASES = ("create", "stat", "unlink")
+RULE_WORKLOADS = ("seqwrite", "randwrite")
+MONITOR_INTERVALS = ("100ms", "10ms")
+# target: (reference, minimum of faultfs / reference)
+GOALS = {"randwrite": ("passthrough_ll", 1.0), "create": ("passthrough_ll", 1.0), "stat": ("passthrough_ll", 1.0),
+         "unlink": ("passthrough_ll", 1.0), "create_b": ("passthrough_ll", 1.0), "stat_b": ("passthrough_ll", 1.0),
+         "unlink_b": ("passthrough_ll", 1.0), "seqread_warm": ("plain", 0.8), "randread_warm": ("plain", 0.8)}
+
+
+# ---------------------------------------------------------------- numbers (pure)
+
+def number(x):
+    """A value as the tables print it: no trailing ".0" (1302.8, 792, 8000)."""
+    return str(int(x)) if x == int(x) else str(x)
+
+
+def round1(x):
+    """To one decimal, halves away from zero (as jq's round did)."""
+    return math.floor(x * 10 + 0.5) / 10
+
+
+def fio_mibs(result):
+    """MiB/s (read + write) of a fio JSON result, to one decimal."""
+    job = result["jobs"][0]
+    return round1((job["read"]["bw_bytes"] + job["write"]["bw_bytes"]) / 1048576)
+
+
+def meta_ops(text, phase):
+    """ops/s of one phase of bench.d/meta.c's output, as an integer (None if absent)."""
+    m = re.search(r"^phase=%s .*ops_per_s=([0-9.]+)$" % phase, text, re.M)
+    return None if m is None else int("%.0f" % float(m.group(1)))
+
+
+def ratio(a, b):
+    """'1.18', or '-' when a number is missing or b is not positive."""
+    if a is None or b is None or b <= 0:
+        return "-"
+    return "%.2f" % (a / b)
+
+
+def mib(kib):
+    return "?" if kib is None else "%.1f" % (kib / 1024)
+
+
+def rate(n, seconds):
+    """Files per second from a seconds text ('139.0'); '-' without one."""
+    if not seconds:
+        return "-"
+    return "%.0f" % (n / float(seconds)) if float(seconds) > 0 else "-"
+
+
+def under(value, limit):
+    if value is None or value == "?":
+        return "n/a"
+    return "met" if float(value) < limit else "MISSED"
+
+
+def status_kib(text, key):
+    """A 'Key:  N kB' line of /proc/PID/status, in KiB (None if absent)."""
+    m = re.search(r"^%s:\s+(\d+)" % key, text or "", re.M)
+    return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------- reading a run
+
+def read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def parse_settings(text):
+    out = {}
+    for line in (text or "").splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            out[key] = value
+    return out
+
+
+def parse_facts(text):
+    """'KEY VALUE...' lines: {key: value}; meta_error lines: {"meta_error": {run: why}}."""
+    out = {"meta_error": {}}
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "meta_error":
+            run, _, why = value.partition(" ")
+            out["meta_error"][run] = why
+        elif key:
+            out[key] = value
+    return out
+
+
+class Run:
+    """One bench run's recorded results, and what they mean."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.s = parse_settings(read(os.path.join(raw, "settings")))
+        self.facts = parse_facts(read(os.path.join(raw, "facts")))
+        self.machine = json.loads(read(os.path.join(raw, "machine.json"), "{}"))
+        self.targets = self.s.get("targets", ",".join(TARGETS)).split(",")
+        self.standard = self.s.get("standard") == "1"
+        self.million = self.s.get("million") == "1"
+        self.batch = self.s.get("meta_batch", "")
+        self.rules = int(self.s.get("rules", "1000"))
+
+    def setting(self, key):
+        return self.s.get(key, "")
+
+    def workloads(self):
+        return list(FIO_WORKLOADS) + list(META_PHASES) + ([p + "_b" for p in META_PHASES] if self.batch else [])
+
+    def label(self, w):
+        seq, rand = self.setting("seq_mib"), self.setting("rand_mib")
+        labels = {"seqwrite": "seq write %s MiB bs=1M +fsync" % seq, "seqread_cold": "seq read %s MiB cold" % seq,
+                  "seqread_warm": "seq read %s MiB warm" % seq, "randwrite": "rand write 4k %s MiB +fsync" % rand,
+                  "randread_warm": "rand read 4k %s MiB warm" % rand, "create": "create+write 4 KiB+close",
+                  "stat": "stat", "unlink": "unlink"}
+        if w.endswith("_b"):
+            return "%s, %s at a time" % (labels[w[:-2]], self.batch)
+        return labels[w]
+
+    @staticmethod
+    def unit(w):
+        return "MiB/s" if w in FIO_WORKLOADS else "ops/s"
+
+    def fio(self, name):
+        text = read(os.path.join(self.raw, name + ".json"))
+        try:
+            return fio_mibs(json.loads(text))
+        except (TypeError, ValueError, KeyError, IndexError):
+            return None
+
+    def value(self, target, w):
+        """The number of a workload on a target; None when it failed."""
+        if w in FIO_WORKLOADS:
+            return self.fio("%s.%s" % (target, w))
+        phase, batched = (w[:-2], "_b") if w.endswith("_b") else (w, "")
+        return meta_ops(read(os.path.join(self.raw, "%s.meta%s.txt" % (target, batched)), ""), phase)
+
+    def ran(self, target):
+        return self.standard and target in self.targets
+
+    def cell(self, target, w):
+        if not self.ran(target):
+            return "-"
+        v = self.value(target, w)
+        return "FAILED" if v is None else number(v)
+
+    def num(self, target, w):
+        return self.value(target, w) if self.ran(target) else None
+
+    def goal_text(self, w, ge="≥"):
+        if w not in GOALS:
+            return ""
+        ref, minimum = GOALS[w]
+        return "%s %sx %s" % (ge, minimum, ref)
+
+    def goal_status(self, w):
+        if w not in GOALS:
+            return ""
+        ref, minimum = GOALS[w]
+        r = ratio(self.num("faultfs", w), self.num(ref, w))
+        if r == "-":
+            return "n/a"
+        return "met" if float(r) >= minimum else "MISSED"
+
+    # -------------------------------------------------- hot path with rules armed
+    def rules_mean(self, w, armed):
+        """Mean MiB/s of the two rounds with (armed) or without rules; None when one failed."""
+        vals = [self.fio("faultfs_rules.%s%d%d" % (w, rnd, armed)) for rnd in (1, 2)]
+        if None in vals:
+            return None
+        return float("%.1f" % (sum(vals) / 2))
+
+    # -------------------------------------------------- monitor
+    def monitor(self, interval):
+        f = self.facts
+        ticks, hz = f.get("monitor.%s.ticks" % interval), f.get("hz")
+        samples = read(os.path.join(self.raw, "monitor-%s.samples.jsonl" % interval))
+        events = read(os.path.join(self.raw, "monitor-%s.events.jsonl" % interval), "")
+        late = re.search(r"(\d+) of \d+ samples were more than one interval late", events)
+        rss = f.get("monitor.%s.rss_kib" % interval)
+        return {"cpu": "%.1f" % (100 * int(ticks) / int(hz) / 19.5) if ticks and hz else None,
+                "rss": int(rss) if rss else None,
+                "samples": str(samples.count("\n")) if samples is not None else "?",
+                "late": late.group(1) if late else "0"}
+
+    # -------------------------------------------------- million
+    def million_numbers(self):
+        f = self.facts
+
+        def seconds(phase):
+            a, b = f.get("million.%s.start" % phase), f.get("million.%s.end" % phase)
+            return None if not (a and b) else "%.1f" % (float(b) - float(a))
+
+        def status(when):
+            return read(os.path.join(self.raw, "million.status." + when), "")
+
+        def fds(when):
+            v = f.get("million.fds.%s" % when)
+            return int(v) if v else None
+
+        sampled = (read(os.path.join(self.raw, "million.samples"), "") or "").split()
+        fds_sampled, rss_sampled = (int(sampled[0]), int(sampled[1])) if len(sampled) == 2 else (None, None)
+        m = {p: seconds(p) for p in ("create", "find", "du", "rm")}
+        m.update(rss_start=status_kib(status("start"), "VmRSS"), rss_after_walk=status_kib(status("after_walk"), "VmRSS"),
+                 rss_final=status_kib(status("final"), "VmRSS"), fds_start=fds("start"),
+                 fds_after_walk=fds("after_walk"), fds_final=fds("final"),
+                 found=(read(os.path.join(self.raw, "million.find.txt"), "?") or "?").strip() or "?",
+                 left=f.get("million.left", "?"), create_failed=f.get("million.create_failed"),
+                 rm_failed=f.get("million.rm_failed"))
+        # VmHWM is updated lazily by the kernel: the peak is the largest of all we saw.
+        rss = [status_kib(status("final"), "VmHWM"), rss_sampled, m["rss_after_walk"], m["rss_final"]]
+        m["rss_peak"] = max((v for v in rss if v is not None), default=None)
+        fd_counts = [fds_sampled, m["fds_after_walk"], m["fds_final"]]
+        m["fds_peak"] = max((v for v in fd_counts if v is not None), default=None)
+        return m
+
+
+# ---------------------------------------------------------------- markdown (pure, from a Run)
+
+def blank(v):
+    return "" if v is None else number(v) if isinstance(v, (int, float)) else str(v)
+
+
+def standard_markdown(r):
+    out = ["| workload | unit | plain | passthrough_ll | faultfs | faultfs/passthrough_ll | faultfs/plain | target | status |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for w in r.workloads():
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r.label(w), r.unit(w), r.cell("plain", w), r.cell("passthrough_ll", w), r.cell("faultfs", w),
+            ratio(r.num("faultfs", w), r.num("passthrough_ll", w)), ratio(r.num("faultfs", w), r.num("plain", w)),
+            r.goal_text(w), r.goal_status(w)))
+    return out
+
+
+def meta_failures(r):
+    out = []
+    for run, why in r.facts["meta_error"].items():
+        if run.endswith("_b"):
+            out.append("- %s, %s files at a time: %s" % (run[:-2], r.batch, why))
+        else:
+            out.append("- %s, all %s files live: %s" % (run, r.setting("meta_files"), why))
+    return out
+
+
+def rules_markdown(r):
+    out = ["| workload (same mount, A B A B, mean of 2) | unit | faultfs | faultfs, %d rules armed | ratio | target |"
+           % r.rules, "| --- | --- | ---: | ---: | ---: | --- |"]
+    for w in RULE_WORKLOADS:
+        off, on = r.rules_mean(w, 0), r.rules_mean(w, 1)
+        out.append("| %s | %s | %s | %s | %s | ≥ 0.95 |" % (
+            r.label(w), r.unit(w), "FAILED" if off is None else "%.1f" % off,
+            "FAILED" if on is None else "%.1f" % on, ratio(on, off)))
+    return out
+
+
+def monitor_markdown(r):
+    out = ["| interval | CPU (share of one core) | peak RSS (MiB) | samples in 20 s | later than one interval | target |",
+           "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for i in MONITOR_INTERVALS:
+        m = r.monitor(i)
+        out.append("| %s | %s%% | %s | %s | %s | %s |" % (
+            i, m["cpu"] or "?", mib(m["rss"]), m["samples"], m["late"],
+            "< 2%, < 32 MiB" if i == "100ms" else "keeps up"))
+    return out
+
+
+def million_markdown(r):
+    m, n, dirs = r.million_numbers(), int(r.setting("mil_files") or 0), r.setting("mil_dirs")
+    out = ["| phase | seconds | files/s |", "| --- | ---: | ---: |",
+           "| create %d empty files in %s dirs | %s | %s |" % (n, dirs, blank(m["create"]), rate(n, m["create"])),
+           "| `find MNT -type f \\| wc -l` (found %s) | %s | %s |" % (m["found"], blank(m["find"]), rate(n, m["find"])),
+           "| `du -s MNT` | %s | %s |" % (blank(m["du"]), rate(n, m["du"])),
+           "| `rm -rf MNT/*` (left: %s) | %s | %s |" % (m["left"], blank(m["rm"]), rate(n, m["rm"])),
+           "",
+           "| faultfs daemon | at start | after the walk | peak | final (after rm) | target (final) |",
+           "| --- | ---: | ---: | ---: | ---: | --- |",
+           "| RSS (MiB; peak = max of VmHWM and the samples) | %s | %s | %s | %s | < 64 MiB: %s |" % (
+               mib(m["rss_start"]), mib(m["rss_after_walk"]), mib(m["rss_peak"]), mib(m["rss_final"]),
+               under(mib(m["rss_final"]), 64)),
+           "| open fds (peak sampled every second) | %s | %s | %s | %s | < 1,000: %s |" % (
+               blank(m["fds_start"]), blank(m["fds_after_walk"]), blank(m["fds_peak"]), blank(m["fds_final"]),
+               under(m["fds_final"], 1000))]
+    if m["create_failed"] or m["rm_failed"]:
+        out += ["", "**A phase failed** (create: %s, rm: %s); see the logs of the run." % (
+            "1" if m["create_failed"] else "ok", "1" if m["rm_failed"] else "ok")]
+    return out
+
+
+def machine_markdown(r):
+    mc, s = r.machine, r.s
+    ll_opts = s.get("ll_opts", "")
+    mode = "--quick (sizes /16)" if s.get("quick") == "1" else "standard"
+    if r.million:
+        mode += ", with the million-file run"
+    rows = [("date", mc.get("date", "?")), ("kernel (uname -r)", mc.get("kernel", "?")),
+            ("CPUs (nproc)", "%s (%s)" % (mc.get("nproc", "?"), mc.get("cpu_model", ""))),
+            ("memory", mc.get("memory", "?")),
+            ("load average (1 min) at start / end", "%s / %s" % (s.get("load_start", "?"), mc.get("load_end", "?"))),
+            ("backing fs (findmnt)", mc.get("backing_fs", "?")), ("fio", s.get("fio_version", "?")),
+            ("libfuse", "%s (headers), %s (libfuse3-3 package)" % (mc.get("libfuse_headers", "?"),
+                                                                   mc.get("libfuse_package", "?"))),
+            ("faultfs commit", mc.get("commit", "unknown")),
+            ("faultfs options", s.get("faultfs_opts") or "defaults (writeback cache on, 64 threads max)"),
+            ("passthrough_ll", "`-f -o writeback -o source=DIR%s`, libfuse's default loop (multi-threaded, 10 threads "
+                               "max), %s, RLIMIT_NOFILE %s" % (" -o " + ll_opts if ll_opts else "",
+                                                              ll_opts or "cache=auto (1 s timeouts)",
+                                                              s.get("ll_nofile", "?"))),
+            ("mode", mode)]
+    return ["| | |", "| --- | --- |"] + ["| %s | %s |" % row for row in rows]
+
+
+def generated_section(r):
+    out = [BEGIN, "<!-- Generated by mount-scripts/bench; edits between these markers are overwritten. -->", "",
+           "### Machine", ""] + machine_markdown(r) + [""]
+    if r.standard:
+        out += ["### Standard workloads", "",
+                "%s, ioengine=psync, numjobs=1, direct=0; cold = after `sync; echo 3 > /proc/sys/vm/drop_caches`, "
+                "warm = the second pass over the same file, reopened. Metadata: %s files of %s bytes in %s directories, "
+                "one C process (bench.d/meta.c)." % (r.setting("fio_version"), r.setting("meta_files"),
+                                                     r.setting("meta_size"), r.setting("meta_dirs")), ""]
+        out += standard_markdown(r) + [""]
+        if r.facts["meta_error"]:
+            out += ["Failed runs:", ""] + meta_failures(r) + [""]
+    if r.standard and "faultfs" in r.targets:
+        out += ["### Hot path: %d rules armed for writes (none matching)" % r.rules, ""] + rules_markdown(r) + [""]
+        out += ["### Monitor cost (`faultfs monitor` on an idle mount, tracing on)", ""] + monitor_markdown(r) + [""]
+    if r.million:
+        out += ["### One million files (faultfs only)", ""] + million_markdown(r) + [""]
+    else:
+        out += ["_The million-file run was not part of this run (`mount-scripts/bench --million`)._", ""]
+    return "\n".join(out + [END])
+
+
+def splice(doc_text, section):
+    """The document with its generated section replaced (or appended)."""
+    if doc_text is not None and BEGIN in doc_text and END in doc_text:
+        head, rest = doc_text.split(BEGIN, 1)
+        return head + section + rest.split(END, 1)[1]
+    if doc_text is None:
+        doc_text = "# Benchmarks\n\nRun `mount-scripts/bench` (as root) to regenerate the section below.\n"
+    return doc_text + "\n" + section + "\n"
+
+
+def terminal_table(r):
+    """The standard workloads for the terminal, in columns."""
+    fmt = "%-42s %-6s %10s %14s %10s %6s %8s  %-23s %s"
+    out = [fmt % ("workload", "unit", "plain", "passthrough_ll", "faultfs", "ff/ll", "ff/plain", "target", "status")]
+    for w in r.workloads():
+        out.append(fmt % (r.label(w), r.unit(w), r.cell("plain", w), r.cell("passthrough_ll", w), r.cell("faultfs", w),
+                          ratio(r.num("faultfs", w), r.num("passthrough_ll", w)),
+                          ratio(r.num("faultfs", w), r.num("plain", w)), r.goal_text(w, ">="), r.goal_status(w)))
+    return out
+
+
+def terminal_report(r):
+    out = []
+    if r.standard:
+        out += [""] + terminal_table(r) + meta_failures(r) + [""]
+        if "faultfs" in r.targets:
+            out += rules_markdown(r) + [""] + monitor_markdown(r) + [""]
+    if r.million:
+        out += [""] + million_markdown(r) + [""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- recording (I/O)
+
+def run_text(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def git_commit(repo):
+    """HEAD's commit, read from .git without running git."""
+    git = os.path.join(repo, ".git")
+    if os.path.isfile(git):   # a worktree: "gitdir: PATH"
+        git = read(git, "").split("gitdir:", 1)[-1].strip()
+    head = (read(os.path.join(git, "HEAD")) or "").strip()
+    if not head:
+        return "unknown"
+    sha = head
+    if head.startswith("ref:"):
+        ref = head[4:].strip()
+        common = (read(os.path.join(git, "commondir")) or "").strip()
+        roots = [git] + ([os.path.normpath(os.path.join(git, common))] if common else [])
+        sha = ""
+        for root in roots:
+            sha = (read(os.path.join(root, ref)) or "").strip()
+            if not sha:
+                m = re.search(r"^([0-9a-f]{40}) %s$" % re.escape(ref), read(os.path.join(root, "packed-refs"), ""), re.M)
+                sha = m.group(1) if m else ""
+            if sha:
+                break
+    return sha[:12] + " (plus any uncommitted changes in the work tree)" if sha else "unknown"
+
+
+def record_machine(raw, work, repo):
+    with open("/proc/meminfo") as f:
+        kib = int(re.search(r"^MemTotal:\s+(\d+)", f.read(), re.M).group(1))
+    fs = run_text(["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "-T", work]).split()
+    model = re.search(r"^Model name:\s*(.*)$", run_text(["lscpu"]), re.M)
+    with open("/proc/loadavg") as f:
+        load_end = f.read().split()[0]
+    machine = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "kernel": os.uname().release,
+               "nproc": run_text(["nproc"]), "cpu_model": model.group(1) if model else "",
+               "memory": "%.1f GiB" % (kib / 1048576), "load_end": load_end,
+               "backing_fs": "%s on %s (%s)" % tuple(fs[:3]) if len(fs) >= 3 else "?",
+               "libfuse_headers": run_text(["pkg-config", "--modversion", "fuse3"]),
+               "libfuse_package": run_text(["dpkg-query", "-W", "-f", "${Version}", "libfuse3-3"]) or "?",
+               "commit": git_commit(repo)}
+    with open(os.path.join(raw, "machine.json"), "w") as f:
+        json.dump(machine, f, indent=1)
+
+
+def sample(pid, out):
+    """Every second while pid lives: the peak fd count and peak VmRSS so far."""
+    fds = rss = 0
+    while os.path.exists("/proc/%d" % pid):
+        try:
+            fds = max(fds, len(os.listdir("/proc/%d/fd" % pid)))
+            rss = max(rss, status_kib(read("/proc/%d/status" % pid, ""), "VmRSS") or 0)
+        except OSError:
+            break
+        with open(out + ".tmp", "w") as f:
+            f.write("%d %d\n" % (fds, rss))
+        os.replace(out + ".tmp", out)
+        time.sleep(1)
+
+
+def main(argv):
+    if len(argv) == 2 and argv[0] == "fio-mibs":
+        with open(argv[1]) as f:
+            print(number(fio_mibs(json.load(f))))
+        return 0
+    if len(argv) == 3 and argv[0] == "sample":
+        sample(int(argv[1]), argv[2])
+        return 0
+    if argv[:1] == ["finish"] and len(argv) >= 6:
+        raw, opts = argv[1], dict(zip(argv[2::2], argv[3::2]))
+        record_machine(raw, opts["--work"], opts["--repo"])
+        r = Run(raw)
+        print(terminal_report(r))
+        if "--doc" in opts:
+            doc = opts["--doc"]
+            text = splice(read(doc), generated_section(r))
+            with open(doc + ".tmp", "w") as f:
+                f.write(text)
+            os.chmod(doc + ".tmp", 0o644)
+            os.replace(doc + ".tmp", doc)
+            print("[bench %s] wrote %s" % (time.strftime("%H:%M:%S"), doc), file=sys.stderr)
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,540 @@
+#!/usr/bin/python3
+"""faultfs application campaigns: run a real database on a faultfs mount under
+a fault plan, crash it, restart it on the backing files (re-mounted, page
+cache dropped) and check every key it acknowledged as committed. One verdict
+per run in the categories of Rebello et al., "Can Applications Recover from
+fsync Failures?" (USENIX ATC 2020), plus "application unavailable",
+"database corruption" (its own integrity check fails) and "not exercised"
+(the fault never fired: the mount's events show no injection with an errno,
+no write dropped or stalled). Every verdict says how often the fault fired.
+
+Usage: mount-scripts/campaign [options] APP      (as root)
+  APP               sqlite, postgres, redis, lmdb, leveldb, or all
+  --fault LINE      run this control line as the only fault plan (e.g.
+                    'fail writeback EIO count=1'); default: the standard plans
+  --plans LIST      comma list of plans (baseline, wb-eio, wb-enospc,
+                    wb-eio-data, fsync-eio, flush-eio, capacity, stall,
+                    selftest-drop, selftest-seeded)
+  --modes LIST      comma list of the application's modes (default: all of them)
+  --runs N          repeat every case N times (default 1)
+  --quick           small workload and a reduced plan (CI)
+  --out DIR         where runs and results go (default /tmp/faultfs-campaign)
+  --faultfs PATH    use this faultfs binary (default: build REPO/.build-camp)
+  --no-monitor      do not wrap the fault phase in `faultfs run` (no monitor report)
+  --doc / --no-doc  write / do not write docs/app-results.md (default: only for `all`
+                    without --quick, --fault, --plans or --modes)
+  --keep            keep each run's data directory (default: delete it once checked)
+  --plan-line PLAN=LINE
+                    (for testing the campaign) arm LINE where PLAN would arm its own line
+  -h, --help
+
+Every run leaves OUT/APP/MODE/PLAN/runN/ with: acks.jsonl (the
+acknowledgement log, outside the mount), workload.json (what the application
+reported), server*.log, verdict.json, monitor/ (faultfs run's report), and a
+line in OUT/results.jsonl; OUT/results.md is the table. Prints one
+"VERDICT ..." line per run. Exit status: 0 when every run completed (whatever
+the verdicts), 1 when a run could not be carried out (the failing step is
+named; the checker's own failure is one) or a self-test failed (its loss
+came out "correct", or it never fired), 2 on bad usage.
+
+mount-scripts/campaign installs the packages and builds faultfs (asking
+`driver.py --needs ARGS` what is missing), then runs this driver. Internal:
+`driver.py --phase ...` is the fault phase, run under `faultfs run`.
+"""
+import dataclasses, glob, json, os, re, shutil, signal, subprocess, sys, threading, time, traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import mounts    # noqa: E402
+import plans     # noqa: E402
+import report    # noqa: E402
+from apps import APPS  # noqa: E402
+
+PY = "/usr/bin/python3"   # Debian's: python3-lmdb, -plyvel, -psycopg2, -redis live there
+REPO = os.path.dirname(os.path.dirname(HERE))
+ALL_APPS = ["sqlite", "postgres", "redis", "lmdb", "leveldb"]
+QUICK_PLANS = ["baseline", "selftest-seeded", "selftest-drop", "wb-eio-data", "fsync-eio"]
+STANDARD_PLANS = ["baseline", "wb-eio", "wb-enospc", "wb-eio-data", "fsync-eio", "flush-eio", "capacity",
+                  "stall", "selftest-drop"]
+STALL_RELEASE_AFTER = 3   # seconds a stall lasts
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclasses.dataclass
+class Options:
+    apps: list
+    plans: list
+    modes: list          # empty: every mode of each application
+    runs: int = 1
+    quick: bool = False
+    out: str = "/tmp/faultfs-campaign"
+    faultfs: str = ""
+    monitor: bool = True
+    doc: bool = False
+    keep: bool = False
+    plan_lines: dict = dataclasses.field(default_factory=dict)   # --plan-line PLAN=LINE
+    help: bool = False
+
+    def sizes(self):
+        """The workload's sizes (workload.py options)."""
+        if self.quick:
+            return ["--preload", "30", "--ops", "40", "--after", "10", "--give-up", "8"]
+        return ["--preload", "100", "--ops", "150", "--after", "30"]
+
+
+def parse_args(argv):
+    """The command line (pure): Options, or UsageError."""
+    apps, fault, plan_list, modes, doc = [], "", "", "", None
+    o = Options(apps=[], plans=[], modes=[])
+    args = list(argv)
+
+    def value(flag):
+        if not args:
+            raise UsageError("%s needs a value" % flag)
+        return args.pop(0)
+
+    while args:
+        a = args.pop(0)
+        if a == "--fault":
+            fault = value(a)
+        elif a == "--plans":
+            plan_list = value(a)
+        elif a == "--modes":
+            modes = value(a)
+        elif a == "--runs":
+            runs = value(a)
+            if not re.fullmatch(r"[1-9][0-9]*", runs):
+                raise UsageError("--runs wants a positive number")
+            o.runs = int(runs)
+        elif a == "--quick":
+            o.quick = True
+        elif a == "--out":
+            o.out = value(a)
+        elif a == "--faultfs":
+            o.faultfs = value(a)
+        elif a == "--no-monitor":
+            o.monitor = False
+        elif a in ("--doc", "--no-doc"):
+            doc = a == "--doc"
+        elif a == "--keep":
+            o.keep = True
+        elif a == "--plan-line":
+            plan, eq, line = value(a).partition("=")
+            if not eq or plan not in plans.PLANS:
+                raise UsageError("--plan-line wants PLAN=LINE with a known plan")
+            o.plan_lines[plan] = line
+        elif a in ("-h", "--help"):
+            o.help = True
+            return o
+        elif a in ALL_APPS:
+            apps.append(a)
+        elif a == "all":
+            apps += ALL_APPS
+        else:
+            raise UsageError("unknown argument: %s" % a)
+    if not apps:
+        raise UsageError("name an application (sqlite, postgres, redis, lmdb, leveldb or all)")
+    o.apps = apps
+    o.modes = [m for m in modes.split(",") if m]
+    if fault:
+        o.plans = ["custom:" + fault]
+    elif plan_list:
+        o.plans = [p for p in plan_list.split(",") if p]
+    else:
+        o.plans = QUICK_PLANS if o.quick else STANDARD_PLANS
+    for p in o.plans:
+        try:
+            plans.lines(p, "x")
+        except plans.UnknownPlan as e:
+            raise UsageError(str(e).removeprefix("campaign: "))
+    if doc is None:
+        doc = (" ".join(ALL_APPS) in " ".join(apps) and not o.quick and not (fault or plan_list or modes))
+    o.doc = doc
+    return o
+
+
+def run_dir(out, app, mode, plan, n):
+    return os.path.join(out, app, mode, re.sub(r"[^A-Za-z0-9_.=-]", "_", plan), "run%d" % n)
+
+
+def cases(o):
+    """The runs, in order: (app, mode, plan, n); and the notes about modes an application lacks (pure)."""
+    out, notes = [], []
+    for name in o.apps:
+        app = APPS[name]
+        for mode in o.modes or app.modes:
+            if mode not in app.modes:
+                notes.append("%s has no mode %s (modes: %s)" % (name, mode, " ".join(app.modes)))
+                continue
+            for plan in o.plans:
+                if plan == "selftest-seeded" and app.tamper is None:
+                    continue
+                out += [(name, mode, plan, n) for n in range(1, o.runs + 1)]
+    return out, notes
+
+
+def log(msg):
+    print("[campaign %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def missing_packages(names):
+    return [p for p in names if subprocess.run(["dpkg", "-s", p], stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL).returncode != 0]
+
+
+# ---------------------------------------------------------------- the mounts
+
+class StepFailed(Exception):
+    pass
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, **kw)
+
+
+def unmount(faultfs, mnt, strict=True):
+    """Clear the mount's rules (a stalled write must not hold the unmount),
+    unmount it, and wait for its daemon to exit."""
+    try:
+        pid = mounts.daemon_pid(mnt)
+    except (OSError, ValueError, KeyError):
+        pid = None
+    try:
+        mounts.control(mnt, "clear", "release")
+    except mounts.ControlRefused:
+        pass
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if run([faultfs, "umount", mnt], **quiet).returncode != 0:
+        if strict:
+            raise StepFailed("faultfs umount %s failed" % mnt)
+        run([faultfs, "umount", "--lazy", mnt], **quiet)
+    for _ in range(100):
+        if pid is None or not os.path.exists("/proc/%d" % pid):
+            return
+        time.sleep(0.1)
+
+
+def is_mounted(path):
+    return path in mounts.faultfs_mounts_below(path)
+
+
+def faultfs_cgroups():
+    found = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        depth = root[len("/sys/fs/cgroup"):].count("/")
+        found += [os.path.join(root, d) for d in dirs if "faultfs" in d]
+        if depth >= 2:
+            dirs[:] = []
+    return set(found)
+
+
+# ---------------------------------------------------------------- one run
+
+class Campaign:
+    def __init__(self, o):
+        self.o = o
+        self.child = None      # the running `faultfs run`, killed on the way out
+
+    def run_case(self, name, mode, plan, n):
+        """One run: prepare, fault phase, re-mount, restart, check. Raises StepFailed."""
+        o = self.o
+        rundir = run_dir(o.out, name, mode, plan, n)
+        data = os.path.join(rundir, "data")
+        app = APPS[name](rundir)
+        step = [""]
+
+        def at(what):
+            step[0] = what
+            with open(os.path.join(rundir, "step"), "w") as f:
+                f.write(what + "\n")
+
+        def write(file, text):
+            with open(os.path.join(rundir, file), "w") as f:
+                f.write(text + "\n")
+
+        shutil.rmtree(rundir, ignore_errors=True)
+        os.makedirs(data)
+        ok = False
+        try:
+            at("prepare " + name)
+            try:
+                app.prepare(data, mode, o.out)
+            except (OSError, subprocess.CalledProcessError) as e:
+                write("prepare.log", traceback.format_exc())
+                raise StepFailed("preparing %s failed: %s" % (name, e))
+            write("plan", plan)
+            write("plan-description", plans.describe(plan))
+            # The mount's events: the checker counts from them how often the plan fired.
+            events = os.path.join(rundir, "monitor" if o.monitor else "", "injections.jsonl")
+            at("fault phase (start %s, workload, fault, crash)" % name)
+            self.fault_phase(name, mode, plan, rundir, data, events)
+            acks = os.path.join(rundir, "acks.jsonl")
+            if not os.path.exists(acks) or os.path.getsize(acks) == 0:
+                raise StepFailed("the workload logged nothing (see %s/phase.log)" % rundir)
+            if is_mounted(data):
+                raise StepFailed("the fault phase left %s mounted" % data)
+            at("drop caches")
+            os.sync()
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            at("re-mount without faults")
+            if run([o.faultfs, "mount", "-o", "allow_other", data, data]).returncode != 0:
+                raise StepFailed("faultfs mount %s failed" % data)
+            if plan == "selftest-seeded":
+                at("tamper (seeded loss)")
+                write("tamper.txt", app.tamper(data, acks))
+            at("restart " + name)
+            if not app.start(data, mode, os.path.join(rundir, "server-restart.log")):
+                write("restart-failed", "%s did not restart" % name)
+            at("check acknowledged keys")
+            # (An application that crashes reading its data is a verdict; the
+            # checker's own failure is a campaign error: see workload.py check.)
+            with open(os.path.join(rundir, "check.log"), "w") as f:
+                r = run([PY, os.path.join(HERE, "workload.py"), "check", "--app", name, "--mode", mode,
+                         "--data", data, "--acks", acks, "--out", os.path.join(rundir, "verdict.json"),
+                         "--plan", plan, "--events", events, "--tamper-log", os.path.join(rundir, "tamper.txt")],
+                        stdout=f, stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                raise StepFailed("the checker failed (exit %d, see %s/check.log)" % (r.returncode, rundir))
+            at("stop %s and unmount" % name)
+            app.kill()
+            if app.server:
+                write("server-log-summary.txt", app.log_summary(os.path.join(rundir, "server.log")))
+                write("server-restart-summary.txt", app.log_summary(os.path.join(rundir, "server-restart.log")))
+            unmount(o.faultfs, data)
+            at("done")
+            ok = True
+        except StepFailed as e:
+            log("%s/%s/%s/run%d: %s" % (name, mode, plan, n, e))
+            write("error", "failed at step '%s': %s" % (step[0], e))
+            raise
+        except Exception as e:
+            write("error", "failed at step '%s': %s" % (step[0], e))
+            log("%s/%s/%s/run%d: %s" % (name, mode, plan, n, traceback.format_exc()))
+            raise StepFailed(str(e)) from e
+        finally:
+            self.stop_child()
+            app.kill()
+            if is_mounted(data):
+                unmount(o.faultfs, data, strict=False)
+            if ok and not o.keep:
+                shutil.rmtree(data, ignore_errors=True)
+
+    def fault_phase(self, name, mode, plan, rundir, data, events):
+        """The application started, the workload with its fault window, the
+        crash: under `faultfs run` (which mounts DATA and records the monitor's
+        report) or on a plain `faultfs mount`."""
+        o = self.o
+        phase = [PY, os.path.abspath(__file__), "--phase", name, mode, plan, rundir, events,
+                 json.dumps(o.sizes() + [a for p, line in o.plan_lines.items() for a in ("--plan-line", p + "=" + line)])]
+        with open(os.path.join(rundir, "phase.log"), "w") as logf:
+            if o.monitor:
+                self.child = subprocess.Popen([o.faultfs, "run", "--dir", data, "-o", "allow_other", "--out",
+                                               os.path.join(rundir, "monitor"), "--quiet", "--", *phase],
+                                              stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
+                status = self.child.wait()
+                self.child = None
+            else:
+                if run([o.faultfs, "mount", "-o", "allow_other,events=" + events, data, data]).returncode != 0:
+                    raise StepFailed("faultfs mount %s failed" % data)
+                status = run(phase, stdout=logf, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, FAULTFS_DIR=data)).returncode
+                unmount(o.faultfs, data)
+        if status != 0:
+            said = read(os.path.join(rundir, "phase-step"))
+            tail = " ".join(read(os.path.join(rundir, "phase.log")).splitlines()[-3:])
+            raise StepFailed("the fault phase exited %d: %s; %s" % (status, said, tail))
+
+    def stop_child(self):
+        if self.child is not None:
+            self.child.terminate()
+            self.child.wait()
+            self.child = None
+
+    def cleanup(self):
+        """Whatever happened: servers killed, our mounts gone, the cgroups
+        `faultfs run` made removed. Returns what could not be removed."""
+        self.stop_child()
+        for pidfile in glob.glob(os.path.join(glob.escape(self.o.out), "*", "*", "*", "*", "server.pid")):
+            name = os.path.relpath(pidfile, self.o.out).split(os.sep)[0]
+            if name in APPS:
+                APPS[name](os.path.dirname(pidfile)).kill()
+        for m in mounts.faultfs_mounts_below(self.o.out):
+            unmount(self.o.faultfs, m, strict=False)
+        for c in sorted(faultfs_cgroups() - self.cgroups_before, key=len, reverse=True):
+            try:
+                os.rmdir(c)
+            except OSError:
+                pass
+        return mounts.faultfs_mounts_below(self.o.out) + sorted(faultfs_cgroups() - self.cgroups_before)
+
+    def main(self, command_line):
+        o = self.o
+        o.faultfs = os.path.realpath(o.faultfs)
+        if not os.access(o.faultfs, os.X_OK):
+            log("--faultfs %s is not an executable file" % o.faultfs)
+            return 1
+        if o.monitor and run([o.faultfs, "run", "--help"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL).returncode != 0:
+            log("this faultfs has no 'run' subcommand: no monitor report")
+            o.monitor = False
+        os.makedirs(o.out, exist_ok=True)
+        os.chmod(o.out, 0o755)
+        o.out = os.path.realpath(o.out)
+        # The servers run as their own users: they must reach the data directory.
+        d = o.out
+        while d != "/":
+            os.chmod(d, os.stat(d).st_mode | 0o001)
+            d = os.path.dirname(d)
+        open(os.path.join(o.out, "results.jsonl"), "w").close()
+        with open(os.path.join(o.out, "meta.txt"), "w") as f:
+            f.write("kernel %s\ncommand: mount-scripts/campaign %s\ndate: %s\n" % (
+                os.uname().release, command_line, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+        todo, notes = cases(o)
+        for note in notes:
+            log(note)
+        failures = 0
+        for name, mode, plan, n in todo:
+            case = "%s/%s/%s/run%d" % (name, mode, plan, n)
+            rundir = run_dir(o.out, name, mode, plan, n)
+            log("%s: %s" % (case, plans.describe(plan)))
+            try:
+                self.run_case(name, mode, plan, n)
+            except StepFailed:
+                failures += 1
+                log("%s: FAILED at step '%s' (see %s)" % (case, read(os.path.join(rundir, "step")) or "?", rundir))
+            # (3: a self-test whose loss went unnoticed, or that never fired)
+            if report.record(o.out, rundir, name, mode, plan, n) != 0:
+                failures += 1
+                log("%s: SELF-TEST FAILED (see the VERDICT line)" % case)
+        report.table(o.out, os.path.join(REPO, "docs", "app-results.md") if o.doc else None)
+        log("results: %s/results.md%s" % (o.out, ", docs/app-results.md" if o.doc else ""))
+        if failures:
+            log("%d run(s) could not be carried out" % failures)
+            return 1
+        return 0
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------- the fault phase (under faultfs run)
+
+def fault_phase(name, mode, plan, rundir, events, extra):
+    """Runs with the mount at $FAULTFS_DIR: start the application, run the
+    workload (its own process: its crash is os._exit), kill the server."""
+    data = os.environ["FAULTFS_DIR"]
+    app = APPS[name](rundir)
+
+    def at(what):
+        with open(os.path.join(rundir, "phase-step"), "w") as f:
+            f.write("step %s\n" % what)
+
+    try:
+        at("start-app")
+        if not app.start(data, mode, os.path.join(rundir, "server.log")):
+            print("campaign: %s did not start on the faultfs mount (see %s/server.log)" % (name, rundir),
+                  file=sys.stderr)
+            return 3
+        at("workload")
+        if plan == "stall" or (plan.startswith("custom:") and "stall" in plan):
+            threading.Thread(target=release_stall, args=(data, rundir), daemon=True).start()
+        r = run([PY, os.path.join(HERE, "workload.py"), "run", "--app", name, "--mode", mode, "--data", data,
+                 "--acks", os.path.join(rundir, "acks.jsonl"), "--report", os.path.join(rundir, "workload.json"),
+                 "--events", events, "--plan", plan, *extra])
+        if r.returncode != 0:
+            with open(os.path.join(rundir, "phase-notes"), "a") as f:
+                f.write("workload exit %d\n" % r.returncode)
+        if app.server:
+            with open(os.path.join(rundir, "alive.txt"), "w") as f:
+                f.write("running\n" if app.alive() else "not running\n")
+        at("crash")
+    finally:
+        app.kill()
+    return 0
+
+
+def release_stall(data, rundir):
+    """A stall lasts STALL_RELEASE_AFTER seconds from the moment the workload
+    armed it (it creates RUNDIR/fault-started). This process holds none of the
+    database's descriptors, so nothing here waits on the stalled writeback."""
+    started = os.path.join(rundir, "fault-started")
+    for _ in range(6000):
+        if os.path.exists(started):
+            break
+        time.sleep(0.1)
+    time.sleep(STALL_RELEASE_AFTER)
+    with open(os.path.join(rundir, "workload.json.hooks.log"), "a") as f:
+        try:
+            f.write("[%.3f] release: %s\n" % (time.time(), plans.end(data)))
+        except (OSError, RuntimeError) as e:
+            f.write("[%.3f] release failed: %s\n" % (time.time(), e))
+
+
+# ---------------------------------------------------------------- entry
+
+def main(argv):
+    if argv[:1] == ["--phase"]:
+        name, mode, plan, rundir, events, extra = argv[1:7]
+        return fault_phase(name, mode, plan, rundir, events, json.loads(extra))
+    needs = argv[:1] == ["--needs"]
+    if needs:
+        argv = argv[1:]
+    try:
+        o = parse_args(argv)
+    except UsageError as e:
+        print("campaign: %s" % e, file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    if o.help:
+        if not needs:
+            print(usage())
+        return 0
+    if os.geteuid() != 0:
+        print("campaign: run as root (mounts, /proc/sys/vm/drop_caches, servers as their users)", file=sys.stderr)
+        return 1
+    if needs:
+        # For mount-scripts/campaign: what to install and whether to build.
+        missing = missing_packages(sorted({p for a in o.apps for p in APPS[a].packages}))
+        if missing:
+            print("install " + " ".join(missing))
+        if not o.faultfs:
+            print("build")
+        return 0
+    if not o.faultfs:
+        print("campaign: --faultfs is missing (mount-scripts/campaign builds it)", file=sys.stderr)
+        return 2
+    campaign = Campaign(o)
+    campaign.cgroups_before = faultfs_cgroups()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    status = 1
+    try:
+        status = campaign.main(os.environ.get("CAMPAIGN_COMMAND", " ".join(argv)))
+    except KeyboardInterrupt:
+        status = 130
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 1
+    finally:
+        left = campaign.cleanup()
+        if left:
+            log("LEFT BEHIND (could not remove): %s" % " ".join(left))
+        if status != 0:
+            log("FAILED (exit %d); mounts, servers and cgroups cleaned up" % status)
+    return status
+
+
+def usage():
+    return __doc__[__doc__.index("Usage:"):__doc__.index("  -h, --help") + len("  -h, --help")]
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
