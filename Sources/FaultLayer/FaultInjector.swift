@@ -1,6 +1,7 @@
 import FaultRules
 import FuseKit
 import Glibc
+import Synchronization
 
 /// Checks every request against the rule engine, then fails, delays,
 /// stalls, drops, shortens or passes it on.
@@ -16,6 +17,8 @@ final class FaultInjector: FileSystem, @unchecked Sendable {
     private var stats: OpStatistics { recorder.stats }
     // Set once by `initialize`, before any request.
     private var session: SessionState?
+    /// Callers looked up in /proc before a decision (for tests of `needs`).
+    let callerLookups = Atomic<Int>(0)
 
     init(wrapping inner: any FileSystem, tree: any BackingTree, engine: RuleEngine, recorder: InjectionRecorder) {
         self.inner = inner
@@ -54,6 +57,7 @@ final class FaultInjector: FileSystem, @unchecked Sendable {
         let ticket = gate.ticket()  // before the decision: see StallGate
         let needs = engine.needs(for: op)
         let pid = caller.pid
+        if pid > 0 && !needs.isDisjoint(with: [.comm, .processID]) { callerLookups.add(1, ordering: .relaxed) }
         let details = GatheredDetails(
             gatheredPath: needs.contains(.path) ? recorder.path(of: node, name: name) : nil,
             gatheredComm: needs.contains(.comm) && pid > 0 ? processName(pid) : nil,

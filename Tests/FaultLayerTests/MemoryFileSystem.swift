@@ -78,11 +78,14 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
     /// Makes `usedBytes` wait until `releaseMeasuring` (a slow tree walk).
     func holdMeasuring() { measuringHeld.store(true, ordering: .relaxed) }
     func releaseMeasuring() { measuringHeld.store(false, ordering: .relaxed) }
-    /// How often `usedBytes` was asked.
+    private let measurementsStarted = Atomic<Int>(0)
+    /// How often `usedBytes` returned, and how often it was asked.
     var measured: Int { measurements.load(ordering: .relaxed) }
+    var measuringStarted: Int { measurementsStarted.load(ordering: .relaxed) }
 
     func usedBytes() -> Int64 {
         // What the tree holds when asked; the walk may then take a while.
+        measurementsStarted.add(1, ordering: .relaxed)
         let total = state.withLock { s in s.nodes.values.reduce(0) { $0 + ($1.mode & S_IFMT == S_IFREG ? Int64($1.data.count) : 0) } }
         while measuringHeld.load(ordering: .relaxed) { usleep(1_000) }
         measurements.add(1, ordering: .relaxed)
