@@ -17,7 +17,7 @@ import Synchronization
 /// the walk runs is counted twice if the walk reaches it after the change
 /// (once in the walk, once as a change), once otherwise: the error is at
 /// most the bytes written during the walk.
-final class CapacityLimit: FileSystem, @unchecked Sendable {
+final class CapacityLimit: ForwardingFileSystem, @unchecked Sendable {
     let inner: any FileSystem
     private let tree: any BackingTree
     private let recorder: InjectionRecorder
@@ -201,64 +201,4 @@ final class CapacityLimit: FileSystem, @unchecked Sendable {
         st.f_bavail = st.f_bfree
         return st
     }
-
-    // MARK: the rest passes through
-
-    func initialize(_ conn: inout Connection, session: SessionState) { inner.initialize(&conn, session: session) }
-    func destroy() { inner.destroy() }
-    var unusedNodeIDs: ClosedRange<NodeID>? { inner.unusedNodeIDs }
-    func lookup(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) -> Entry {
-        try inner.lookup(caller, parent: parent, name: name)
-    }
-    func forget(node: NodeID, count: UInt64) { inner.forget(node: node, count: count) }
-    func getattr(_ caller: Caller, node: NodeID, handle: UInt64?) throws(Errno) -> Attributes {
-        try inner.getattr(caller, node: node, handle: handle)
-    }
-    func readlink(_ caller: Caller, node: NodeID) throws(Errno) -> [CChar] { try inner.readlink(caller, node: node) }
-    func mknod(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, device: dev_t) throws(Errno) -> Entry {
-        try inner.mknod(caller, parent: parent, name: name, mode: mode, device: device)
-    }
-    func mkdir(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t) throws(Errno) -> Entry {
-        try inner.mkdir(caller, parent: parent, name: name, mode: mode)
-    }
-    func rmdir(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) { try inner.rmdir(caller, parent: parent, name: name) }
-    func symlink(_ caller: Caller, target: FileName, parent: NodeID, name: FileName) throws(Errno) -> Entry {
-        try inner.symlink(caller, target: target, parent: parent, name: name)
-    }
-    func link(_ caller: Caller, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
-        try inner.link(caller, node: node, newParent: newParent, newName: newName)
-    }
-    func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {
-        try inner.create(caller, parent: parent, name: name, mode: mode, flags: flags)
-    }
-    func read(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, size: Int) throws(Errno) -> ReadData {
-        try inner.read(caller, node: node, handle: handle, offset: offset, size: size)
-    }
-    func flush(_ caller: Caller, node: NodeID, handle: UInt64) throws(Errno) { try inner.flush(caller, node: node, handle: handle) }
-    func release(_ caller: Caller, node: NodeID, handle: UInt64) { inner.release(caller, node: node, handle: handle) }
-    func fsync(_ caller: Caller, node: NodeID, handle: UInt64, dataOnly: Bool) throws(Errno) {
-        try inner.fsync(caller, node: node, handle: handle, dataOnly: dataOnly)
-    }
-    func lseek(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, whence: Int32) throws(Errno) -> off_t {
-        try inner.lseek(caller, node: node, handle: handle, offset: offset, whence: whence)
-    }
-    func opendir(_ caller: Caller, node: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
-        try inner.opendir(caller, node: node, flags: flags)
-    }
-    func readdir(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, plus: Bool, into buffer: inout DirectoryBuffer) throws(Errno) {
-        try inner.readdir(caller, node: node, handle: handle, offset: offset, plus: plus, into: &buffer)
-    }
-    func releasedir(_ caller: Caller, node: NodeID, handle: UInt64) { inner.releasedir(caller, node: node, handle: handle) }
-    func fsyncdir(_ caller: Caller, node: NodeID, handle: UInt64, dataOnly: Bool) throws(Errno) {
-        try inner.fsyncdir(caller, node: node, handle: handle, dataOnly: dataOnly)
-    }
-    func access(_ caller: Caller, node: NodeID, mask: Int32) throws(Errno) { try inner.access(caller, node: node, mask: mask) }
-    func setxattr(_ caller: Caller, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
-        try inner.setxattr(caller, node: node, name: name, value: value, flags: flags)
-    }
-    func getxattr(_ caller: Caller, node: NodeID, name: FileName, size: Int) throws(Errno) -> XattrReply {
-        try inner.getxattr(caller, node: node, name: name, size: size)
-    }
-    func listxattr(_ caller: Caller, node: NodeID, size: Int) throws(Errno) -> XattrReply { try inner.listxattr(caller, node: node, size: size) }
-    func removexattr(_ caller: Caller, node: NodeID, name: FileName) throws(Errno) { try inner.removexattr(caller, node: node, name: name) }
 }

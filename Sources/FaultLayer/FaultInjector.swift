@@ -9,7 +9,7 @@ import Synchronization
 /// The check costs one relaxed atomic load (the engine's armed-ops mask)
 /// plus a relaxed counter increment when no rule targets the operation: no
 /// allocation, no lock.
-final class FaultInjector: FileSystem, @unchecked Sendable {
+final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
     let inner: any FileSystem
     let engine: RuleEngine
     let gate = StallGate()
@@ -111,31 +111,17 @@ final class FaultInjector: FileSystem, @unchecked Sendable {
         inner.destroy()
     }
 
-    var unusedNodeIDs: ClosedRange<NodeID>? { inner.unusedNodeIDs }
-
     // MARK: names
-
-    func lookup(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) -> Entry {
-        try inner.lookup(caller, parent: parent, name: name)
-    }
 
     func forget(node: NodeID, count: UInt64) {
         recorder.paths.forget(node)  // its id may name another inode next
         inner.forget(node: node, count: count)
     }
 
-    func getattr(_ caller: Caller, node: NodeID, handle: UInt64?) throws(Errno) -> Attributes {
-        try inner.getattr(caller, node: node, handle: handle)
-    }
-
     func setattr(_ caller: Caller, node: NodeID, changes: AttributeChanges) throws(Errno) -> Attributes {
         let resizes = changes.fields.contains(.size)
         _ = try check(resizes ? .truncate : .setattr, caller, node: node, offset: resizes ? changes.size : -1)
         return try inner.setattr(caller, node: node, changes: changes)
-    }
-
-    func readlink(_ caller: Caller, node: NodeID) throws(Errno) -> [CChar] {
-        try inner.readlink(caller, node: node)
     }
 
     func mknod(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, device: dev_t) throws(Errno) -> Entry {
@@ -213,10 +199,6 @@ final class FaultInjector: FileSystem, @unchecked Sendable {
         try inner.flush(caller, node: node, handle: handle)
     }
 
-    func release(_ caller: Caller, node: NodeID, handle: UInt64) {
-        inner.release(caller, node: node, handle: handle)
-    }
-
     func fsync(_ caller: Caller, node: NodeID, handle: UInt64, dataOnly: Bool) throws(Errno) {
         _ = try check(dataOnly ? .fdatasync : .fsync, caller, node: node)
         try inner.fsync(caller, node: node, handle: handle, dataOnly: dataOnly)
@@ -236,23 +218,7 @@ final class FaultInjector: FileSystem, @unchecked Sendable {
                                        destinationOffset: destinationOffset, length: length, flags: flags)
     }
 
-    func lseek(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, whence: Int32) throws(Errno) -> off_t {
-        try inner.lseek(caller, node: node, handle: handle, offset: offset, whence: whence)
-    }
-
     // MARK: directories
-
-    func opendir(_ caller: Caller, node: NodeID, flags: Int32) throws(Errno) -> OpenedFile {
-        try inner.opendir(caller, node: node, flags: flags)
-    }
-
-    func readdir(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, plus: Bool, into buffer: inout DirectoryBuffer) throws(Errno) {
-        try inner.readdir(caller, node: node, handle: handle, offset: offset, plus: plus, into: &buffer)
-    }
-
-    func releasedir(_ caller: Caller, node: NodeID, handle: UInt64) {
-        inner.releasedir(caller, node: node, handle: handle)
-    }
 
     func fsyncdir(_ caller: Caller, node: NodeID, handle: UInt64, dataOnly: Bool) throws(Errno) {
         _ = try check(.fsyncdir, caller, node: node)
@@ -261,28 +227,8 @@ final class FaultInjector: FileSystem, @unchecked Sendable {
 
     // MARK: the rest
 
-    func statfs(_ caller: Caller, node: NodeID) throws(Errno) -> statvfs {
-        try inner.statfs(caller, node: node)
-    }
-
-    func access(_ caller: Caller, node: NodeID, mask: Int32) throws(Errno) {
-        try inner.access(caller, node: node, mask: mask)
-    }
-
     func setxattr(_ caller: Caller, node: NodeID, name: FileName, value: UnsafeRawBufferPointer, flags: Int32) throws(Errno) {
         _ = try check(.setxattr, caller, node: node)
         try inner.setxattr(caller, node: node, name: name, value: value, flags: flags)
-    }
-
-    func getxattr(_ caller: Caller, node: NodeID, name: FileName, size: Int) throws(Errno) -> XattrReply {
-        try inner.getxattr(caller, node: node, name: name, size: size)
-    }
-
-    func listxattr(_ caller: Caller, node: NodeID, size: Int) throws(Errno) -> XattrReply {
-        try inner.listxattr(caller, node: node, size: size)
-    }
-
-    func removexattr(_ caller: Caller, node: NodeID, name: FileName) throws(Errno) {
-        try inner.removexattr(caller, node: node, name: name)
     }
 }
