@@ -40,7 +40,7 @@ extension PassthroughFileSystem {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
                     let child = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                     if child >= 0 { walk(child) }
-                } else if seen.insert(InodeKey(st)).inserted {
+                } else if st.st_nlink <= 1 || seen.insert(InodeKey(st)).inserted {  // only hard links can repeat
                     total += Int64(st.st_size)
                 }
             }
