@@ -6,6 +6,7 @@ import Synchronization
 /// the kernel (readlink of /proc/self/fd/N), which would otherwise cost every
 /// checked request several microseconds. Any rename, unlink or rmdir may move
 /// names, so it forgets everything then; it is small and cheap to refill.
+/// Its lock is a leaf, never held while resolving (lock order: FaultLayer.swift).
 final class PathCache: Sendable {
     private let paths = ReadMostly<[NodeID: String]>([:])
     /// False while empty: then forgetting takes no lock (forgets and unlinks

@@ -1,6 +1,8 @@
 // The rule table and the per-request decision. The fault layer calls
 // `decide` for every request, so its common case (no rule for this op) costs
-// one relaxed atomic load.
+// one relaxed atomic load. The engine does no I/O itself: `needs(for:)` says
+// what the armed rules look at, and the caller gathers that (a path, /proc
+// reads) before `decide` takes any lock (lock order: see FaultLayer.swift).
 
 import Synchronization
 
@@ -34,8 +36,38 @@ public struct RequestInfo: Sendable {
     }
 }
 
-/// Supplies what is costly to compute about a request; asked only when an
-/// armed rule for the request's op needs it, at most once per `decide`.
+/// What the armed rules for an op look at, beyond the op itself: what the
+/// caller has to gather about a request before `decide`.
+public struct RequestNeeds: OptionSet, Sendable, CustomStringConvertible {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The path below the mount root (`path=`).
+    public static let path = RequestNeeds(rawValue: 1)
+    /// The calling process's name (`comm=`).
+    public static let comm = RequestNeeds(rawValue: 2)
+    /// The calling thread's process (`pid=`).
+    public static let processID = RequestNeeds(rawValue: 4)
+    /// The request's byte range (`offset=`); always in `RequestInfo`, free to gather.
+    public static let offset = RequestNeeds(rawValue: 8)
+
+    /// What one rule looks at.
+    init(_ rule: Rule) {
+        self = []
+        if rule.path != nil { insert(.path) }
+        if rule.comm != nil { insert(.comm) }
+        if rule.pid != nil { insert(.processID) }
+        if rule.offsetRange != nil { insert(.offset) }
+    }
+
+    public var description: String {
+        let names: [(RequestNeeds, String)] = [(.path, "path"), (.comm, "comm"), (.processID, "pid"), (.offset, "offset")]
+        return "[" + names.filter { contains($0.0) }.map(\.1).joined(separator: ",") + "]"
+    }
+}
+
+/// Supplies what is costly to compute about a request, at most once per
+/// question per `decide`. It is asked while the engine holds its locks, so
+/// it should only hand out what the caller gathered before (see `needs`).
 public protocol RequestDetails {
     /// Relative to the mount root, without leading slash.
     func path() -> String?
@@ -67,6 +99,12 @@ public final class RuleEngine: Sendable {
     private let index = ReadMostly(RuleIndex([]))
     /// `table.armedOps`, republished under the lock whenever it may change.
     private let armedMask = Atomic<UInt32>(0)
+    /// Per need, the ops whose armed rules have it (see `needs(for:)`);
+    /// republished with `armedMask`.
+    private let opsNeedingPath = Atomic<UInt32>(0)
+    private let opsNeedingComm = Atomic<UInt32>(0)
+    private let opsNeedingProcessID = Atomic<UInt32>(0)
+    private let opsNeedingOffset = Atomic<UInt32>(0)
 
     public init(features: MountFeatures) {
         self.features = features
@@ -76,6 +114,25 @@ public final class RuleEngine: Sendable {
     /// Ops that at least one non-dormant rule targets.
     public var armedOps: OpSet {
         OpSet(rawValue: armedMask.load(ordering: .relaxed))
+    }
+
+    /// What the armed rules for `op` look at: gather exactly these before
+    /// `decide`. Relaxed loads, no lock. If the rules change in between,
+    /// a rule whose need was not gathered sees nil and does not match: the
+    /// request is decided as if it came before the change.
+    public func needs(for op: FaultOp) -> RequestNeeds {
+        let bit = OpSet.of(op).rawValue
+        var needs: RequestNeeds = []
+        if opsNeedingPath.load(ordering: .relaxed) & bit != 0 { needs.insert(.path) }
+        if opsNeedingComm.load(ordering: .relaxed) & bit != 0 { needs.insert(.comm) }
+        if opsNeedingProcessID.load(ordering: .relaxed) & bit != 0 { needs.insert(.processID) }
+        if opsNeedingOffset.load(ordering: .relaxed) & bit != 0 { needs.insert(.offset) }
+        return needs
+    }
+
+    /// Rules that can still inject (not dormant).
+    public var armedRuleCount: Int {
+        table.withLock { table in table.rules.count { !$0.isDormant } }
     }
 
     /// Rules are tried in order. Each rule whose filters match counts the
@@ -161,6 +218,18 @@ public final class RuleEngine: Sendable {
     }
 
     private func publishArmedOps(_ table: RuleTable) {
+        var path: UInt32 = 0, comm: UInt32 = 0, processID: UInt32 = 0, offset: UInt32 = 0
+        for rule in table.rules where !rule.isDormant {
+            let needs = RequestNeeds(rule.rule), ops = rule.rule.ops.rawValue
+            if needs.contains(.path) { path |= ops }
+            if needs.contains(.comm) { comm |= ops }
+            if needs.contains(.processID) { processID |= ops }
+            if needs.contains(.offset) { offset |= ops }
+        }
+        opsNeedingPath.store(path, ordering: .relaxed)
+        opsNeedingComm.store(comm, ordering: .relaxed)
+        opsNeedingProcessID.store(processID, ordering: .relaxed)
+        opsNeedingOffset.store(offset, ordering: .relaxed)
         armedMask.store(table.armedOps.rawValue, ordering: .relaxed)
     }
 }

@@ -12,6 +12,9 @@ public protocol FileSystem: AnyObject, Sendable {
     /// Called once the kernel connects: read `conn.capable`, set `conn.want`.
     func initialize(_ conn: inout Connection, session: SessionState)
     func destroy()
+    /// Node ids this file system never hands out, so that a decorator may
+    /// answer nodes of its own with them; nil (the default) promises none.
+    var unusedNodeIDs: ClosedRange<NodeID>? { get }
 
     func lookup(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) -> Entry
     func forget(node: NodeID, count: UInt64)
@@ -58,6 +61,7 @@ public protocol FileSystem: AnyObject, Sendable {
 public extension FileSystem {
     func initialize(_ conn: inout Connection, session: SessionState) {}
     func destroy() {}
+    var unusedNodeIDs: ClosedRange<NodeID>? { nil }
     func lookup(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) -> Entry { throw .ENOSYS }
     func forget(node: NodeID, count: UInt64) {}
     func getattr(_ caller: Caller, node: NodeID, handle: UInt64?) throws(Errno) -> Attributes { throw .ENOSYS }

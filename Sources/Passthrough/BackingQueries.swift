@@ -19,6 +19,11 @@ extension PassthroughFileSystem {
     /// what the kernel's tracepoints call `ino`.
     public func inodeNumber(of node: NodeID) -> UInt64 { inodes.inode(node).key.ino }
 
+    /// Node ids are inode addresses (see `Inode`), user-space pointers far
+    /// below 2^63 on every 64-bit Linux, and 1 for the root: the top half
+    /// is free for a decorator's own nodes.
+    public var unusedNodeIDs: ClosedRange<NodeID>? { (1 << 63)...(NodeID.max - 1) }
+
     /// Bytes used by the files of the backing tree (apparent sizes, each
     /// inode once), walking it without following symlinks.
     public func usedBytes() -> Int64 {
@@ -35,7 +40,7 @@ extension PassthroughFileSystem {
                 if (st.st_mode & S_IFMT) == S_IFDIR {
                     let child = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                     if child >= 0 { walk(child) }
-                } else if seen.insert(InodeKey(st)).inserted {
+                } else if st.st_nlink <= 1 || seen.insert(InodeKey(st)).inserted {  // only hard links can repeat
                     total += Int64(st.st_size)
                 }
             }

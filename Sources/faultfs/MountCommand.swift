@@ -143,7 +143,8 @@ struct MountCommand: ParsableCommand {
         configuration.rulesFile = configuration.rulesFile.map(lexicalAbsolutePath)
         configuration.eventsFile = configuration.eventsFile.map(lexicalAbsolutePath)
         return MountRequest(source: source, mountpoint: mountpoint, configuration: configuration,
-                            logFile: log.map(lexicalAbsolutePath))
+                            logFile: log.map(lexicalAbsolutePath),
+                            options: options.flatMap(MountOptionParser.splitOptions).filter { !$0.isEmpty })
     }
 
     private func existingDirectory(_ path: String, role: String) throws(CLIError) -> String {
@@ -201,4 +202,6 @@ struct MountRequest: Sendable {
     var mountpoint: String
     var configuration: MountConfiguration
     var logFile: String?
+    /// The `-o` options as given, one per element (for `.faultfs/status`).
+    var options: [String] = []
 }

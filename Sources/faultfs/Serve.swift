@@ -11,12 +11,17 @@ import Synchronization
 
 /// The one place the served file system is assembled: the passthrough,
 /// decorated by the fault layer, with the rules of `-o rules=FILE` applied.
-func makeFileSystem(root: Int32, configuration: MountConfiguration) throws(CLIError) -> any FileSystem {
+func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> any FileSystem {
+    let configuration = request.configuration
     let passthrough: PassthroughFileSystem
-    let faults: FaultFileSystem
+    let faults: FaultLayer
     do {
         passthrough = try PassthroughFileSystem(root: root, options: configuration.passthroughOptions)
-        faults = try FaultFileSystem(wrapping: passthrough, tree: passthrough, options: configuration.faultLayerOptions)
+        var options = configuration.faultLayerOptions
+        options.mountPoint = request.mountpoint
+        options.source = request.source
+        options.mountOptions = request.options
+        faults = try FaultLayer(wrapping: passthrough, tree: passthrough, options: options)
     } catch {
         throw CLIError("\(error)")
     }
@@ -28,7 +33,7 @@ func makeFileSystem(root: Int32, configuration: MountConfiguration) throws(CLIEr
             throw CLIError("\(rulesFile): \(error)")
         }
     }
-    return faults
+    return faults.fileSystem
 }
 
 extension PassthroughFileSystem: BackingTree {}
@@ -84,7 +89,7 @@ enum Server {
             throw CLIError("\(request.mountpoint): \(errnoString())")
         }
 
-        let fileSystem = try makeFileSystem(root: root, configuration: config)
+        let fileSystem = try makeFileSystem(root: root, request: request)
         let session: Session
         do {
             session = try Session(fileSystem: fileSystem, options: config.fuseArguments)

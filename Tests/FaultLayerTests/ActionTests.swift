@@ -57,7 +57,7 @@ struct ActionTests {
         #expect(layer.stats(.fsync)["stalled_now"] == 0)
         #expect(layer.stats(.fsync)["stalled_total"] == 1)
         #expect(layer.events().map(\.action) == ["stall", "release"])
-        #expect(!layer.fs.engine.armedOps.contains(.fsync), "release removes the stall rule")
+        #expect(!layer.faults.engine.armedOps.contains(.fsync), "release removes the stall rule")
     }
 
     @Test("stall: release of all, or clear of the rule, lets its stalled request go; so does the end of the session",
@@ -85,7 +85,7 @@ struct ActionTests {
         #expect(try outcome?.get() == 4)
         #expect(layer.inner.contents(of: file.node) == [1, 2, 3, 4])
         #expect(layer.events().map(\.action) == ["stall", "release"])
-        #expect(layer.fs.engine.armedOps.contains(.syncwrite), "a timeout does not remove the rule")
+        #expect(layer.faults.engine.armedOps.contains(.syncwrite), "a timeout does not remove the rule")
     }
 
     @Test("stall: a release that comes while the stall is being logged still lets the request go")
@@ -95,7 +95,7 @@ struct ActionTests {
         layer.arm("stall fsync")
         // The layer asks for the path first when it logs the stall, after
         // the rule chose the request and before the request waits.
-        layer.inner.onNextPath { _ = layer.fs.applyControl("release") }
+        layer.inner.onNextPath { _ = layer.faults.applyControl("release") }
         let call = Background { errnoOf { try layer.fs.fsync(layer.caller, node: file.node, handle: file.handle, dataOnly: false) } }
         let outcome = call.result(within: 5)
         #expect(outcome == .some(nil), "the fsync is still held although released (and its rule is gone)")

@@ -19,7 +19,7 @@ struct CapacityTests {
         let a = try layer.create("a")
         try layer.write(a, [UInt8](repeating: 1, count: 4096))
         layer.arm("capacity 16384")  // the 4096 bytes already there count
-        #expect(layer.fs.capacity.usedBytes == 4096)
+        #expect(layer.faults.capacity.usedBytes == 4096)
         var st = try layer.statfs()
         #expect(st.f_blocks == 4 && st.f_bfree == 3 && st.f_bavail == 3, "blocks \(st.f_blocks) free \(st.f_bfree)")
 
@@ -40,7 +40,7 @@ struct CapacityTests {
         #expect(try layer.controlFile("control").contains("# capacity 16384 bytes, used 16384 bytes"))
 
         try layer.unlink("a")
-        #expect(layer.fs.capacity.usedBytes == 0)
+        #expect(layer.faults.capacity.usedBytes == 0)
         #expect(try freeBlocks(layer) == 4)
 
         layer.arm("capacity off")
@@ -58,13 +58,13 @@ struct CapacityTests {
         #expect(errnoOf { try layer.truncate(f, to: 10000) } == .ENOSPC)
         #expect(layer.inner.calls("setattr").isEmpty)
         #expect(errnoOf { try layer.truncate(f, to: 8192) } == nil)
-        #expect(layer.fs.capacity.usedBytes == 8192)
+        #expect(layer.faults.capacity.usedBytes == 8192)
         #expect(errnoOf { try layer.truncate(f, to: 0) } == nil)
-        #expect(layer.fs.capacity.usedBytes == 0)
+        #expect(layer.faults.capacity.usedBytes == 0)
         #expect(errnoOf { try layer.fallocate(f, offset: 0, length: 9000) } == .ENOSPC)
         #expect(layer.inner.calls("fallocate").isEmpty)
         #expect(errnoOf { try layer.fallocate(f, offset: 0, length: 4096) } == nil)
-        #expect(layer.fs.capacity.usedBytes == 4096)
+        #expect(layer.faults.capacity.usedBytes == 4096)
         #expect(layer.events().filter { $0.rule == "capacity" }.map(\.op) == ["truncate", "fallocate"])
     }
 
@@ -76,12 +76,12 @@ struct CapacityTests {
         try layer.write(x, [UInt8](repeating: 1, count: 1000))
         _ = try withName("y") { (name) throws(Errno) in try layer.fs.link(layer.caller, node: x.node, newParent: rootNodeID, newName: name) }
         try layer.unlink("y")
-        #expect(layer.fs.capacity.usedBytes == 1000)
+        #expect(layer.faults.capacity.usedBytes == 1000)
         let z = try layer.create("z")
         try layer.write(z, [UInt8](repeating: 2, count: 500))
-        #expect(layer.fs.capacity.usedBytes == 1500)
+        #expect(layer.faults.capacity.usedBytes == 1500)
         try layer.rename("z", "x")
-        #expect(layer.fs.capacity.usedBytes == 500)
+        #expect(layer.faults.capacity.usedBytes == 500)
     }
 
     @Test("a write the inner file system refuses gives its reservation back")
@@ -91,7 +91,7 @@ struct CapacityTests {
         let gone = try layer.create("gone")
         try layer.unlink("gone")  // the fake forgets the node: writes to it fail with ESTALE
         #expect(errnoOf { try layer.write(gone, [UInt8](repeating: 1, count: 4096)) } == .ESTALE)
-        #expect(layer.fs.capacity.usedBytes == 0)
+        #expect(layer.faults.capacity.usedBytes == 0)
         let kept = try layer.create("kept")
         #expect(errnoOf { try layer.write(kept, [UInt8](repeating: 1, count: 4096)) } == nil)
     }
@@ -108,7 +108,7 @@ struct CapacityTests {
             }
         }
         #expect(succeeded.withLock { $0 } == 4)
-        #expect(layer.fs.capacity.usedBytes == 4096)
+        #expect(layer.faults.capacity.usedBytes == 4096)
     }
 
     @Test("an open with O_TRUNC frees what the file held")
@@ -120,7 +120,7 @@ struct CapacityTests {
         layer.close(f)
         let again = try layer.open("f", flags: O_WRONLY | O_TRUNC)
         #expect(layer.inner.contents(of: again.node).isEmpty)
-        #expect(layer.fs.capacity.usedBytes == 0, "the file is empty again; capacity still counts its 4000 bytes")
+        #expect(layer.faults.capacity.usedBytes == 0, "the file is empty again; capacity still counts its 4000 bytes")
     }
 
 }

@@ -126,10 +126,10 @@ struct ControlFileTests {
         #expect(first != second)
         #expect(try layer.fs.getattr(layer.caller, node: first, handle: nil).stat.st_size == firstSize)
         #expect(try layer.fs.getattr(layer.caller, node: second, handle: nil).stat.st_size > firstSize)
-        #expect(layer.fs.snapshots.count == 2)
+        #expect(layer.faults.control.snapshots.count == 2)
         layer.fs.forget(node: first, count: 1)
         layer.fs.forget(node: second, count: 1)
-        #expect(layer.fs.snapshots.count == 0)
+        #expect(layer.faults.control.snapshots.count == 0)
     }
 
     @Test("the control directory's names are its own: not made, removed or renamed over; nothing is made inside it")
@@ -159,15 +159,15 @@ struct DirectoryListingTests {
         return buffer.entries(plus: plus)
     }
 
-    @Test("the control directory lists its three files, resuming at an offset")
+    @Test("the control directory lists its four files, resuming at an offset")
     func controlDirectory() throws {
         let layer = try Layer()
         let dir = try layer.node(".faultfs")
         let entries = try list(layer, dir)
-        #expect(entries.map(\.name) == [".", "..", "control", "stats", "events"])
-        #expect(entries.map(\.nextOffset) == [1, 2, 3, 4, 5])
-        #expect(entries.map(\.type) == [UInt32(S_IFDIR >> 12), UInt32(S_IFDIR >> 12)] + Array(repeating: UInt32(S_IFREG >> 12), count: 3))
-        #expect(try list(layer, dir, offset: 3).map(\.name) == ["stats", "events"])
+        #expect(entries.map(\.name) == [".", "..", "control", "stats", "events", "status"])
+        #expect(entries.map(\.nextOffset) == [1, 2, 3, 4, 5, 6])
+        #expect(entries.map(\.type) == [UInt32(S_IFDIR >> 12), UInt32(S_IFDIR >> 12)] + Array(repeating: UInt32(S_IFREG >> 12), count: 4))
+        #expect(try list(layer, dir, offset: 3).map(\.name) == ["stats", "events", "status"])
     }
 
     @Test("readdirplus of the control directory: an entry that does not fit leaves no snapshot behind")
@@ -177,12 +177,12 @@ struct DirectoryListingTests {
         // Each entry takes 160 bytes here: room for ".", ".." and not "control".
         let cut = try list(layer, dir, plus: true, capacity: 400)
         #expect(cut.map(\.name) == [".", ".."])
-        #expect(layer.fs.snapshots.count == 0)
+        #expect(layer.faults.control.snapshots.count == 0)
         let all = try list(layer, dir, plus: true)
-        #expect(all.map(\.name) == [".", "..", "control", "stats", "events"])
-        #expect(all[4].node == ControlNode.events.rawValue)
-        #expect(all[2].node.map { $0 & SnapshotNodes.tag != 0 } == true, "control's entry is a snapshot node")
-        #expect(layer.fs.snapshots.count == 2)
+        #expect(all.map(\.name) == [".", "..", "control", "stats", "events", "status"])
+        #expect(all[4].node == layer.faults.control.eventsNode)
+        #expect(all[2].node.flatMap(layer.faults.control.snapshots.kind(of:)) == .control, "control's entry is a snapshot node")
+        #expect(layer.faults.control.snapshots.count == 3, "control, stats and status")
     }
 
     @Test("other directories are listed by the inner file system, through the same buffer")

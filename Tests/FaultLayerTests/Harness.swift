@@ -9,19 +9,23 @@ import Testing
 /// kernel's requests would call it (through `FileSystem`), by paths.
 final class Layer: @unchecked Sendable {
     let inner = MemoryFileSystem()
-    let fs: FaultFileSystem
+    let faults: FaultLayer
+    /// What the kernel talks to: the top of the fault layer.
+    let fs: any FileSystem
     /// Who sends the requests; root unless a test says otherwise.
     var caller = Caller(uid: 0, gid: 0, pid: 0, umask: 0o022)
     /// The mounting user: may write `control` besides root.
     static let owner: uid_t = 1000
 
-    init(writebackCache: Bool = true, eventsPath: String? = nil) throws {
+    init(writebackCache: Bool = true, eventsPath: String? = nil, adjust: (inout FaultLayerOptions) -> Void = { _ in }) throws {
         var options = FaultLayerOptions()
         options.owner = Self.owner
         options.group = Self.owner
         options.writebackCache = writebackCache
         options.eventsPath = eventsPath
-        fs = try FaultFileSystem(wrapping: inner, tree: inner, options: options)
+        adjust(&options)
+        faults = try FaultLayer(wrapping: inner, tree: inner, options: options)
+        fs = faults.fileSystem
     }
 
     // MARK: names and files

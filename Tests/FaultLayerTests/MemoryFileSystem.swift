@@ -8,7 +8,8 @@ import Synchronization
 /// table of nodes and records every request it receives, so a test sees
 /// what the fault layer passed on (and what it kept back).
 ///
-/// Node ids start at 100: the fault layer's control nodes are 2...5.
+/// Node ids start at 100 and stay far below `unusedNodeIDs`, which the
+/// fault layer's control files ask for.
 final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
     struct Node {
         var mode: mode_t
@@ -68,8 +69,27 @@ final class MemoryFileSystem: FileSystem, BackingTree, Sendable {
 
     func inodeNumber(of node: NodeID) -> UInt64 { node }
 
+    /// Not the passthrough's top half: a test sees the layer asks.
+    static let freeNodeIDs: ClosedRange<NodeID> = (1 << 40)...(1 << 41)
+    var unusedNodeIDs: ClosedRange<NodeID>? { Self.freeNodeIDs }
+
+    private let measuringHeld = Atomic<Bool>(false)
+    private let measurements = Atomic<Int>(0)
+    /// Makes `usedBytes` wait until `releaseMeasuring` (a slow tree walk).
+    func holdMeasuring() { measuringHeld.store(true, ordering: .relaxed) }
+    func releaseMeasuring() { measuringHeld.store(false, ordering: .relaxed) }
+    private let measurementsStarted = Atomic<Int>(0)
+    /// How often `usedBytes` returned, and how often it was asked.
+    var measured: Int { measurements.load(ordering: .relaxed) }
+    var measuringStarted: Int { measurementsStarted.load(ordering: .relaxed) }
+
     func usedBytes() -> Int64 {
-        state.withLock { s in s.nodes.values.reduce(0) { $0 + ($1.mode & S_IFMT == S_IFREG ? Int64($1.data.count) : 0) } }
+        // What the tree holds when asked; the walk may then take a while.
+        measurementsStarted.add(1, ordering: .relaxed)
+        let total = state.withLock { s in s.nodes.values.reduce(0) { $0 + ($1.mode & S_IFMT == S_IFREG ? Int64($1.data.count) : 0) } }
+        while measuringHeld.load(ordering: .relaxed) { usleep(1_000) }
+        measurements.add(1, ordering: .relaxed)
+        return total
     }
 
     // MARK: helpers

@@ -70,7 +70,7 @@ struct TargetingTests {
         layer.arm("fail read EIO count=2")
         #expect(readPattern(layer, file, 4) == [true, true, false, false])
         #expect(try layer.controlFile("control").contains("# matched=2 hits=2 dormant"))
-        #expect(!layer.fs.engine.armedOps.contains(.read), "a dormant rule arms nothing")
+        #expect(!layer.faults.engine.armedOps.contains(.read), "a dormant rule arms nothing")
         layer.arm("reset-counters")
         #expect(readPattern(layer, file, 3) == [true, true, false])
     }

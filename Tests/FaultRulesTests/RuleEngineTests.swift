@@ -338,3 +338,30 @@ extension Result where Failure == ParseError {
         return nil
     }
 }
+
+@Suite struct RuleEngineNeedsTests {
+    @Test func needsAreWhatTheArmedRulesForTheOpLookAt() {
+        let engine = makeEngine("""
+            fail read EIO comm=postgres
+            fail write EIO path=db/*.wal offset=4K-
+            delay 1ms fsync pid=7
+            """)
+        #expect(engine.needs(for: .read) == [.comm])
+        #expect(engine.needs(for: .syncwrite) == [.path, .offset])
+        #expect(engine.needs(for: .writeback) == [.path, .offset])
+        #expect(engine.needs(for: .fsync) == [.processID])
+        #expect(engine.needs(for: .unlink) == [])
+        #expect(engine.armedRuleCount == 3)
+    }
+
+    @Test func dormantAndClearedRulesNeedNothing() {
+        let engine = makeEngine("fail read EIO comm=x count=1\nfail read EIO id=p path=a/*")
+        #expect(engine.needs(for: .read) == [.comm, .path])
+        _ = engine.decide(RequestInfo(op: .read, pid: 5), FixedDetails(filePath: "b", processName: "x"))
+        #expect(engine.needs(for: .read) == [.path], "the comm rule is dormant after its one hit")
+        #expect(engine.armedRuleCount == 1)
+        _ = engine.apply(text: "clear p")
+        #expect(engine.needs(for: .read) == [])
+        #expect(engine.armedRuleCount == 0)
+    }
+}

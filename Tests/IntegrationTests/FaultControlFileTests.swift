@@ -50,7 +50,7 @@ extension AllMountTests {
                     let node = summary(fs.controlFile(name))
                     #expect(node?.type == S_IFREG && node?.permissions == mode, "stat .faultfs/\(name): \(String(describing: node))")
                 }
-                #expect(listDirectory(fs.path(".faultfs")).1.map(\.name) == ["control", "events", "stats"])
+                #expect(listDirectory(fs.path(".faultfs")).1.map(\.name) == ["control", "events", "stats", "status"])
                 #expect(fs.controlText().hasPrefix("# faultfs rules"), "\(fs.controlText())")
                 #expect(fs.stats()["writeback"] != nil, "stats lists every op: \(fs.stats().keys.sorted())")
                 // Nothing of it exists in the backing directory, and it cannot be replaced.
