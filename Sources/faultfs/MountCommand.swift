@@ -2,6 +2,7 @@
 // the daemon and wait until the mount answers.
 import ArgumentParser
 import Glibc
+import System
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -70,10 +71,10 @@ struct MountCommand: ParsableCommand {
             throw CLIError("\(mountpoint) is not a faultfs mount: nothing to remount")
         }
         var info = statvfs()
-        guard statvfs(mountpoint, &info) == 0 else { throw CLIError("\(mountpoint): \(errnoString())") }
+        guard statvfs(mountpoint, &info) == 0 else { throw CLIError("\(mountpoint): \(Errno.current.description)") }
         let (flags, ignored) = RemountFlags.parse(options, current: RemountFlags.current(fromStatvfs: UInt(info.f_flag)))
         guard Glibc.mount("faultfs", mountpoint, "fuse.faultfs", flags, nil) == 0 else {
-            throw CLIError("remount \(mountpoint): \(errnoString())")
+            throw CLIError("remount \(mountpoint): \(Errno.current.description)")
         }
         if !ignored.isEmpty {
             printError("faultfs: remount \(mountpoint): kept as mounted (a remount cannot change them): \(ignored.joined(separator: ","))")
@@ -121,23 +122,23 @@ struct MountCommand: ParsableCommand {
             throw CLIError(error.description)
         }
         // The daemon works from /: files named relative to the caller's cwd must be absolute.
-        configuration.rulesFile = configuration.rulesFile.map(lexicalAbsolutePath)
-        configuration.eventsFile = configuration.eventsFile.map(lexicalAbsolutePath)
+        configuration.rulesFile = configuration.rulesFile.map(Path.absolute)
+        configuration.eventsFile = configuration.eventsFile.map(Path.absolute)
         return MountRequest(source: source, mountpoint: mountpoint, configuration: configuration,
-                            logFile: log.map(lexicalAbsolutePath))
+                            logFile: log.map(Path.absolute))
     }
 
     private func existingDirectory(_ path: String, role: String) throws(CLIError) -> String {
         let resolved: String
-        switch canonicalPath(path) {
-        case .success(let p): resolved = p
-        case .failure(let error) where error.code == ENOTCONN:
-            throw CLIError("\(role) \(path): \(errnoString(ENOTCONN)) (a FUSE mount whose daemon died? run: faultfs umount \(path))")
-        case .failure(let error):
-            throw CLIError("\(role) \(path): \(errnoString(error.code))")
+        do {
+            resolved = try Path.canonical(path)
+        } catch where error.rawValue == ENOTCONN {
+            throw CLIError("\(role) \(path): \(error) (a FUSE mount whose daemon died? run: faultfs umount \(path))")
+        } catch {
+            throw CLIError("\(role) \(path): \(error)")
         }
         var info = stat()
-        guard stat(resolved, &info) == 0 else { throw CLIError("\(role) \(path): \(errnoString())") }
+        guard stat(resolved, &info) == 0 else { throw CLIError("\(role) \(path): \(Errno.current.description)") }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(role) \(path) is not a directory") }
         return resolved
     }
