@@ -2,9 +2,12 @@
 import PackageDescription
 
 // Layers, each with one owner (see README "Code map"):
-// CFuse (C shim) -> FuseKit (the only code that sees fuse_req_t) -> Passthrough
-// (knows nothing of faults) -> FaultLayer (decorates it, uses pure FaultRules)
-// -> faultfs (CLI). MonitorCore is pure (parsers, report), Monitor does its I/O.
+// CSystem (C: GNU-only calls) -> System (Errno, syscalls, files, clocks,
+// threads, /proc, mountinfo, locks) -> CFuse/FuseKit (the binding: the only
+// code that sees libfuse) -> Passthrough (knows nothing of faults) ->
+// FaultLayer (decorates it) -> faultfs (CLI). FaultRules and MonitorCore are
+// pure (FaultRules uses System's lock and Errno only); Monitor does the
+// monitor's I/O.
 let package = Package(
     name: "faultfs",
     platforms: [.macOS(.v15)],
@@ -16,24 +19,27 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
-                       providers: [.apt(["libfuse3-dev"])]),
-        .target(name: "FuseKit", dependencies: ["CFuse"]),
-        .target(name: "Passthrough", dependencies: ["FuseKit", "CFuse"]),
-        .target(name: "FaultRules"),
+        .target(name: "CSystem"),
+        .target(name: "System", dependencies: ["CSystem"]),
+        // libfuse3-dev (apt) provides <fuse3/fuse_lowlevel.h> and libfuse3.so.
+        .target(name: "CFuse", linkerSettings: [.linkedLibrary("fuse3")]),
+        .target(name: "FuseKit", dependencies: ["CFuse", "System"]),
+        .target(name: "Passthrough", dependencies: ["FuseKit", "System"]),
+        .target(name: "FaultRules", dependencies: ["System"]),
         .target(name: "FaultLayer", dependencies: ["FuseKit", "FaultRules"]),
         .target(name: "MonitorCore", dependencies: ["FaultRules"]),
-        .target(name: "Monitor", dependencies: ["MonitorCore", "FaultRules"]),
+        .target(name: "Monitor", dependencies: ["MonitorCore", "FaultRules", "System"]),
         .executableTarget(name: "faultfs", dependencies: [
-            "FuseKit", "Passthrough", "FaultLayer", "FaultRules", "Monitor", "MonitorCore",
+            "System", "FuseKit", "Passthrough", "FaultLayer", "FaultRules", "Monitor", "MonitorCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
+        .testTarget(name: "SystemTests", dependencies: ["System"]),
+        .testTarget(name: "FuseKitTests", dependencies: ["FuseKit", "CFuse"]),
         .testTarget(name: "FaultRulesTests", dependencies: ["FaultRules"]),
         .testTarget(name: "FaultLayerTests", dependencies: ["FaultLayer", "FuseKit", "FaultRules"]),
         .testTarget(name: "MonitorCoreTests", dependencies: ["MonitorCore", "FaultRules"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "IntegrationTests", dependencies: ["FaultRules"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["FaultRules", "System"]),
     ]
 )

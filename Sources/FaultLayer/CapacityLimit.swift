@@ -1,6 +1,7 @@
 import FaultRules
 import FuseKit
 import Glibc
+import System
 import Synchronization
 
 /// `capacity SIZE`: the mount behaves like a disk of SIZE bytes. Used space
@@ -68,9 +69,9 @@ final class CapacityLimit: ForwardingFileSystem, @unchecked Sendable {
                 measured.store(true, ordering: .releasing)
             }
         }
-        let deadline = monotonicNanoseconds() &+ wait
-        while !measured.load(ordering: .acquiring) && monotonicNanoseconds() < deadline {
-            sleepNanoseconds(1_000_000)
+        let deadline = UInt64(SystemClock.monotonicNanoseconds()) &+ wait
+        while !measured.load(ordering: .acquiring) && UInt64(SystemClock.monotonicNanoseconds()) < deadline {
+            SystemClock.sleep(nanoseconds: 1_000_000)
         }
     }
 

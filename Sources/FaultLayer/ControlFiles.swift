@@ -1,6 +1,7 @@
 import FaultRules
 import FuseKit
 import Glibc
+import System
 import Synchronization
 
 /// The kinds of node in the virtual `.faultfs` directory. The raw value is
@@ -130,7 +131,7 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
             gate.release(ruleID: id)
         case .capacity(let bytes):
             capacity.set(limit: bytes, wait: options.capacityMeasureWaitNanoseconds)
-            recorder.append(InjectionEvent(timeNs: realtimeNanoseconds(), ruleID: "-", action: .capacity,
+            recorder.append(InjectionEvent(timeNs: SystemClock.realtimeNanoseconds(), ruleID: "-", action: .capacity,
                                            op: .syncwrite, length: bytes ?? -1))
         case .resetCounters:
             recorder.stats.reset()

@@ -1,6 +1,7 @@
 import FaultRules
 import FuseKit
 import Glibc
+import System
 import Synchronization
 
 /// Checks every request against the rule engine, then fails, delays,
@@ -60,12 +61,12 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
         if pid > 0 && !needs.isDisjoint(with: [.comm, .processID]) { callerLookups.add(1, ordering: .relaxed) }
         let details = GatheredDetails(
             gatheredPath: needs.contains(.path) ? recorder.path(of: node, name: name) : nil,
-            gatheredComm: needs.contains(.comm) && pid > 0 ? processName(pid) : nil,
-            gatheredProcessID: needs.contains(.processID) && pid > 0 ? threadGroup(of: pid) : nil)
+            gatheredComm: needs.contains(.comm) && pid > 0 ? ProcFS.comm(pid: pid) : nil,
+            gatheredProcessID: needs.contains(.processID) && pid > 0 ? ProcFS.tgid(tid: pid) : nil)
         guard let decision = engine.decide(info, details) else { return nil }
         // The event names the path and comm even when no rule needed them.
         let path = needs.contains(.path) ? details.gatheredPath : recorder.path(of: node, name: name)
-        let comm = needs.contains(.comm) || pid <= 0 ? details.gatheredComm : processName(pid)
+        let comm = needs.contains(.comm) || pid <= 0 ? details.gatheredComm : ProcFS.comm(pid: pid)
         let counters = stats[op]
         func record(_ action: InjectionEvent.Action, errno: Int32 = 0) {
             recorder.record(decision.ruleID, action, info, path: path, comm: comm, errno: errno)
@@ -78,7 +79,7 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
         case .delay(let nanoseconds):
             counters.delayed.add(1, ordering: .relaxed)
             record(.delay)
-            sleepNanoseconds(nanoseconds)
+            SystemClock.sleep(nanoseconds: Int64(clamping: nanoseconds))
             return nil
         case .stall(let timeout):
             counters.stalledNow.add(1, ordering: .relaxed)

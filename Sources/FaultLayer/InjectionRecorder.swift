@@ -1,6 +1,7 @@
 import FaultRules
 import FuseKit
 import Glibc
+import System
 
 /// What the fault layer's decorators share to account for what they do:
 /// the per-op counters (`stats`), the event log (`events`), and the paths
@@ -45,7 +46,7 @@ final class InjectionRecorder: @unchecked Sendable {
 
     func record(_ ruleID: String, _ action: InjectionEvent.Action, _ info: RequestInfo, path: String?, comm: String?, errno: Int32 = 0) {
         append(InjectionEvent(
-            timeNs: realtimeNanoseconds(), ruleID: ruleID, action: action, op: info.op, path: path,
+            timeNs: SystemClock.realtimeNanoseconds(), ruleID: ruleID, action: action, op: info.op, path: path,
             inode: info.inode, offset: info.offset, length: info.length, errno: errno, pid: info.pid,
             comm: comm, writeback: info.op == .writeback))
     }
@@ -55,7 +56,7 @@ final class InjectionRecorder: @unchecked Sendable {
         stats[op].failed.add(1, ordering: .relaxed)
         let info = RequestInfo(op: op, inode: inodeNumber(of: node), offset: Int64(offset), length: length, pid: caller.pid)
         record("capacity", .fail, info, path: path(of: node, name: nil),
-               comm: caller.pid > 0 ? processName(caller.pid) : nil, errno: ENOSPC)
+               comm: caller.pid > 0 ? ProcFS.comm(pid: caller.pid) : nil, errno: ENOSPC)
         return .ENOSPC
     }
 }

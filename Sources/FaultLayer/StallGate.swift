@@ -1,5 +1,6 @@
 import FuseKit
 import Glibc
+import System
 import Synchronization
 
 /// Holds stalled requests until `release` (all, or one rule's), their
@@ -24,12 +25,12 @@ final class StallGate: Sendable {
     func ticket() -> UInt64 { released.load(ordering: .acquiring) }
 
     func wait(ruleID: String, ticket: UInt64, timeoutNanoseconds: UInt64?, session: SessionState?) -> Outcome {
-        let deadline = timeoutNanoseconds.map { monotonicNanoseconds() &+ $0 }
+        let deadline = timeoutNanoseconds.map { UInt64(SystemClock.monotonicNanoseconds()) &+ $0 }
         while true {
             let last = latest.withLock { max($0.all, $0.byRule[ruleID] ?? 0) }
             if last > ticket { return .released }
             if session?.isClosing == true { return .sessionClosing }
-            if let deadline, monotonicNanoseconds() >= deadline { return .timedOut }
+            if let deadline, UInt64(SystemClock.monotonicNanoseconds()) >= deadline { return .timedOut }
             usleep(5_000)
         }
     }

@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import System
 
 /// The data of a write request, still in libfuse's buffer (memory, or a pipe
 /// when the kernel spliced it). Valid only during the handler call. Its data

@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import System
 
 // The only code that sees fuse_req_t. Every callback below calls the file
 // system once and replies exactly once: `answer` sends the value or the
@@ -15,7 +16,7 @@ final class Dispatcher {
 }
 
 @inline(__always) private func dispatcher(_ req: fuse_req_t?) -> Dispatcher {
-    Unmanaged<Dispatcher>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    ObjectAddress.object(at: fuse_req_userdata(req)!, as: Dispatcher.self)
 }
 @inline(__always) private func fs(_ req: fuse_req_t?) -> any FileSystem { dispatcher(req).fs }
 @inline(__always) private func caller(_ req: fuse_req_t?) -> Caller {
@@ -74,7 +75,7 @@ private func readdir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ off: 
 func makeOperations() -> fuse_lowlevel_ops {
     var ops = fuse_lowlevel_ops()
     ops.`init` = { userdata, conn in
-        let d = Unmanaged<Dispatcher>.fromOpaque(userdata!).takeUnretainedValue()
+        let d = ObjectAddress.object(at: userdata!, as: Dispatcher.self)
         let c = conn!
         var wanted = Connection(
             capable: Capabilities(rawValue: c.pointee.capable), want: Capabilities(rawValue: c.pointee.want),
@@ -93,7 +94,7 @@ func makeOperations() -> fuse_lowlevel_ops {
         d.state.negotiated = want
     }
     ops.destroy = { userdata in
-        Unmanaged<Dispatcher>.fromOpaque(userdata!).takeUnretainedValue().fs.destroy()
+        ObjectAddress.object(at: userdata!, as: Dispatcher.self).fs.destroy()
     }
     ops.lookup = { req, parent, n in
         answer(req, { () throws(Errno) in try fs(req).lookup(caller(req), parent: parent, name: name(n)) }, replyEntry)
@@ -113,8 +114,8 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.setattr = { req, ino, attr, toSet, fi in
         let a = attr!.pointee
         let fields = AttributeFields(rawValue: toSet)
-        let omit = timespec(tv_sec: 0, tv_nsec: ffs_utime_omit())
-        let now = timespec(tv_sec: 0, tv_nsec: ffs_utime_now())
+        let omit = timespec(tv_sec: 0, tv_nsec: Int(CSYS_UTIME_OMIT))
+        let now = timespec(tv_sec: 0, tv_nsec: Int(CSYS_UTIME_NOW))
         let changes = AttributeChanges(
             fields: fields, mode: a.st_mode, uid: a.st_uid, gid: a.st_gid, size: a.st_size,
             atime: fields.contains(.atimeNow) ? now : fields.contains(.atime) ? a.st_atim : omit,

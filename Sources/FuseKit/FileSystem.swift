@@ -1,5 +1,8 @@
 import CFuse
 import Glibc
+// The binding speaks System's `Errno`: whoever implements or calls a
+// `FileSystem` gets System with FuseKit.
+@_exported import System
 
 /// A file system served over FUSE. Each method answers one request; the
 /// binding turns the returned value or thrown `Errno` into exactly one reply.

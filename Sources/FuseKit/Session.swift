@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import System
 import Synchronization
 
 /// What a file system may ask of its session from any thread: whether the
@@ -104,7 +105,7 @@ public final class Session {
         let argv = (["faultfs"] + options).map { strdup($0) }
         defer { argv.forEach { free($0) } }
         var cargv: [UnsafeMutablePointer<CChar>?] = argv + [nil]
-        let userdata = Unmanaged.passUnretained(dispatcher).toOpaque()
+        let userdata = ObjectAddress.of(dispatcher)  // `self` keeps the dispatcher alive
         let created = withUnsafePointer(to: &operations) { ops in
             cargv.withUnsafeMutableBufferPointer { ffs_session_new(Int32(argv.count), $0.baseAddress, ops, userdata) }
         }

@@ -1,5 +1,6 @@
 import CFuse
 import Glibc
+import System
 
 /// The kernel's name for an inode of the mount (FUSE_ROOT_ID is 1).
 public typealias NodeID = UInt64

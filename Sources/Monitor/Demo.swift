@@ -9,24 +9,8 @@
 //      throttled in balance_dirty_pages; then the release.
 import FaultRules
 import Glibc
+import System
 import MonitorCore
-
-/// glibc functions the Glibc module does not export (GNU extensions).
-enum GNU {
-    nonisolated(unsafe) static let handle = dlopen(nil, RTLD_NOW)
-    typealias PrctlFn = @convention(c) (Int32, UInt, UInt, UInt, UInt) -> Int32
-    typealias SyncFileRangeFn = @convention(c) (Int32, Int64, Int64, UInt32) -> Int32
-    static func setTaskName(_ name: String) {
-        guard let f = dlsym(handle, "prctl") else { return }
-        let prctl = unsafeBitCast(f, to: PrctlFn.self)
-        _ = name.withCString { prctl(15 /* PR_SET_NAME */, UInt(bitPattern: $0), 0, 0, 0) }
-    }
-    /// sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE): start writeback, no wait.
-    static func startWriteback(_ fd: Int32) -> Int32 {
-        guard let f = dlsym(handle, "sync_file_range") else { errno = ENOSYS; return -1 }
-        return unsafeBitCast(f, to: SyncFileRangeFn.self)(fd, 0, 0, 2)
-    }
-}
 
 public enum Demo {
     public static let phase1 = "[demo] phase 1"
@@ -48,7 +32,7 @@ public enum Demo {
         """
 
     public static func options(outDir: String, intervalNs: Int64 = 100_000_000) throws(MonitorError) -> RunOptions {
-        var o = RunOptions(outDir: outDir, command: [Spawn.selfExecutable(), "demo-writer"])
+        var o = RunOptions(outDir: outDir, command: [ProcFS.selfExecutable(), "demo-writer"])
         o.intervalNs = intervalNs
         do { o.plan = try Plan.parse(planText) } catch { throw MonitorError(error.description) }
         return o
@@ -69,7 +53,7 @@ public enum Demo {
     /// Compares a backing file with what the writer wrote.
     static func check(_ path: String, expected: Int, name: String, note: String) -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "backing file \(name): missing (\(Sys.errorText()))" }
+        guard fd >= 0 else { return "backing file \(name): missing (\(Errno.current.description))" }
         defer { close(fd) }
         var st = stat()
         fstat(fd, &st)
@@ -88,21 +72,21 @@ public enum Demo {
 /// The demo's writer, run as `faultfs demo-writer` with $FAULTFS_DIR set.
 public enum DemoWriter {
     public static func run(dir: String) -> Int32 {
-        GNU.setTaskName("demo-writer")
-        let start = Sys.monotonicNs()
+        setThreadName("demo-writer")
+        let start = SystemClock.monotonicNanoseconds()
         func say(_ s: String) {
-            let t = formatFixed(Double(Sys.monotonicNs() - start) / 1e9, 2)
+            let t = formatFixed(Double(SystemClock.monotonicNanoseconds() - start) / 1e9, 2)
             var line = "[\(t)s] \(s)\n"
             line.withUTF8 { _ = write(STDOUT_FILENO, $0.baseAddress, $0.count) }
         }
-        func result(_ rc: Int) -> String { rc == 0 ? "0" : "\(errnoName(errno) ?? "errno \(errno)") (\(Sys.errorText()))" }
+        func result(_ rc: Int) -> String { rc == 0 ? "0" : "\(errnoName(errno) ?? "errno \(errno)") (\(Errno.current.description))" }
 
         // Phase 1: an error in background writeback.
         say("\(Demo.phase1): writeback of \(Demo.errorFile) will fail with ENOSPC")
-        Sys.sleepNs(500_000_000)
+        SystemClock.sleep(nanoseconds: 500_000_000)
         let path = dir + "/" + Demo.errorFile
         let fd = open(path, O_CREAT | O_TRUNC | O_RDWR | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { say("open \(path): \(Sys.errorText())"); return 1 }
+        guard fd >= 0 else { say("open \(path): \(Errno.current.description)"); return 1 }
         let chunk = 1 << 20
         var buffer = [UInt8](repeating: 0, count: chunk)
         var writtenOK = 0
@@ -112,9 +96,9 @@ public enum DemoWriter {
             if n == chunk { writtenOK += n } else { say("write at \(c * chunk): \(result(-1))") }
         }
         say("write \(Demo.errorBytes >> 20) MiB -> ok (\(writtenOK) bytes accepted into the page cache)")
-        let sfr = GNU.startWriteback(fd)
+        let sfr = csys_start_writeback(fd)
         say("sync_file_range(WRITE) -> \(result(Int(sfr))) (background writeback started; it does not report errors)")
-        Sys.sleepNs(1_000_000_000)
+        SystemClock.sleep(nanoseconds: 1_000_000_000)
         say("waited 1 s: the daemon has answered the writeback with ENOSPC; no one has been told yet")
         var rc = fsync(fd)
         say("fsync -> \(result(Int(rc)))" + (rc != 0 ? "   <- the writeback error, reported once" : ""))
@@ -129,29 +113,29 @@ public enum DemoWriter {
 
         // Phase 2: a stall.
         say("\(Demo.phase2): writeback of \(Demo.stallFile) stalls; writing \(Demo.stallBytes >> 20) MiB")
-        Sys.sleepNs(500_000_000)
+        SystemClock.sleep(nanoseconds: 500_000_000)
         let spath = dir + "/" + Demo.stallFile
         let sfd = open(spath, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
-        guard sfd >= 0 else { say("open \(spath): \(Sys.errorText())"); return 1 }
-        var lastReport = Sys.monotonicNs()
+        guard sfd >= 0 else { say("open \(spath): \(Errno.current.description)"); return 1 }
+        var lastReport = SystemClock.monotonicNanoseconds()
         var total = 0
         for c in 0..<(Demo.stallBytes / chunk) {
             for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
-            let t0 = Sys.monotonicNs()
+            let t0 = SystemClock.monotonicNanoseconds()
             let n = buffer.withUnsafeBytes { write(sfd, $0.baseAddress, chunk) }
-            let took = Sys.monotonicNs() - t0
+            let took = SystemClock.monotonicNanoseconds() - t0
             if n != chunk { say("write -> \(result(-1))"); break }
             total += n
             if took > 500_000_000 {
                 say("write #\(c + 1) took \(formatFixed(Double(took) / 1e9, 1)) s   <- throttled in balance_dirty_pages (\(total >> 20) MiB written)")
-            } else if (total >> 20) % 32 == 0 || Sys.monotonicNs() - lastReport > 1_000_000_000 {
+            } else if (total >> 20) % 32 == 0 || SystemClock.monotonicNanoseconds() - lastReport > 1_000_000_000 {
                 say("written \(total >> 20) MiB")
             }
-            lastReport = Sys.monotonicNs()
+            lastReport = SystemClock.monotonicNanoseconds()
         }
-        let t0 = Sys.monotonicNs()
+        let t0 = SystemClock.monotonicNanoseconds()
         rc = fsync(sfd)
-        say("fsync -> \(result(Int(rc))) after \(formatFixed(Double(Sys.monotonicNs() - t0) / 1e9, 2)) s (the stall was released)")
+        say("fsync -> \(result(Int(rc))) after \(formatFixed(Double(SystemClock.monotonicNanoseconds() - t0) / 1e9, 2)) s (the stall was released)")
         close(sfd)
         say("[demo] done: \(total >> 20) MiB written to \(Demo.stallFile)")
         return 0

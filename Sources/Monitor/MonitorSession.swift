@@ -3,6 +3,7 @@
 // run folder (samples.jsonl, samples.csv, events.jsonl), all on
 // CLOCK_REALTIME. `stop()` flushes and undoes what was set up.
 import Glibc
+import System
 import FaultRules
 import MonitorCore
 import Synchronization
@@ -53,11 +54,11 @@ public final class MonitorSession: @unchecked Sendable {
     /// and the sampling thread.
     public init(_ options: MonitorOptions) throws(MonitorError) {
         self.options = options
-        guard Sys.makeDirectories(options.outDir) else { throw MonitorError("cannot create \(options.outDir): \(Sys.errorText())") }
+        guard Sys.makeDirectories(options.outDir) else { throw MonitorError("cannot create \(options.outDir): \(Errno.current.description)") }
         let dev = Sys.device(of: options.mountPoint)
         device = dev
         func appender(_ name: String) throws(MonitorError) -> FileAppender {
-            guard let f = FileAppender(options.outDir + "/" + name) else { throw MonitorError("cannot write \(options.outDir)/\(name): \(Sys.errorText())") }
+            guard let f = FileAppender(options.outDir + "/" + name) else { throw MonitorError("cannot write \(options.outDir)/\(name): \(Errno.current.description)") }
             return f
         }
         let series = SampleSeries(columns: Metric.standardColumns)
@@ -82,7 +83,7 @@ public final class MonitorSession: @unchecked Sendable {
                 guard let self else { return }
                 self.files.withLock { f in
                     for e in events { f.events.line(EventLog.jsonLine(.trace(e))) }
-                    if lost > 0 { f.events.line(EventLog.jsonLine(.note(timeNs: Sys.realtimeNs(), text: "trace: \(lost) events lost (the told table may be incomplete)"))) }
+                    if lost > 0 { f.events.line(EventLog.jsonLine(.note(timeNs: SystemClock.realtimeNanoseconds(), text: "trace: \(lost) events lost (the told table may be incomplete)"))) }
                 }
             }
             if let t = tracer {
@@ -116,15 +117,15 @@ public final class MonitorSession: @unchecked Sendable {
     private func loop() {
         defer { loopDone.store(true, ordering: .releasing) }
         let interval = options.intervalNs
-        var next = Sys.monotonicNs()
+        var next = SystemClock.monotonicNanoseconds()
         while !stopFlag.load(ordering: .acquiring) {
-            let now = Sys.monotonicNs()
-            if now < next { Sys.sleepNs(next - now); continue }
+            let now = SystemClock.monotonicNanoseconds()
+            if now < next { SystemClock.sleep(nanoseconds: next - now); continue }
             let late = now - next
             tick(lateNs: late)
             next += interval
             // Fell behind by more than an interval: skip, do not burst.
-            let after = Sys.monotonicNs()
+            let after = SystemClock.monotonicNanoseconds()
             if after > next + interval { next = after }
         }
     }
@@ -197,7 +198,7 @@ public final class MonitorSession: @unchecked Sendable {
     public func stop() -> (samples: Int, late: Int, maxLateNs: Int64) {
         stopFlag.store(true, ordering: .releasing)
         var rounds = 0
-        while !loopDone.load(ordering: .acquiring) && rounds < 500 { Sys.sleepNs(10_000_000); rounds += 1 }
+        while !loopDone.load(ordering: .acquiring) && rounds < 500 { SystemClock.sleep(nanoseconds: 10_000_000); rounds += 1 }
         tailInjections()
         tracer?.stop()
         tracer = nil

@@ -1,5 +1,6 @@
 // (Re)builds report.html and summary.txt from a run folder.
 import Glibc
+import System
 import MonitorCore
 
 public enum ReportWriter {
@@ -7,10 +8,10 @@ public enum ReportWriter {
     /// and OUT/summary.txt; returns the summary text.
     @discardableResult
     public static func write(runDir: String) throws(MonitorError) -> String {
-        guard let events = Sys.read(runDir + "/events.jsonl", limit: 1 << 30) else {
-            throw MonitorError("\(runDir)/events.jsonl: \(Sys.errorText()) (not a run folder?)")
+        guard let events = File.readText(runDir + "/events.jsonl", limit: 1 << 30) else {
+            throw MonitorError("\(runDir)/events.jsonl: \(Errno.current.description) (not a run folder?)")
         }
-        let samples = Sys.read(runDir + "/samples.jsonl", limit: 1 << 30) ?? ""
+        let samples = File.readText(runDir + "/samples.jsonl", limit: 1 << 30) ?? ""
         var run = RunData.load(samplesJSONL: samples, eventsJSONL: events)
         // The workload's own output, captured by `faultfs run` (absent for `faultfs monitor`).
         for (stream, file) in [("stdout", RunData.workloadStdoutFile), ("stderr", RunData.workloadStderrFile)] {

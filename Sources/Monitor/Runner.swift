@@ -3,6 +3,7 @@
 // SIGTERM stop the workload and still clean up (unmount, trace instance,
 // cgroup) and write the report.
 import Glibc
+import System
 import FaultRules
 import MonitorCore
 import Synchronization
@@ -49,8 +50,8 @@ public enum Runner {
     ///   printed and recorded as notes.
     public static func run(_ o: RunOptions, afterUnmount: ((String) -> [String])? = nil) throws(MonitorError) -> RunResult {
         var signals = blockStopSignals()
-        let out = Sys.absolute(o.outDir)
-        guard Sys.makeDirectories(out) else { throw MonitorError("cannot create \(out): \(Sys.errorText())") }
+        let out = Path.absolute(o.outDir)
+        guard Sys.makeDirectories(out) else { throw MonitorError("cannot create \(out): \(Errno.current.description)") }
         let injections = out + "/injections.jsonl"
         _ = Sys.write(injections, "", create: true)
 
@@ -58,12 +59,12 @@ public enum Runner {
         var dir: String
         var madeTemp = false
         if let d = o.dir {
-            dir = Sys.absolute(d)
+            dir = Path.absolute(d)
             guard Sys.isDirectory(dir) else { throw MonitorError("--dir \(d) is not a directory") }
         } else {
             var template = Array("/tmp/faultfs-run.XXXXXX".utf8CString)
             guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else {
-                throw MonitorError("mkdtemp: \(Sys.errorText())")
+                throw MonitorError("mkdtemp: \(Errno.current.description)")
             }
             dir = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             madeTemp = true
@@ -72,7 +73,7 @@ public enum Runner {
         if realpath(dir, &resolved) != nil { dir = resolved.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
 
         // Mount, by running ourselves.
-        let exe = Spawn.selfExecutable()
+        let exe = ProcFS.selfExecutable()
         let optionList = (["events=" + injections] + o.mountOptions).joined(separator: ",")
         let mountArgv = [exe, "mount", "-o", optionList, dir, dir]
         guard let mst = Spawn.runToEnd(mountArgv), Spawn.describe(mst).code == 0 else {
@@ -121,31 +122,31 @@ public enum Runner {
         func apply(_ i: Int) {
             done[i] = true
             let line = o.plan[i].line
-            let t = Sys.realtimeNs()
+            let t = SystemClock.realtimeNanoseconds()
             var result = "no control file"
             if hasFaultLayer {
                 result = Sys.write(control, line + "\n").map { refusal(written: line, error: $0, control: control) } ?? "ok"
             }
             monitor.record(.control(timeNs: t, line: line, result: result))
-            printErr("faultfs run: \(formatSeconds(max(0, t - startNs))) \(line)" + (result == "ok" ? "" : " -> \(result)"))
+            printError("faultfs run: \(formatSeconds(max(0, t - startNs))) \(line)" + (result == "ok" ? "" : " -> \(result)"))
             if result != "ok" { planProblems.append("plan step \(i + 1) '\(o.plan[i].description)': \(result)") }
         }
-        var startNs = Sys.realtimeNs()
+        var startNs = SystemClock.realtimeNanoseconds()
         for i in o.plan.indices { if case .at(let t) = o.plan[i].trigger, t <= 0 { apply(i) } }
 
         // The workload.
         var argv = o.command
         if let c = cgroup { argv = ["/bin/sh", "-c", "echo $$ > \"$0\" && exec \"$@\"", c.procsFile] + argv }
         let regexSteps = o.plan.indices.filter { if case .outputMatches = o.plan[$0].trigger { return true } else { return false } }
-        startNs = Sys.realtimeNs()
+        startNs = SystemClock.realtimeNanoseconds()
         monitor.record(.workloadStart(timeNs: startNs, command: o.command.joined(separator: " ")))
         // Its stdout and stderr are copied to ours and into the run folder.
         let spawned = Spawn.start(argv, env: ["FAULTFS_DIR": dir, "FAULTFS_RUN_DIR": out], captureStdout: true, captureStderr: true)
         let copies = OutputCopies()
         var exitCode: Int32 = 127
         if let err = spawned.error {
-            monitor.record(.workloadExit(timeNs: Sys.realtimeNs(), status: err, code: nil))
-            printErr("faultfs run: \(err)")
+            monitor.record(.workloadExit(timeNs: SystemClock.realtimeNanoseconds(), status: err, code: nil))
+            printError("faultfs run: \(err)")
         } else {
             let pid = spawned.pid
             monitor.watch(WatchedProcess(role: "workload", pid: pid))
@@ -171,10 +172,10 @@ public enum Runner {
                 if let status = Spawn.poll(pid) {
                     let d = Spawn.describe(status)
                     exitCode = d.exitCode
-                    monitor.record(.workloadExit(timeNs: Sys.realtimeNs(), status: d.text, code: d.code))
+                    monitor.record(.workloadExit(timeNs: SystemClock.realtimeNanoseconds(), status: d.text, code: d.code))
                     break
                 }
-                let now = Sys.realtimeNs()
+                let now = SystemClock.realtimeNanoseconds()
                 if !stopping {
                     for i in o.plan.indices where !done[i] {
                         switch o.plan[i].trigger {
@@ -195,29 +196,29 @@ public enum Runner {
                 let sig = sigtimedwait(&signals, nil, &ts)
                 if sig > 0 && !stopping {
                     stopping = true
-                    monitor.record(.note(timeNs: Sys.realtimeNs(), text: "stopped by signal \(sig): workload sent SIGTERM, stalled requests released"))
-                    printErr("\nfaultfs run: stopping (signal \(sig))")
+                    monitor.record(.note(timeNs: SystemClock.realtimeNanoseconds(), text: "stopped by signal \(sig): workload sent SIGTERM, stalled requests released"))
+                    printError("\nfaultfs run: stopping (signal \(sig))")
                     kill(pid, SIGTERM)
                     // A workload blocked on a stalled request cannot die until it is answered.
                     if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
-                    killDeadline = Sys.realtimeNs() + 5_000_000_000
+                    killDeadline = SystemClock.realtimeNanoseconds() + 5_000_000_000
                 }
             }
             if let c = cgroup { c.killAll() }
         }
         // Steps whose trigger never came: say so, a fault the plan promised did not happen.
-        let endedAt = formatSeconds(max(0, Sys.realtimeNs() - startNs))
+        let endedAt = formatSeconds(max(0, SystemClock.realtimeNanoseconds() - startNs))
         for i in o.plan.indices where !done[i] {
             let problem = "plan step \(i + 1) '\(o.plan[i].description)' never applied: the workload ended at \(endedAt) before its trigger"
             planProblems.append(problem)
             monitor.record(.note(timeNs: nil, text: problem))
-            printErr("faultfs run: " + problem)
+            printError("faultfs run: " + problem)
         }
 
         // Unmount (release anything stalled first, or the unmount waits forever).
         if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
         let unmountProblem = unmount(exe, dir)
-        if let p = unmountProblem { monitor.record(.note(timeNs: Sys.realtimeNs(), text: p)) }
+        if let p = unmountProblem { monitor.record(.note(timeNs: SystemClock.realtimeNanoseconds(), text: p)) }
         var checks: [String] = []
         if let hook = afterUnmount, unmountProblem == nil {
             checks = hook(dir)
@@ -238,14 +239,14 @@ public enum Runner {
     /// What the daemon said about a refused control line: the `# error:`
     /// line it keeps in the control file, else the write's errno text.
     static func refusal(written line: String, error: String, control: String) -> String {
-        let reason = (Sys.read(control) ?? "").split(separator: "\n").last { $0.hasPrefix("# error: ") }
+        let reason = (File.readText(control) ?? "").split(separator: "\n").last { $0.hasPrefix("# error: ") }
         return "refused: " + (reason.map { String($0.dropFirst("# error: ".count)) } ?? error)
     }
 
     /// Bytes written (wchar) by the tree, counting processes that already exited.
     static func written(tree pid: pid_t, seen: inout [pid_t: Int64]) -> Int64 {
         for p in Spawn.tree(pid) {
-            guard let io = Sys.read("/proc/\(p)/io") else { continue }
+            guard let io = File.readText("/proc/\(p)/io") else { continue }
             for line in io.split(separator: "\n") where line.hasPrefix("wchar:") {
                 if let v = Int64(line.dropFirst(6).drop { $0 == " " }) { seen[p] = max(seen[p] ?? 0, v) }
             }
@@ -257,46 +258,24 @@ public enum Runner {
     @discardableResult
     static func unmount(_ exe: String, _ dir: String) -> String? {
         for _ in 0..<50 {
-            guard Sys.mountType(at: dir) == "fuse.faultfs" else { return nil }
+            guard MountTable.topMount(at: dir)?.fileSystemType == "fuse.faultfs" else { return nil }
             if let st = Spawn.runToEnd([exe, "umount", dir]), Spawn.describe(st).code == 0 { return nil }
-            Sys.sleepNs(100_000_000)
+            SystemClock.sleep(nanoseconds: 100_000_000)
         }
-        guard Sys.mountType(at: dir) == "fuse.faultfs" else { return nil }
+        guard MountTable.topMount(at: dir)?.fileSystemType == "fuse.faultfs" else { return nil }
         _ = Spawn.runToEnd([exe, "umount", "--lazy", dir])
         return "\(dir) stayed busy: detached lazily"
     }
 
     /// The daemon serving `mountpoint`, as its status file says.
     static func findDaemon(mountpoint: String) -> pid_t? {
-        if let text = Sys.read(MountStatus.path(mountPoint: mountpoint)), let status = try? MountStatus.decode(text) {
-            return status.pid
-        }
-        return legacyDaemonPID(mountpoint: mountpoint)
-    }
-
-    /// Remove when status lands: the daemon publishes its pid in
-    /// `.faultfs/status` now, this scan is for a daemon that does not yet.
-    /// A faultfs started with --ready-fd whose last argument is the mount point.
-    static func legacyDaemonPID(mountpoint: String) -> pid_t? {
-        guard let d = opendir("/proc") else { return nil }
-        defer { closedir(d) }
-        while let e = readdir(d) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = pid_t(name), let cmd = Sys.read("/proc/\(pid)/cmdline") else { continue }
-            let args = cmd.split(separator: "\0", omittingEmptySubsequences: false).map(String.init).filter { !$0.isEmpty }
-            if args.contains("--ready-fd"), args.last == mountpoint { return pid }
-        }
-        return nil
+        guard let text = File.readText(MountStatus.path(mountPoint: mountpoint)) else { return nil }
+        return try? MountStatus.decode(text).pid
     }
 
     static func removeTree(_ path: String) {
         _ = Spawn.runToEnd(["/bin/rm", "-rf", "--one-file-system", path])
     }
-}
-
-func printErr(_ s: String) {
-    var t = s + "\n"
-    t.withUTF8 { _ = write(STDERR_FILENO, $0.baseAddress, $0.count) }
 }
 
 /// Copies one of the workload's streams to ours and to a file in the run
@@ -346,14 +325,14 @@ public struct MemoryCgroup: Sendable {
         let name = "faultfs-\(getpid())"
         if Sys.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") {
             let p = "/sys/fs/cgroup/memory/" + name
-            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { return .failure(MonitorError("mkdir \(p): \(Sys.errorText())")) }
+            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { return .failure(MonitorError("mkdir \(p): \(Errno.current.description)")) }
             if let e = Sys.write(p + "/memory.limit_in_bytes", String(limit)) { _ = rmdir(p); return .failure(MonitorError("memory.limit_in_bytes: \(e)")) }
             return .success(MemoryCgroup(path: p, version: .v1, limit: limit))
         }
-        if let c = Sys.read("/sys/fs/cgroup/cgroup.controllers"), c.contains("memory") {
+        if let c = File.readText("/sys/fs/cgroup/cgroup.controllers"), c.contains("memory") {
             _ = Sys.write("/sys/fs/cgroup/cgroup.subtree_control", "+memory")
             let p = "/sys/fs/cgroup/" + name
-            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { return .failure(MonitorError("mkdir \(p): \(Sys.errorText())")) }
+            guard mkdir(p, 0o755) == 0 || errno == EEXIST else { return .failure(MonitorError("mkdir \(p): \(Errno.current.description)")) }
             if let e = Sys.write(p + "/memory.max", String(limit)) { _ = rmdir(p); return .failure(MonitorError("memory.max: \(e)")) }
             return .success(MemoryCgroup(path: p, version: .v2, limit: limit))
         }
@@ -361,14 +340,14 @@ public struct MemoryCgroup: Sendable {
     }
 
     func killAll() {
-        for p in (Sys.read(procsFile) ?? "").split(separator: "\n") { if let pid = pid_t(p) { kill(pid, SIGKILL) } }
+        for p in (File.readText(procsFile) ?? "").split(separator: "\n") { if let pid = pid_t(p) { kill(pid, SIGKILL) } }
     }
 
     func remove() {
         killAll()
         for _ in 0..<50 {
             if rmdir(path) == 0 || errno == ENOENT { return }
-            Sys.sleepNs(20_000_000)
+            SystemClock.sleep(nanoseconds: 20_000_000)
         }
     }
 }
@@ -379,8 +358,8 @@ final class OutputCopies: Sendable {
     func started() { running.add(1, ordering: .sequentiallyConsistent) }
     func finished() { running.subtract(1, ordering: .sequentiallyConsistent) }
     func waitUntilDone(timeoutNs: Int64) {
-        let end = Sys.monotonicNs() + timeoutNs
-        while running.load(ordering: .sequentiallyConsistent) > 0 && Sys.monotonicNs() < end { Sys.sleepNs(10_000_000) }
+        let end = SystemClock.monotonicNanoseconds() + timeoutNs
+        while running.load(ordering: .sequentiallyConsistent) > 0 && SystemClock.monotonicNanoseconds() < end { SystemClock.sleep(nanoseconds: 10_000_000) }
     }
 }
 

@@ -3,6 +3,7 @@
 // said once, as a note); pseudo file systems it had to mount are unmounted
 // again by `close()`.
 import Glibc
+import System
 import MonitorCore
 
 /// A process whose RSS/state/wchan is recorded ("workload", "daemon").
@@ -30,16 +31,16 @@ public final class Sampler: @unchecked Sendable {
         // debugfs bdi/<dev>/stats.
         let debugfs = "/sys/kernel/debug"
         if !Sys.exists(debugfs + "/bdi") {
-            if Sys.mountType(at: debugfs) == nil, Sys.mountPseudo(type: "debugfs", at: debugfs) { mountedHere.append(debugfs) }
+            if MountTable.topMount(at: debugfs)?.fileSystemType == nil, Sys.mountPseudo(type: "debugfs", at: debugfs) { mountedHere.append(debugfs) }
         }
         let stats = "\(debugfs)/bdi/\(device)/stats"
-        if Sys.read(stats) != nil { bdiStatsPath = stats } else {
+        if File.readText(stats) != nil { bdiStatsPath = stats } else {
             notes.append("debugfs \(stats) not readable: no per-bdi dirty/writeback/threshold chart")
         }
         // fusectl: /sys/fs/fuse/connections/<minor> for a major-0 device.
         let conns = "/sys/fs/fuse/connections"
         if device.major == 0 {
-            if !Sys.exists("\(conns)/\(device.minor)"), Sys.mountType(at: conns) == nil,
+            if !Sys.exists("\(conns)/\(device.minor)"), MountTable.topMount(at: conns)?.fileSystemType == nil,
                Sys.mountPseudo(type: "fusectl", at: conns) { mountedHere.append(conns) }
             if Sys.exists("\(conns)/\(device.minor)/waiting") { fuseConnectionDir = "\(conns)/\(device.minor)" } else {
                 notes.append("\(conns)/\(device.minor) not available: FUSE queue not recorded")
@@ -53,23 +54,23 @@ public final class Sampler: @unchecked Sendable {
         if let device {
             out.append(Setting(SettingKey.mountDevice, device.description))
             let bdi = "/sys/class/bdi/\(device)"
-            let b = BdiSettings.parse(maxRatio: Sys.read(bdi + "/max_ratio"), minRatio: Sys.read(bdi + "/min_ratio"),
-                                      maxBytes: Sys.read(bdi + "/max_bytes"), strictLimit: Sys.read(bdi + "/strict_limit"))
+            let b = BdiSettings.parse(maxRatio: File.readText(bdi + "/max_ratio"), minRatio: File.readText(bdi + "/min_ratio"),
+                                      maxBytes: File.readText(bdi + "/max_bytes"), strictLimit: File.readText(bdi + "/strict_limit"))
             for (k, v) in [(SettingKey.bdiMaxRatio, b.maxRatio), (SettingKey.bdiMinRatio, b.minRatio),
                            (SettingKey.bdiMaxBytes, b.maxBytes), (SettingKey.bdiStrictLimit, b.strictLimit)] {
                 if let v { out.append(Setting(k, String(v))) }
             }
             if let c = fuseConnectionDir {
                 for f in ["max_background", "congestion_threshold"] {
-                    if let v = parseSingleInt(Sys.read("\(c)/\(f)")) { out.append(Setting("fuse.\(f)", String(v))) }
+                    if let v = parseSingleInt(File.readText("\(c)/\(f)")) { out.append(Setting("fuse.\(f)", String(v))) }
                 }
             }
         }
         for f in ["dirty_ratio", "dirty_background_ratio", "dirty_bytes", "dirty_background_bytes",
                   "dirty_expire_centisecs", "dirty_writeback_centisecs"] {
-            if let v = parseSingleInt(Sys.read("/proc/sys/vm/\(f)")) { out.append(Setting("vm.\(f)", String(v))) }
+            if let v = parseSingleInt(File.readText("/proc/sys/vm/\(f)")) { out.append(Setting("vm.\(f)", String(v))) }
         }
-        if let m = Sys.read("/proc/meminfo").map(MemInfo.parse), let t = m["MemTotal"] {
+        if let m = File.readText("/proc/meminfo").map(MemInfo.parse), let t = m["MemTotal"] {
             out.append(Setting("mem.total_bytes", String(t)))
         }
         out.append(Setting("cpus", String(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
@@ -79,21 +80,21 @@ public final class Sampler: @unchecked Sendable {
     /// One sample at CLOCK_REALTIME now. Also returns the watched processes'
     /// state and wchan (strings do not fit in a sample).
     public func sample() -> (Sample, [ProcessState]) {
-        var s = Sample(timeNs: Sys.realtimeNs())
-        if let t = Sys.read("/proc/meminfo") { s.record(MemInfo.parse(t)) }
-        if let t = Sys.read("/proc/vmstat") { s.record(VMStat.parse(t)) }
-        if let p = bdiStatsPath, let t = Sys.read(p) { s.record(BdiStats.parse(t)) }
+        var s = Sample(timeNs: SystemClock.realtimeNanoseconds())
+        if let t = File.readText("/proc/meminfo") { s.record(MemInfo.parse(t)) }
+        if let t = File.readText("/proc/vmstat") { s.record(VMStat.parse(t)) }
+        if let p = bdiStatsPath, let t = File.readText(p) { s.record(BdiStats.parse(t)) }
         if let c = fuseConnectionDir {
-            s.record(FuseConnectionState.parse(waiting: Sys.read(c + "/waiting"), maxBackground: Sys.read(c + "/max_background"),
-                                               congestionThreshold: Sys.read(c + "/congestion_threshold")))
+            s.record(FuseConnectionState.parse(waiting: File.readText(c + "/waiting"), maxBackground: File.readText(c + "/max_background"),
+                                               congestionThreshold: File.readText(c + "/congestion_threshold")))
         }
-        for r in ["io", "memory"] { if let t = Sys.read("/proc/pressure/\(r)") { s.record(Pressure.parse(t), resource: r) } }
-        if let p = cgroupMemoryStat, let t = Sys.read(p) { s.record(CgroupMemoryStat.parse(t)) }
+        for r in ["io", "memory"] { if let t = File.readText("/proc/pressure/\(r)") { s.record(Pressure.parse(t), resource: r) } }
+        if let p = cgroupMemoryStat, let t = File.readText(p) { s.record(CgroupMemoryStat.parse(t)) }
         var states: [ProcessState] = []
         for w in processes {
-            guard let st = Sys.read("/proc/\(w.pid)/stat").flatMap(ProcStat.parse) else { continue }
+            guard let st = File.readText("/proc/\(w.pid)/stat").flatMap(ProcStat.parse) else { continue }
             if w.role == "workload" { s.record(st) } else { s.record(st, role: w.role) }
-            let wchan = Sys.read("/proc/\(w.pid)/wchan").flatMap(parseWchan)
+            let wchan = File.readText("/proc/\(w.pid)/wchan").flatMap(parseWchan)
             states.append(ProcessState(role: w.role, pid: w.pid, comm: st.comm, state: String(st.state), wchan: wchan))
         }
         return (s, states)

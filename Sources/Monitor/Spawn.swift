@@ -1,6 +1,7 @@
 // Starting and waiting for processes without fork() (unsafe in a Swift
 // process with threads): posix_spawn, with signals reset in the child.
 import Glibc
+import System
 
 public enum Spawn {
     /// Starts `argv` (argv[0] searched in PATH unless it has a '/').
@@ -20,7 +21,7 @@ public enum Spawn {
             var fds: [Int32] = [-1, -1]
             guard pipe(&fds) == 0 else {
                 for fd in pipeFDs where fd >= 0 { close(fd) }
-                return (0, nil, nil, "pipe: \(Sys.errorText())")
+                return (0, nil, nil, "pipe: \(Errno.current.description)")
             }
             for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
             posix_spawn_file_actions_adddup2(&actions, fds[1], target)
@@ -63,7 +64,7 @@ public enum Spawn {
         for fd in [pipeFDs[1], errPipeFDs[1]] where fd >= 0 { close(fd) }
         guard rc == 0 else {
             for fd in [pipeFDs[0], errPipeFDs[0]] where fd >= 0 { close(fd) }
-            return (0, nil, nil, "cannot start \(argv[0]): \(Sys.errorText(rc))")
+            return (0, nil, nil, "cannot start \(argv[0]): \(Errno(rc).description)")
         }
         return (pid, captureStdout ? pipeFDs[0] : nil, captureStderr ? errPipeFDs[0] : nil, nil)
     }
@@ -87,10 +88,10 @@ public enum Spawn {
 
     /// Blocking wait with a bound; nil on timeout.
     public static func wait(_ pid: pid_t, timeoutNs: Int64) -> Int32? {
-        let end = Sys.monotonicNs() + timeoutNs
-        while Sys.monotonicNs() < end {
+        let end = SystemClock.monotonicNanoseconds() + timeoutNs
+        while SystemClock.monotonicNanoseconds() < end {
             if let s = poll(pid) { return s }
-            Sys.sleepNs(10_000_000)
+            SystemClock.sleep(nanoseconds: 10_000_000)
         }
         return nil
     }
@@ -104,28 +105,14 @@ public enum Spawn {
         return wait(s.pid, timeoutNs: 5_000_000_000)
     }
 
-    /// Our own executable (for re-running faultfs).
-    public static func selfExecutable() -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/self/exe"
-    }
-
     /// Pids of `pid` and all its descendants (via /proc/PID/task/*/children).
     public static func tree(_ pid: pid_t) -> [pid_t] {
         var out: [pid_t] = []
         var queue = [pid]
         while let p = queue.popLast(), out.count < 4096 {
             out.append(p)
-            guard let dir = opendir("/proc/\(p)/task") else { continue }
-            var tids: [String] = []
-            while let e = readdir(dir) {
-                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-                if name.first?.isNumber == true { tids.append(name) }
-            }
-            closedir(dir)
-            for t in tids {
-                for c in (Sys.read("/proc/\(p)/task/\(t)/children") ?? "").split(separator: " ") {
+            for t in File.names(inDirectory: "/proc/\(p)/task") ?? [] where t.first?.isNumber == true {
+                for c in (File.readText("/proc/\(p)/task/\(t)/children") ?? "").split(separator: " ") {
                     if let c = pid_t(c.trimmingCharacters()) { queue.append(c) }
                 }
             }

@@ -8,6 +8,7 @@
 // (CLOCK_MONOTONIC), and each event's time is shifted by an offset measured
 // at start: realtime - monotonic.
 import Glibc
+import System
 import MonitorCore
 import Synchronization
 
@@ -31,22 +32,22 @@ public final class Tracer: @unchecked Sendable {
                              handler: @escaping @Sendable ([TraceEvent], Int) -> Void) -> Tracer? {
         var mounted = false
         if !Sys.exists(root + "/instances") {
-            guard Sys.mountType(at: root) == nil || Sys.mountType(at: root) == "tracefs" else {
+            guard MountTable.topMount(at: root)?.fileSystemType == nil || MountTable.topMount(at: root)?.fileSystemType == "tracefs" else {
                 failure = "\(root) is something else than tracefs"; return nil
             }
             guard Sys.mountPseudo(type: "tracefs", at: root) else {
-                failure = "tracefs not available (cannot mount at \(root): \(Sys.errorText()))"; return nil
+                failure = "tracefs not available (cannot mount at \(root): \(Errno.current.description))"; return nil
             }
             mounted = true
         }
         removeStaleInstances()
         let name = "\(root)/instances/faultfs-\(getpid())"
         guard mkdir(name, 0o755) == 0 || errno == EEXIST else {
-            failure = "cannot create tracefs instance \(name): \(Sys.errorText())"
+            failure = "cannot create tracefs instance \(name): \(Errno.current.description)"
             if mounted { _ = Sys.unmount(root) }
             return nil
         }
-        let t = Tracer(instance: name, handler: handler, offsetNs: Sys.realtimeNs() - Sys.monotonicNs())
+        let t = Tracer(instance: name, handler: handler, offsetNs: SystemClock.realtimeNanoseconds() - SystemClock.monotonicNanoseconds())
         t.mountedTracefs = mounted
         t.configure(device: device)
         if t.enabled.isEmpty {
@@ -114,7 +115,7 @@ public final class Tracer: @unchecked Sendable {
                 idleRoundsAfterStop += 1
                 if idleRoundsAfterStop > 3 { break }
             }
-            Sys.sleepNs(50_000_000)
+            SystemClock.sleep(nanoseconds: 50_000_000)
         }
     }
 
@@ -137,7 +138,7 @@ public final class Tracer: @unchecked Sendable {
         _ = Sys.write(instance + "/tracing_on", "0")
         stopFlag.store(true, ordering: .releasing)
         var rounds = 0
-        while !done.load(ordering: .acquiring) && rounds < 100 { Sys.sleepNs(20_000_000); rounds += 1 }
+        while !done.load(ordering: .acquiring) && rounds < 100 { SystemClock.sleep(nanoseconds: 20_000_000); rounds += 1 }
         removeInstance()
     }
 
@@ -147,33 +148,15 @@ public final class Tracer: @unchecked Sendable {
         }
         // rmdir fails while a reader holds trace_pipe open: retry briefly.
         var tries = 0
-        while rmdir(instance) != 0 && errno == EBUSY && tries < 50 { Sys.sleepNs(20_000_000); tries += 1 }
+        while rmdir(instance) != 0 && errno == EBUSY && tries < 50 { SystemClock.sleep(nanoseconds: 20_000_000); tries += 1 }
         if mountedTracefs { _ = Sys.unmount(Self.root); mountedTracefs = false }
     }
 
     /// Instances left by a monitor that was killed (its pid is gone).
     static func removeStaleInstances() {
-        guard let dir = opendir(root + "/instances") else { return }
-        var stale: [String] = []
-        while let e = readdir(dir) {
-            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        for name in File.names(inDirectory: root + "/instances") ?? [] {
             guard name.hasPrefix("faultfs-"), let pid = Int32(name.dropFirst(8)) else { continue }
-            if kill(pid, 0) != 0 && errno == ESRCH { stale.append(name) }
+            if kill(pid, 0) != 0 && errno == ESRCH { _ = rmdir("\(root)/instances/\(name)") }
         }
-        closedir(dir)
-        for s in stale { _ = rmdir("\(root)/instances/\(s)") }
     }
-}
-
-/// Runs `body` on a new detached thread (Foundation's Thread would pull in
-/// Foundation for one call).
-public func startThread(_ body: @escaping @Sendable () -> Void) {
-    final class Box { let body: @Sendable () -> Void; init(_ body: @escaping @Sendable () -> Void) { self.body = body } }
-    let context = Unmanaged.passRetained(Box(body)).toOpaque()
-    var thread = pthread_t()
-    let rc = pthread_create(&thread, nil, { context in
-        Unmanaged<Box>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-    }, context)
-    if rc == 0 { pthread_detach(thread) } else { Unmanaged<Box>.fromOpaque(context).release(); body() }
 }

@@ -1,4 +1,4 @@
-import CFuse
+import System
 import FuseKit
 import Glibc
 

@@ -1,5 +1,6 @@
 import FuseKit
 import Glibc
+import System
 import Synchronization
 
 /// An open directory: a DIR stream and the offset it stands at, so that a
@@ -19,11 +20,13 @@ final class DirectoryHandle: @unchecked Sendable {
     }
     deinit { stream.withLock { _ = closedir($0.dir) } }
 
-    var handle: UInt64 { UInt64(UInt(bitPattern: Unmanaged.passRetained(self).toOpaque())) }
+    /// The FUSE file handle for this directory, owning one reference:
+    /// call once per opendir, and `release` it at releasedir.
+    func retainedHandle() -> UInt64 { ObjectAddress.integer(ObjectAddress.retain(self)) }
     static func from(_ handle: UInt64) -> DirectoryHandle {
-        Unmanaged<DirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).takeUnretainedValue()
+        ObjectAddress.object(at: ObjectAddress.address(handle))
     }
     static func release(_ handle: UInt64) {
-        Unmanaged<DirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).release()
+        ObjectAddress.release(ObjectAddress.address(handle), as: DirectoryHandle.self)
     }
 }

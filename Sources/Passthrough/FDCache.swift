@@ -1,4 +1,4 @@
-import CFuse
+import System
 import FuseKit
 import Glibc
 import Synchronization
@@ -68,7 +68,7 @@ final class FDCache: @unchecked Sendable {
         }
         if cached >= 0 { return cached }
         var handle = inode.handle.storage
-        let opened = ffs_open_by_handle(mountFD, &handle, Int32(FFS_O_PATH) | O_CLOEXEC)
+        let opened = csys_open_by_handle(mountFD, &handle, Int32(CSYS_O_PATH) | O_CLOEXEC)
         if opened < 0 { throw Errno.current }
         let (fd, surplus) = ring.withLock { r -> (Int32, Int32) in
             inode.pins += 1

@@ -1,4 +1,4 @@
-import CFuse
+import System
 import FuseKit
 import Glibc
 import Synchronization
@@ -34,7 +34,7 @@ final class Inode: @unchecked Sendable {
         self.key = key; self.handle = handle; self.pinnedFD = pinnedFD; self.isDirectory = isDirectory
     }
 
-    var nodeID: NodeID { NodeID(UInt(bitPattern: Unmanaged.passUnretained(self).toOpaque())) }
+    var nodeID: NodeID { ObjectAddress.integer(ObjectAddress.of(self)) }
 }
 
 /// Identifies a backing inode: (st_ino, st_dev).
@@ -46,14 +46,14 @@ struct InodeKey: Hashable {
 
 /// A `struct file_handle` as bytes, inline (no heap allocation per inode).
 struct FileHandleBytes {
-    var storage = ffs_file_handle()
+    var storage = csys_file_handle()
     var isEmpty: Bool { storage.handle_bytes == 0 }
     static let empty = FileHandleBytes()
 
     /// The handle of the file `fd` refers to (an O_PATH fd is fine).
     static func of(fd: Int32) -> FileHandleBytes? {
         var h = FileHandleBytes()
-        guard ffs_name_to_handle(fd, "", &h.storage, Int32(FFS_AT_EMPTY_PATH)) >= 0 else { return nil }
+        guard csys_name_to_handle(fd, "", &h.storage, Int32(CSYS_AT_EMPTY_PATH)) >= 0 else { return nil }
         return h
     }
 
@@ -78,7 +78,7 @@ final class InodeTable: @unchecked Sendable {
 
     @inline(__always) func inode(_ node: NodeID) -> Inode {
         if node == rootNodeID { return root }
-        return Unmanaged<Inode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(node))!).takeUnretainedValue()
+        return ObjectAddress.object(at: ObjectAddress.address(node), as: Inode.self)
     }
 
     func node(of inode: Inode) -> NodeID { inode === root ? rootNodeID : inode.nodeID }
@@ -96,7 +96,7 @@ final class InodeTable: @unchecked Sendable {
             }
             let fresh = make()
             fresh.lookups = 1
-            _ = Unmanaged.passRetained(fresh)  // the kernel's reference
+            _ = ObjectAddress.retain(fresh)  // the kernel's reference
             table[key] = fresh
             return fresh
         }
@@ -118,7 +118,7 @@ final class InodeTable: @unchecked Sendable {
             return (true, true)
         }
         guard gone else { return nil }
-        Unmanaged.passUnretained(inode).release()
+        ObjectAddress.release(ObjectAddress.of(inode), as: Inode.self)
         // ...and hand the freed inodes' memory back to the system, or RSS
         // stays at its peak after a million files come and go.
         if shrunk { _ = malloc_trim(0) }

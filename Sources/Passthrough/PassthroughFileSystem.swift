@@ -1,4 +1,4 @@
-import CFuse
+import System
 import FuseKit
 import Glibc
 
@@ -35,7 +35,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public init(root: Int32, options: PassthroughOptions) throws(Errno) {
         self.options = options
         var st = stat()
-        try sysCall { fstatat(root, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+        try sysCall { fstatat(root, "", &st, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
         guard (st.st_mode & S_IFMT) == S_IFDIR else { throw .ENOTDIR }
         let handle = FileHandleBytes.of(fd: root)
         // open_by_handle_at wants a real fd (not O_PATH) on the backing mount.
@@ -45,7 +45,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         fds = FDCache(capacity: handle == nil ? 0 : options.fdCacheCapacity, mountFD: mountFD)
         rootPath = (try? procLink(root)) ?? ""
         // Through the fd: an in-place mount may already cover the path.
-        backingHasACLs = CFuse.getxattr("/proc/self/fd/\(root)", "system.posix_acl_access", nil, 0) >= 0 || Errno.current == .ENODATA
+        backingHasACLs = CSystem.getxattr("/proc/self/fd/\(root)", "system.posix_acl_access", nil, 0) >= 0 || Errno.current == .ENODATA
         umask(0)  // the caller's umask is applied by the kernel, or by `creationMode`
     }
 
@@ -79,7 +79,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// without CAP_FSETID modifies the file (setattr_should_drop_sgid).
     private func dropSetIDBits(_ fd: Int32, _ caller: Caller, chmodAt: (mode_t) throws(Errno) -> Void) throws(Errno) {
         var st = stat()
-        try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+        try sysCall { fstatat(fd, "", &st, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
         guard (st.st_mode & S_IFMT) == S_IFREG else { return }
         var mode = st.st_mode & 0o7777
         if mode & S_ISUID != 0 { mode &= ~S_ISUID }
@@ -102,10 +102,10 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// Looks `name` up under the directory fd `dirfd` and counts one kernel
     /// lookup of it.
     private func entry(dirfd: Int32, name: UnsafePointer<CChar>) throws(Errno) -> Entry {
-        let fd = try sysCall { openat(dirfd, name, Int32(FFS_O_PATH) | O_NOFOLLOW | O_CLOEXEC) }
+        let fd = try sysCall { openat(dirfd, name, Int32(CSYS_O_PATH) | O_NOFOLLOW | O_CLOEXEC) }
         do throws(Errno) {
             var st = stat()
-            try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+            try sysCall { fstatat(fd, "", &st, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
             let inode = try remember(st, fd: fd)
             fds.offer(inode, fd: fd)
             return Entry(node: inodes.node(of: inode), attributes: st, attributesTimeout: timeout, entryTimeout: timeout)
@@ -144,8 +144,8 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// ownership and setgid directories come out as on a local file system.
     @inline(__always) private func asCaller<T>(_ caller: Caller, _ body: () throws(Errno) -> T) throws(Errno) -> T {
         guard daemonUID == 0, caller.uid != daemonUID || caller.gid != daemonGID else { return try body() }
-        _ = ffs_become(caller.uid, caller.gid)
-        defer { ffs_unbecome(daemonUID, daemonGID) }
+        _ = csys_become(caller.uid, caller.gid)
+        defer { csys_unbecome(daemonUID, daemonGID) }
         return try body()
     }
 
@@ -156,7 +156,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     private func creationMode(_ mode: mode_t, under dirfd: Int32, _ caller: Caller) -> mode_t {
         guard posixACLs else { return mode }
         let hasDefaultACL = (try? withProcPath(dirfd) { (p) throws(Errno) in
-            CFuse.getxattr(p, "system.posix_acl_default", nil, 0) > 0
+            CSystem.getxattr(p, "system.posix_acl_default", nil, 0) > 0
         }) ?? false
         return hasDefaultACL ? mode : mode & ~caller.umask
     }
@@ -177,7 +177,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     private func attributes(fd: Int32) throws(Errno) -> Attributes {
         var st = stat()
-        try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+        try sysCall { fstatat(fd, "", &st, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
         return Attributes(st, timeout: timeout)
     }
 
@@ -210,7 +210,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
             if f.contains(.uid) || f.contains(.gid) {
                 let uid = f.contains(.uid) ? changes.uid : uid_t.max
                 let gid = f.contains(.gid) ? changes.gid : gid_t.max
-                try sysCall { fchownat(fd, "", uid, gid, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+                try sysCall { fchownat(fd, "", uid, gid, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
             }
             if f.contains(.size) {
                 if let openFD { try sysCall { ftruncate(openFD, changes.size) } }
@@ -225,7 +225,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 var times = (changes.atime, changes.mtime)
                 try withUnsafePointer(to: &times) { (p) throws(Errno) in
                     try p.withMemoryRebound(to: timespec.self, capacity: 2) { (ts) throws(Errno) in
-                        try sysCall { utimensat(fd, "", ts, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+                        try sysCall { utimensat(fd, "", ts, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
                     }
                 }
             }
@@ -267,7 +267,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func link(_ caller: Caller, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
         try withFD(node) { (fd) throws(Errno) in
             try withFD(newParent) { (dirfd) throws(Errno) in
-                if linkat(fd, "", dirfd, newName.cString, Int32(FFS_AT_EMPTY_PATH)) != 0 {
+                if linkat(fd, "", dirfd, newName.cString, Int32(CSYS_AT_EMPTY_PATH)) != 0 {
                     // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (a daemon not run by root).
                     guard Errno.current == .ENOENT else { throw Errno.current }
                     try withProcPath(fd) { (p) throws(Errno) in
@@ -290,7 +290,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func rename(_ caller: Caller, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
         try withFD(parent) { (from) throws(Errno) in
             try withFD(newParent) { (to) throws(Errno) in
-                try sysCall { ffs_renameat2(from, name.cString, to, newName.cString, flags) }
+                try sysCall { csys_renameat2(from, name.cString, to, newName.cString, flags) }
             }
         }
     }
@@ -301,7 +301,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// pages of write-only files back and does O_APPEND itself; O_DIRECT
     /// becomes a direct_io open (the request buffer is not aligned).
     private func backingFlags(_ flags: Int32) -> Int32 {
-        var f = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | Int32(FFS_O_DIRECT))
+        var f = flags & ~(O_CREAT | O_EXCL | O_NOCTTY | Int32(CSYS_O_DIRECT))
         if writebackCache {
             if f & O_ACCMODE == O_WRONLY { f = (f & ~O_ACCMODE) | O_RDWR }
             f &= ~O_APPEND
@@ -318,9 +318,9 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     private func opened(fd: Int32, flags: Int32) -> OpenedFile {
         var o = OpenedFile(handle: UInt64(UInt32(bitPattern: fd)))
-        if flags & Int32(FFS_O_DIRECT) != 0 { o.handle |= Self.openedWithODirect }
+        if flags & Int32(CSYS_O_DIRECT) != 0 { o.handle |= Self.openedWithODirect }
         if backingFlags(flags) & O_APPEND != 0 { o.handle |= Self.backingAppends }
-        o.directIO = options.directIO || flags & Int32(FFS_O_DIRECT) != 0
+        o.directIO = options.directIO || flags & Int32(CSYS_O_DIRECT) != 0
         o.keepCache = options.aggressiveCaching
         return o
     }
@@ -331,13 +331,13 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         let fd: Int32
         if !inode.handle.isEmpty {
             var h = inode.handle.storage
-            fd = try sysCall { ffs_open_by_handle(mountFD, &h, backing) }
+            fd = try sysCall { csys_open_by_handle(mountFD, &h, backing) }
         } else {
             fd = try fds.withFD(inode) { (pathFD) throws(Errno) in
                 try withProcPath(pathFD) { (p) throws(Errno) in try sysCall { Glibc.open(p, backing) } }
             }
         }
-        if flags & O_ACCMODE != O_WRONLY && flags & (O_TRUNC | Int32(FFS_O_NOATIME)) == 0 && options.accessTimes != .noatime {
+        if flags & O_ACCMODE != O_WRONLY && flags & (O_TRUNC | Int32(CSYS_O_NOATIME)) == 0 && options.accessTimes != .noatime {
             touchAccessTime(fd, node: node)
         }
         if flags & O_TRUNC != 0 && mustKillPrivileges(caller) {
@@ -361,7 +361,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
             _ = pread(fd, &byte, 1, 0)
         } else if options.accessTimes == .strictatime {
             // The backing mount would not move it: set it (this moves ctime).
-            var times = (timespec(tv_sec: 0, tv_nsec: ffs_utime_now()), timespec(tv_sec: 0, tv_nsec: ffs_utime_omit()))
+            var times = (timespec(tv_sec: 0, tv_nsec: Int(CSYS_UTIME_NOW)), timespec(tv_sec: 0, tv_nsec: Int(CSYS_UTIME_OMIT)))
             _ = withUnsafePointer(to: &times) { p in
                 p.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) }
             }
@@ -431,7 +431,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     public func fallocate(_ caller: Caller, node: NodeID, handle: UInt64, mode: Int32, offset: off_t, length: off_t) throws(Errno) {
         let fd = Int32(truncatingIfNeeded: handle)
-        try sysCall { ffs_fallocate(fd, mode, offset, length) }
+        try sysCall { csys_fallocate(fd, mode, offset, length) }
         // ext4 clears the set-id bits on every fallocate mode (file_modified);
         // with KILLPRIV_V2 the kernel leaves that to us.
         if mustKillPrivileges(caller) {
@@ -447,7 +447,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                               length: Int, flags: Int32) throws(Errno) -> Int {
         var inOffset = sourceOffset, outOffset = destinationOffset
         return try sysCall {
-            ffs_copy_file_range(Int32(truncatingIfNeeded: sourceHandle), &inOffset,
+            csys_copy_file_range(Int32(truncatingIfNeeded: sourceHandle), &inOffset,
                                 Int32(truncatingIfNeeded: destinationHandle), &outOffset, length, UInt32(flags))
         }
     }
@@ -456,7 +456,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // With the writeback cache, data may still be dirty in the kernel's
         // page cache: the backing file's holes are not the file's holes.
         // ENOSYS makes the kernel answer itself (all data, hole at EOF).
-        if writebackCache && (whence == Int32(FFS_SEEK_DATA) || whence == Int32(FFS_SEEK_HOLE)) { throw .ENOSYS }
+        if writebackCache && (whence == Int32(CSYS_SEEK_DATA) || whence == Int32(CSYS_SEEK_HOLE)) { throw .ENOSYS }
         return try sysCall { Glibc.lseek(Int32(truncatingIfNeeded: handle), offset, whence) }
     }
 
@@ -467,14 +467,14 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         let fd: Int32
         if !inode.handle.isEmpty {
             var h = inode.handle.storage
-            fd = try sysCall { ffs_open_by_handle(mountFD, &h, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+            fd = try sysCall { csys_open_by_handle(mountFD, &h, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
         } else {
             fd = try fds.withFD(inode) { (pathFD) throws(Errno) in
                 try sysCall { openat(pathFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
             }
         }
         guard let dir = DirectoryHandle(fd: fd) else { let e = Errno.current; close(fd); throw e }
-        var o = OpenedFile(handle: dir.handle)
+        var o = OpenedFile(handle: dir.retainedHandle())
         o.cacheReaddir = options.aggressiveCaching
         o.keepCache = options.aggressiveCaching
         return o
@@ -486,9 +486,9 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         try dir.stream.withLock { (s) throws(Errno) in
             if s.offset != offset { seekdir(s.dir, offset); s.offset = offset }
             while true {
-                ffs_set_errno(0)
+                errno = 0
                 guard let d = Glibc.readdir(s.dir) else {
-                    let e = ffs_errno()
+                    let e = errno
                     if e != 0 { throw Errno(e) }
                     return
                 }
@@ -551,13 +551,13 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         if acl != nil && !posixACLs { throw .EOPNOTSUPP }  // never store what is not enforced
         try withFD(node) { (fd) throws(Errno) in
             try withProcPath(fd) { (p) throws(Errno) in
-                try sysCall { CFuse.setxattr(p, name.cString, value.baseAddress, value.count, flags) }
+                try sysCall { CSystem.setxattr(p, name.cString, value.baseAddress, value.count, flags) }
                 // The backing file system updated the mode from the ACL as
                 // root; ext4 also drops setgid when the caller is neither in
                 // the file's group nor has CAP_FSETID.
                 if acl == .access && caller.uid != 0 {
                     var st = stat()
-                    try sysCall { fstatat(fd, "", &st, Int32(FFS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
+                    try sysCall { fstatat(fd, "", &st, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
                     if st.st_mode & S_ISGID != 0 && !isInGroup(caller, st.st_gid) {
                         try sysCall { chmod(p, st.st_mode & 0o7777 & ~S_ISGID) }
                     }
@@ -570,9 +570,9 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         if !posixACLs && ACLName(name) != nil { throw .EOPNOTSUPP }
         return try withFD(node) { (fd) throws(Errno) in
             try withProcPath(fd) { (p) throws(Errno) in
-                if size == 0 { return .size(try sysCall { CFuse.getxattr(p, name.cString, nil, 0) }) }
+                if size == 0 { return .size(try sysCall { CSystem.getxattr(p, name.cString, nil, 0) }) }
                 var buf = [UInt8](repeating: 0, count: size)
-                let n = try sysCall { CFuse.getxattr(p, name.cString, &buf, size) }
+                let n = try sysCall { CSystem.getxattr(p, name.cString, &buf, size) }
                 buf.removeLast(size - n)
                 return .data(buf)
             }
@@ -582,9 +582,9 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func listxattr(_ caller: Caller, node: NodeID, size: Int) throws(Errno) -> XattrReply {
         try withFD(node) { (fd) throws(Errno) in
             try withProcPath(fd) { (p) throws(Errno) in
-                if size == 0 { return .size(try sysCall { CFuse.listxattr(p, nil, 0) }) }
+                if size == 0 { return .size(try sysCall { CSystem.listxattr(p, nil, 0) }) }
                 var buf = [CChar](repeating: 0, count: size)
-                let n = try sysCall { CFuse.listxattr(p, &buf, size) }
+                let n = try sysCall { CSystem.listxattr(p, &buf, size) }
                 return .data(buf.prefix(n).map { UInt8(bitPattern: $0) })
             }
         }
@@ -593,7 +593,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func removexattr(_ caller: Caller, node: NodeID, name: FileName) throws(Errno) {
         if !posixACLs && ACLName(name) != nil { throw .EOPNOTSUPP }
         try withFD(node) { (fd) throws(Errno) in
-            try withProcPath(fd) { (p) throws(Errno) in try sysCall { CFuse.removexattr(p, name.cString) } }
+            try withProcPath(fd) { (p) throws(Errno) in try sysCall { CSystem.removexattr(p, name.cString) } }
         }
     }
 }

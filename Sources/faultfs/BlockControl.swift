@@ -5,7 +5,7 @@
 // ordinary rule on the image's byte ranges. All resolution happens here, in
 // the CLI: the daemon only ever sees `ranges=`, and never calls back into
 // the inner file system (its writeback may be waiting on the daemon).
-import CFuse
+import System
 import FaultRules
 import Glibc
 
@@ -37,8 +37,8 @@ struct BlockTarget {
         var size = stat()
         let imageSize = stat(faultMount + "/" + imageName, &size) == 0 ? String(size.st_size) : "?"
         let sysName = loop.dropFirst(5)
-        let sector = readTextFile("/sys/block/\(sysName)/queue/logical_block_size")?.trimmingNewline() ?? "?"
-        let dio = readTextFile("/sys/block/\(sysName)/loop/dio")?.first == "1" ? "on" : "off"
+        let sector = File.readText("/sys/block/\(sysName)/queue/logical_block_size")?.trimmingNewline() ?? "?"
+        let dio = File.readText("/sys/block/\(sysName)/loop/dio")?.first == "1" ? "on" : "off"
         return [
             "# block mode: \(fileSystemType) at \(target) on \(loop) (sector size \(sector), direct I/O \(dio))",
             "# image: \(state["image"] ?? faultMount + "/" + imageName), \(imageSize) bytes, served by the faultfs mount \(faultMount)",
@@ -110,7 +110,7 @@ struct BlockTarget {
             throw BlockRuleError("file=\(pattern) names no file under \(target)")
         }
         var targetInfo = stat()
-        guard stat(target, &targetInfo) == 0 else { throw BlockRuleError("\(target): \(errnoString())") }
+        guard stat(target, &targetInfo) == 0 else { throw BlockRuleError("\(target): \(Errno.current.description)") }
         var pairs: [(lower: Int64, upper: Int64)] = []
         for i in 0..<Int(matches.gl_pathc) {
             guard let cPath = matches.gl_pathv[i] else { continue }
@@ -122,7 +122,7 @@ struct BlockTarget {
                 throw BlockRuleError("file=\(pattern): \(path) is on another file system mounted below \(target)")
             }
             let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
-            guard fd >= 0 else { throw BlockRuleError("\(path): \(errnoString())") }
+            guard fd >= 0 else { throw BlockRuleError("\(path): \(Errno.current.description)") }
             defer { close(fd) }
             var extents = try fileExtents(fd, path)
             let delayed = extents.filter(\.delayed)
@@ -130,8 +130,8 @@ struct BlockTarget {
                 // fallocate moves mtime and ctime; mtime is put back (ctime cannot be).
                 var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), info.st_mtim]
                 defer { _ = futimens(fd, &times) }
-                for extent in delayed where ffs_fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, off_t(extent.logical), off_t(extent.length)) != 0 {
-                    throw BlockRuleError("\(path): allocating its delayed data (fallocate): \(errnoString())")
+                for extent in delayed where csys_fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, off_t(extent.logical), off_t(extent.length)) != 0 {
+                    throw BlockRuleError("\(path): allocating its delayed data (fallocate): \(Errno.current.description)")
                 }
                 extents = try fileExtents(fd, path)
             }
@@ -171,7 +171,7 @@ struct BlockTarget {
                 guard ioctl(fd, fsIocFiemap, raw.baseAddress!) == 0 else { return -1 }
                 return Int(raw.load(fromByteOffset: 20, as: UInt32.self))
             }
-            if mapped < 0 { throw BlockRuleError("FIEMAP on \(path): \(errnoString())") }
+            if mapped < 0 { throw BlockRuleError("FIEMAP on \(path): \(Errno.current.description)") }
             if mapped == 0 { return extents }
             var last = false
             for i in 0..<mapped {

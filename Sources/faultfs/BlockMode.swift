@@ -6,6 +6,7 @@
 // finishes a half-done mount or a half-done unmount.
 import FaultRules
 import Glibc
+import System
 
 /// The files of one target's block mode, in `/var/lib/faultfs/block/<name>/`:
 /// on disk rather than under /run (tmpfs), because the image may be large and
@@ -28,7 +29,7 @@ struct BlockState {
     var facts: [String: String] {
         get {
             var result: [String: String] = [:]
-            for line in (readTextFile(factsFile) ?? "").split(separator: "\n") {
+            for line in (File.readText(factsFile) ?? "").split(separator: "\n") {
                 guard let equals = line.firstIndex(of: "=") else { continue }
                 result[String(line[..<equals])] = String(line[line.index(after: equals)...])
             }
@@ -106,6 +107,9 @@ enum BlockMode {
             try step("mount faultfs on \(state.mountpoint)") {
                 try Daemon.startAndWait { ["mount", "--foreground", "--ready-fd", String($0), "--", backing, state.mountpoint] }
             }
+            // Kept for teardown: a stopped daemon cannot answer its status file then.
+            facts["daemon_pid"] = UnmountCommand.daemons(servingAt: state.mountpoint, controlDirectory: ".faultfs").first.map(String.init)
+            state.facts = facts
             let loop = try step("attach a loop device (losetup)") { () throws -> String in
                 let result = runTool(["losetup", "--find", "--show", "--direct-io=on",
                                       "--sector-size", String(sectorSize), state.imageThroughMount])
@@ -115,7 +119,7 @@ enum BlockMode {
                 return String(result.output.split(separator: "\n")[0])
             }
             facts["loop"] = loop
-            facts["direct_io"] = readTextFile("/sys/block/\(loop.dropFirst(5))/loop/dio")?.first == "1" ? "on" : "off"
+            facts["direct_io"] = File.readText("/sys/block/\(loop.dropFirst(5))/loop/dio")?.first == "1" ? "on" : "off"
             state.facts = facts
             if makeFileSystem {
                 try step("make the file system (\(request.fileSystem.mkfs))") {
@@ -188,7 +192,7 @@ enum BlockMode {
         var problems: [String] = []
         let imagePath = state.imageThroughMount
         let loops = loopDevices(backedBy: imagePath)
-        let daemons = UnmountCommand.daemons(servingAt: state.mountpoint)
+        let daemons = state.facts["daemon_pid"].flatMap { pid_t($0) }.map { [$0] }?.filter(isFaultFSDaemon) ?? []
         let faultMount = MountTable.faultFSMount(at: state.mountpoint)
         // A daemon that died (kill -9) leaves the connection to fail every
         // request; abort it explicitly in case it is only half dead, or
@@ -206,7 +210,7 @@ enum BlockMode {
                 let code = errno
                 problems.append(code == EBUSY
                     ? "\(target) is busy: a process has a file open or its working directory there"
-                    : "cannot unmount \(target): \(errnoString(code))")
+                    : "cannot unmount \(target): \(Errno(code).description)")
                 return problems  // the loop and the image are still in use
             }
         }
@@ -226,7 +230,7 @@ enum BlockMode {
         // 3. The faultfs mount.
         if MountTable.faultFSMount(at: state.mountpoint) != nil {
             if umount2(state.mountpoint, 0) != 0, umount2(state.mountpoint, Int32(MNT_DETACH)) != 0 {
-                problems.append("cannot unmount \(state.mountpoint): \(errnoString())")
+                problems.append("cannot unmount \(state.mountpoint): \(Errno.current.description)")
                 return problems
             }
             for _ in 0..<200 where daemons.contains(where: { kill($0, 0) == 0 && !isZombie($0) }) { usleep(50_000) }
@@ -240,7 +244,7 @@ enum BlockMode {
             unlink(state.factsFile)
             rmdir(state.mountpoint)
             if rmdir(state.directory) != 0 && errno != ENOENT {
-                problems.append("cannot remove \(state.directory): \(errnoString())")
+                problems.append("cannot remove \(state.directory): \(Errno.current.description)")
             }
         }
         return problems
@@ -250,22 +254,15 @@ enum BlockMode {
 
     /// /dev/loopN whose backing file is `path` (/sys/block/loopN/loop/backing_file).
     static func loopDevices(backedBy path: String) -> [String] {
-        guard let dir = opendir("/sys/block") else { return [] }
-        defer { closedir(dir) }
-        var found: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard name.hasPrefix("loop"),
-                  let backing = readTextFile("/sys/block/\(name)/loop/backing_file") else { continue }
-            if backing.trimmingNewline() == path { found.append("/dev/" + name) }
-        }
-        return found.sorted()
+        (File.names(inDirectory: "/sys/block") ?? []).filter { name in
+            name.hasPrefix("loop") && File.readText("/sys/block/\(name)/loop/backing_file")?.trimmingNewline() == path
+        }.map { "/dev/" + $0 }.sorted()
     }
 
     /// The image file behind a loop device, as the loop device names it.
     static func backingFile(ofLoop device: String) -> String? {
         guard device.hasPrefix("/dev/loop") else { return nil }
-        return readTextFile("/sys/block/\(device.dropFirst(5))/loop/backing_file")?.trimmingNewline()
+        return File.readText("/sys/block/\(device.dropFirst(5))/loop/backing_file")?.trimmingNewline()
     }
 
     /// Writes to /sys/fs/fuse/connections/N/abort, N being the mount's device minor.
@@ -278,25 +275,18 @@ enum BlockMode {
         _ = try? writeWholeFile("/sys/fs/fuse/connections/\(minor)/abort", "1")
     }
 
-    /// Field 3 of mountinfo, `major:minor`.
+    /// The minor of the mount's device, from the mount table.
     private static func deviceMinor(ofMountID id: Int) -> UInt32? {
-        for line in (readTextFile("/proc/self/mountinfo") ?? "").split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 2, Int(fields[0]) == id else { continue }
-            return fields[2].split(separator: ":").last.flatMap { UInt32($0) }
-        }
-        return nil
+        MountTable.current().first { $0.mountID == id }?.device.split(separator: ":").last.flatMap { UInt32($0) }
     }
 
-    private static func isStopped(_ pid: pid_t) -> Bool {
-        guard let stat = readTextFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return false }
-        return stat[close...].hasPrefix(") T") || stat[close...].hasPrefix(") t")
-    }
+    /// Whether `pid` still is a faultfs process (the recorded pid may have been reused).
+    private static func isFaultFSDaemon(_ pid: pid_t) -> Bool { ProcFS.cmdline(pid: pid)?.first?.hasSuffix("faultfs") == true }
 
-    private static func isZombie(_ pid: pid_t) -> Bool {
-        guard let stat = readTextFile("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return true }
-        return stat[close...].hasPrefix(") Z")
-    }
+    /// The State line of /proc/PID/status: "T (stopped)", "t (tracing stop)", "Z (zombie)".
+    private static func state(_ pid: pid_t) -> Character? { ProcFS.status(pid: pid)?["State"]?.first }
+    private static func isStopped(_ pid: pid_t) -> Bool { state(pid) == "T" || state(pid) == "t" }
+    private static func isZombie(_ pid: pid_t) -> Bool { state(pid).map { $0 == "Z" } ?? true }
 }
 
 // MARK: small helpers
@@ -339,7 +329,7 @@ func runTool(_ argv: [String]) -> ToolResult {
         return ToolResult(status: 127, output: "\(command): not found", command: command)
     }
     var ends: [Int32] = [0, 0]
-    guard pipe(&ends) == 0 else { return ToolResult(status: 127, output: "pipe: \(errnoString())", command: command) }
+    guard pipe(&ends) == 0 else { return ToolResult(status: 127, output: "pipe: \(Errno.current.description)", command: command) }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -353,7 +343,7 @@ func runTool(_ argv: [String]) -> ToolResult {
     let rc = posix_spawn(&pid, executable, &actions, nil, cargv, environ)
     close(ends[1])
     defer { close(ends[0]) }
-    guard rc == 0 else { return ToolResult(status: 127, output: "cannot start \(executable): \(errnoString(rc))", command: command) }
+    guard rc == 0 else { return ToolResult(status: 127, output: "cannot start \(executable): \(Errno(rc).description)", command: command) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
@@ -370,21 +360,17 @@ func runTool(_ argv: [String]) -> ToolResult {
 
 private func makeDirectories(_ paths: [String]) throws(CLIError) {
     for path in paths where mkdir(path, 0o755) != 0 && errno != EEXIST {
-        throw CLIError("mkdir \(path): \(errnoString())")
+        throw CLIError("mkdir \(path): \(Errno.current.description)")
     }
 }
 
 private func createSparseFile(_ path: String, size: Int64) throws(CLIError) {
     let fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
-    guard fd >= 0 else { throw CLIError("\(path): \(errnoString())") }
+    guard fd >= 0 else { throw CLIError("\(path): \(Errno.current.description)") }
     defer { close(fd) }
-    guard ftruncate(fd, off_t(size)) == 0 else { throw CLIError("truncate \(path) to \(size) bytes: \(errnoString())") }
+    guard ftruncate(fd, off_t(size)) == 0 else { throw CLIError("truncate \(path) to \(size) bytes: \(Errno.current.description)") }
 }
 
 func writeWholeFile(_ path: String, _ text: String) throws(CLIError) {
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-    guard fd >= 0 else { throw CLIError("\(path): \(errnoString())") }
-    defer { close(fd) }
-    let written = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
-    guard written == text.utf8.count else { throw CLIError("write \(path): \(errnoString())") }
+    do { try File.write(path, text, create: true) } catch { throw CLIError("write \(path): \(error.description)") }
 }

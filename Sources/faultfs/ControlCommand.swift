@@ -3,6 +3,7 @@
 import ArgumentParser
 import FaultRules
 import Glibc
+import System
 
 struct ControlCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -44,7 +45,7 @@ struct ControlCommand: ParsableCommand {
             let failure = errno
             close(fd)
             if written < 0 {
-                guard failure == EINVAL else { throw CLIError("\(path): \(String(cString: strerror(failure)))") }
+                guard failure == EINVAL else { throw CLIError("\(path): \(Errno(failure))") }
                 // The layer keeps the reason of the last refusal in the control file.
                 let reason = (try? readFile(path))?.split(separator: "\n").last { $0.hasPrefix("# error: ") }
                 throw CLIError("refused: " + (reason.map { String($0.dropFirst("# error: ".count)) } ?? "invalid command"))
@@ -61,23 +62,17 @@ struct ControlCommand: ParsableCommand {
             let owner = stat(path, &st) == 0 ? " (uid \(st.st_uid))" : ""
             return CLIError("\(path): permission denied: only root and the user who mounted it\(owner) may write the control file")
         case ENOENT, ENOTDIR:
-            return CLIError("\(path): \(errnoString(code)) (is \(mountpoint) a faultfs mount?)")
+            return CLIError("\(path): \(Errno(code).description) (is \(mountpoint) a faultfs mount?)")
         default:
-            return CLIError("\(path): \(errnoString(code))")
+            return CLIError("\(path): \(Errno(code).description)")
         }
     }
 
-    private func readFile(_ path: String) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw openFailed(path, errno: errno) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &chunk, chunk.count)
-            if n <= 0 { break }
-            bytes += chunk[0..<n]
+    private func readFile(_ path: String) throws(CLIError) -> String {
+        do {
+            return String(decoding: try File.read(path), as: UTF8.self)
+        } catch {
+            throw openFailed(path, errno: error.rawValue)
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -2,9 +2,8 @@
 // locks, threads) is unsafe, so the command re-executes itself in the
 // foreground with `--ready-fd N` and waits on a pipe until the child says the
 // mount answers ("R") or why it failed ("E<message>").
-import CFuse
 import Glibc
-import Monitor
+import System
 import Synchronization
 
 enum Daemon {
@@ -15,7 +14,7 @@ enum Daemon {
     /// and returns once the mount is live; throws the child's error otherwise.
     static func startAndWait(arguments: (_ readyFD: Int32) -> [String]) throws(CLIError) {
         var ends: [Int32] = [0, 0]
-        guard pipe(&ends) == 0 else { throw CLIError("pipe: \(errnoString())") }
+        guard pipe(&ends) == 0 else { throw CLIError("pipe: \(Errno.current.description)") }
         let (readEnd, writeEnd) = (ends[0], ends[1])
         defer { close(readEnd) }
         // Only the write end may reach the child: a daemon holding, say, the
@@ -28,12 +27,12 @@ enum Daemon {
         var pid: pid_t = 0
         // The resolved path, not /proc/self/exe: the daemon's name (comm, as
         // traces and ps show it) comes from the file name.
-        let executable = Spawn.selfExecutable()
+        let executable = ProcFS.selfExecutable()
         let rc = cargv.withUnsafeMutableBufferPointer {
-            posix_spawn(&pid, executable, nil, nil, $0.baseAddress!, ffs_environ())
+            posix_spawn(&pid, executable, nil, nil, $0.baseAddress!, environ)
         }
         close(writeEnd) // so the pipe reaches EOF when the child is gone
-        guard rc == 0 else { throw CLIError("cannot start the daemon: \(errnoString(rc))") }
+        guard rc == 0 else { throw CLIError("cannot start the daemon: \(Errno(rc).description)") }
 
         let reply = readReply(readEnd, timeoutSeconds: readinessTimeout)
         switch reply {
@@ -51,14 +50,10 @@ enum Daemon {
     }
 
     private static func closeOnExec(allAbove lowest: Int32, except kept: Int32) {
-        guard let dir = opendir("/proc/self/fd") else { return }
-        var fds: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if let fd = Int32(name), fd > lowest, fd != kept { fds.append(fd) }
+        // The listing's own fd is in the list, closed by now: setting a flag on it is harmless.
+        for fd in (File.names(inDirectory: "/proc/self/fd") ?? []).compactMap({ Int32($0) }) where fd > lowest && fd != kept {
+            _ = fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC)
         }
-        closedir(dir) // its own fd was in the list: setting a flag on a closed fd is harmless
-        for fd in fds { _ = fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC) }
     }
 
     /// Everything the child writes until it closes the pipe, or nil on timeout.

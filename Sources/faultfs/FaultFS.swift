@@ -2,7 +2,7 @@
 // `mount`, because that is how mount(8) calls a FUSE helper for
 // `mount -t fuse.faultfs SOURCE MOUNTPOINT` (through mount.fuse3).
 import ArgumentParser
-import Glibc
+import System
 
 @main
 struct FaultFS: ParsableCommand {
@@ -32,10 +32,4 @@ func reportingFailures(_ body: () throws -> Void) throws {
         printError("faultfs: \(error.description)")
         throw ExitCode.failure
     }
-}
-
-func printError(_ message: String) {
-    var text = message
-    if !text.hasSuffix("\n") { text += "\n" }
-    _ = text.utf8CString.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
 }

@@ -6,6 +6,7 @@ import FaultRules
 import Glibc
 import Monitor
 import MonitorCore
+import System
 
 /// "100ms", "1s" → ns, for --interval and --duration (the control language's grammar).
 private func duration(_ text: String, _ option: String) throws -> Int64 {
@@ -128,7 +129,7 @@ struct RunCommand: ParsableCommand {
             let raw = Array(CommandLine.arguments.dropFirst())
             o.plan = try Plan.fromArguments(raw, valued: ["--dir", "--out", "--interval", "--plan", "--memory-limit", "-o"])
             if let plan {
-                guard let text = Monitor.Sys.read(plan) else { throw ValidationError("--plan \(plan): cannot read it") }
+                guard let text = File.readText(plan) else { throw ValidationError("--plan \(plan): cannot read it") }
                 o.plan += try Plan.parse(text)
             }
         } catch let e as PlanError { throw ValidationError(e.description) }

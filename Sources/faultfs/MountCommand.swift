@@ -3,6 +3,7 @@
 import ArgumentParser
 import FaultRules
 import Glibc
+import System
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -89,10 +90,10 @@ struct MountCommand: ParsableCommand {
             throw CLIError("\(mountpoint) is not a faultfs mount: nothing to remount")
         }
         var info = statvfs()
-        guard statvfs(mountpoint, &info) == 0 else { throw CLIError("\(mountpoint): \(errnoString())") }
+        guard statvfs(mountpoint, &info) == 0 else { throw CLIError("\(mountpoint): \(Errno.current.description)") }
         let (flags, ignored) = RemountFlags.parse(options, current: RemountFlags.current(fromStatvfs: UInt(info.f_flag)))
         guard Glibc.mount("faultfs", mountpoint, "fuse.faultfs", flags, nil) == 0 else {
-            throw CLIError("remount \(mountpoint): \(errnoString())")
+            throw CLIError("remount \(mountpoint): \(Errno.current.description)")
         }
         if !ignored.isEmpty {
             printError("faultfs: remount \(mountpoint): kept as mounted (a remount cannot change them): \(ignored.joined(separator: ","))")
@@ -140,24 +141,24 @@ struct MountCommand: ParsableCommand {
             throw CLIError(error.description)
         }
         // The daemon works from /: files named relative to the caller's cwd must be absolute.
-        configuration.rulesFile = configuration.rulesFile.map(lexicalAbsolutePath)
-        configuration.eventsFile = configuration.eventsFile.map(lexicalAbsolutePath)
+        configuration.rulesFile = configuration.rulesFile.map(Path.absolute)
+        configuration.eventsFile = configuration.eventsFile.map(Path.absolute)
         return MountRequest(source: source, mountpoint: mountpoint, configuration: configuration,
-                            logFile: log.map(lexicalAbsolutePath),
+                            logFile: log.map(Path.absolute),
                             options: options.flatMap(MountOptionParser.splitOptions).filter { !$0.isEmpty })
     }
 
     private func existingDirectory(_ path: String, role: String) throws(CLIError) -> String {
         let resolved: String
-        switch canonicalPath(path) {
-        case .success(let p): resolved = p
-        case .failure(let error) where error.code == ENOTCONN:
-            throw CLIError("\(role) \(path): \(errnoString(ENOTCONN)) (a FUSE mount whose daemon died? run: faultfs umount \(path))")
-        case .failure(let error):
-            throw CLIError("\(role) \(path): \(errnoString(error.code))")
+        do {
+            resolved = try Path.canonical(path)
+        } catch where error.rawValue == ENOTCONN {
+            throw CLIError("\(role) \(path): \(error) (a FUSE mount whose daemon died? run: faultfs umount \(path))")
+        } catch {
+            throw CLIError("\(role) \(path): \(error)")
         }
         var info = stat()
-        guard stat(resolved, &info) == 0 else { throw CLIError("\(role) \(path): \(errnoString())") }
+        guard stat(resolved, &info) == 0 else { throw CLIError("\(role) \(path): \(Errno.current.description)") }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw CLIError("\(role) \(path) is not a directory") }
         return resolved
     }
@@ -178,16 +179,16 @@ extension MountCommand {
         } else {
             bytes = 1 << 30
         }
-        guard case .success(let target) = canonicalPath(source) else {
-            throw CLIError("TARGET \(source): \(errnoString())")
-        }
+        let target: String
+        do { target = try Path.canonical(source) } catch { throw CLIError("TARGET \(source): \(error.description)") }
         var imagePath: String?
         if let image {
-            let absolute = lexicalAbsolutePath(image)
+            let absolute = Path.absolute(image)
             let slash = absolute.lastIndex(of: "/")!
             let directory = slash == absolute.startIndex ? "/" : String(absolute[..<slash])
-            guard case .success(let resolved) = canonicalPath(directory) else {
-                throw CLIError("--image \(image): its directory \(directory): \(errnoString())")
+            let resolved: String
+            do { resolved = try Path.canonical(directory) } catch {
+                throw CLIError("--image \(image): its directory \(directory): \(error.description)")
             }
             imagePath = (resolved == "/" ? "" : resolved) + String(absolute[slash...])
         }

@@ -1,9 +1,8 @@
 // Serving one mount: build the file system, mount, answer requests until a
 // signal or an unmount, unmount.
-import CFuse
 import FuseKit
 import Glibc
-import Monitor
+import System
 import FaultLayer
 import Foundation
 import Passthrough
@@ -27,7 +26,7 @@ func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> any 
     }
     if let rulesFile = configuration.rulesFile {
         guard let text = try? String(contentsOfFile: rulesFile, encoding: .utf8) else {
-            throw CLIError("cannot read rules file \(rulesFile): \(errnoString())")
+            throw CLIError("cannot read rules file \(rulesFile): \(Errno.current.description)")
         }
         if case .failure(let error) = faults.applyControl(text) {
             throw CLIError("\(rulesFile): \(error)")
@@ -81,12 +80,12 @@ enum Server {
 
         // Opened before mounting: for an in-place mount (SOURCE == MOUNTPOINT)
         // this fd is the only way back to the files underneath.
-        let root = open(request.source, Int32(FFS_O_PATH) | O_DIRECTORY | O_CLOEXEC)
-        guard root >= 0 else { throw CLIError("cannot open \(request.source): \(errnoString())") }
+        let root = open(request.source, Int32(CSYS_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw CLIError("cannot open \(request.source): \(Errno.current.description)") }
         var before = stat()
         guard stat(request.mountpoint, &before) == 0 else {
             close(root)
-            throw CLIError("\(request.mountpoint): \(errnoString())")
+            throw CLIError("\(request.mountpoint): \(Errno.current.description)")
         }
 
         let fileSystem = try makeFileSystem(root: root, request: request)
@@ -147,7 +146,7 @@ enum Server {
             // the timeout only bounds how long a missed change could go unseen.
             var waitFor = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
             _ = poll(&waitFor, 1, 2_000)
-            guard let text = readTextFile("/proc/self/mountinfo") else { return }
+            guard let text = File.readText("/proc/self/mountinfo") else { return }
             // Reading the fd to its end is what re-arms POLLPRI.
             var sink = [UInt8](repeating: 0, count: 65536)
             _ = lseek(fd, 0, SEEK_SET)
@@ -167,7 +166,7 @@ enum Server {
     private static func waitUntilLive(_ mountpoint: String, deviceBefore: dev_t) -> String? {
         var after = stat()
         guard stat(mountpoint, &after) == 0 else {
-            return "the new mount at \(mountpoint) does not answer: \(errnoString())"
+            return "the new mount at \(mountpoint) does not answer: \(Errno.current.description)"
         }
         guard after.st_dev != deviceBefore else {
             return "\(mountpoint) is not a FUSE mount after mounting (same device as before)"

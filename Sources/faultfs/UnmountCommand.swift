@@ -3,6 +3,8 @@
 import ArgumentParser
 import FaultRules
 import Glibc
+import Synchronization
+import System
 
 struct UnmountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -68,53 +70,31 @@ struct UnmountCommand: ParsableCommand {
         case EPERM:
             throw CLIError("\(path): unmounting needs root (or use: fusermount3 -u \(path))")
         case let code:
-            throw CLIError("cannot unmount \(path): \(errnoString(code))")
+            throw CLIError("cannot unmount \(path): \(Errno(code).description)")
         }
     }
 
     /// The daemon serving the mount at `path`, as its status file says; none
-    /// when the daemon is dead (the file cannot be read then).
+    /// when the daemon is dead (the file cannot be read then). The file is
+    /// read on a thread, waited for at most 2 s: a stopped daemon would hold
+    /// the read forever, and unmounting must not depend on it.
     static func daemons(servingAt path: String, controlDirectory: String) -> [pid_t] {
         let statusPath = MountStatus.path(mountPoint: path, controlDirectory: controlDirectory)
-        if let text = readTextFile(statusPath) {
-            do { return [try MountStatus.decode(text).pid] } catch {
-                printError("faultfs: \(statusPath): \(error)")
+        final class Answer: Sendable { let text = Mutex<String??>(nil) }
+        let answer = Answer()
+        startThread { let text = File.readText(statusPath); answer.text.withLock { $0 = .some(text) } }
+        let deadline = SystemClock.monotonicNanoseconds() + 2_000_000_000
+        while SystemClock.monotonicNanoseconds() < deadline {
+            if let read = answer.text.withLock({ $0 }) {
+                guard let text = read else { return [] }
+                do { return [try MountStatus.decode(text).pid] } catch {
+                    printError("faultfs: \(statusPath): \(error)")
+                    return []
+                }
             }
+            SystemClock.sleep(nanoseconds: 5_000_000)
         }
-        return legacyDaemonPID(servingAt: path)
-    }
-
-    /// Remove when status lands: the daemon publishes its pid in
-    /// `.faultfs/status` now, this scan is for a daemon that does not yet.
-    /// faultfs processes that hold /dev/fuse and whose command line ends with
-    /// `path` (`Daemon.startAndWait` passes canonical paths).
-    static func legacyDaemonPID(servingAt path: String) -> [pid_t] {
-        guard let dir = opendir("/proc") else { return [] }
-        defer { closedir(dir) }
-        var found: [pid_t] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            guard let pid = pid_t(name), pid != getpid(),
-                  let cmdline = readTextFile("/proc/\(pid)/cmdline") else { continue }
-            let argv = cmdline.split(separator: "\0", omittingEmptySubsequences: false).dropLast().map(String.init)
-            guard let first = argv.first, first.hasSuffix("faultfs"),
-                  let last = argv.last, lexicalAbsolutePath(last) == path || last == path,
-                  holdsFuseDevice(pid) else { continue }
-            found.append(pid)
-        }
-        return found
-    }
-
-    private static func holdsFuseDevice(_ pid: pid_t) -> Bool {
-        guard let dir = opendir("/proc/\(pid)/fd") else { return false }
-        defer { closedir(dir) }
-        var target = [CChar](repeating: 0, count: 64)
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            let n = readlink("/proc/\(pid)/fd/\(name)", &target, target.count - 1)
-            if n == 9, String(decoding: target[0..<9].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "/dev/fuse" { return true }
-        }
-        return false
+        return []
     }
 
     /// Waits until none of `pids` runs (a zombie counts as gone); returns
@@ -123,7 +103,7 @@ struct UnmountCommand: ParsableCommand {
         var running = pids
         for _ in 0..<(seconds * 20) {
             running = running.filter { pid in
-                guard kill(pid, 0) == 0, let stat = readTextFile("/proc/\(pid)/stat"),
+                guard kill(pid, 0) == 0, let stat = File.readText("/proc/\(pid)/stat"),
                       let close = stat.lastIndex(of: ")") else { return false }
                 return !stat[close...].hasPrefix(") Z")
             }
@@ -135,19 +115,19 @@ struct UnmountCommand: ParsableCommand {
 
     private func detach(_ path: String) throws(CLIError) {
         guard umount2(path, Int32(MNT_DETACH)) == 0 else {
-            throw CLIError("cannot detach \(path): \(errnoString())")
+            throw CLIError("cannot detach \(path): \(Errno.current.description)")
         }
     }
 
     /// The canonical path, as mountinfo spells it. realpath fails on a dead
     /// mount (stat says ENOTCONN), so then resolve only the parent.
     static func resolve(_ path: String) -> String {
-        if case .success(let resolved) = canonicalPath(path) { return resolved }
-        let absolute = lexicalAbsolutePath(path)
+        if let resolved = try? Path.canonical(path) { return resolved }
+        let absolute = Path.absolute(path)
         guard let slash = absolute.lastIndex(of: "/"), absolute != "/" else { return absolute }
         let parent = slash == absolute.startIndex ? "/" : String(absolute[..<slash])
         let name = absolute[absolute.index(after: slash)...]
-        guard case .success(let resolvedParent) = canonicalPath(parent) else { return absolute }
+        guard let resolvedParent = try? Path.canonical(parent) else { return absolute }
         return resolvedParent == "/" ? "/" + name : resolvedParent + "/" + name
     }
 }

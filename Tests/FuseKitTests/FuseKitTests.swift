@@ -35,30 +35,9 @@ import Testing
         ]
         for (capability, value) in pairs { #expect(capability.rawValue == UInt32(value)) }
     }
-
-    @Test func timeMarkersMatchTheKernel() {
-        #expect(ffs_utime_now() == (1 << 30) - 1)
-        #expect(ffs_utime_omit() == (1 << 30) - 2)
-    }
 }
 
-@Suite struct ErrnoTests {
-    @Test func describesItself() {
-        #expect(Errno.ENOSPC.description == "No space left on device")
-        #expect(Errno.EIO.rawValue == EIO)
-    }
-
-    @Test func sysCallRetriesOnlyEINTR() {
-        var calls = 0
-        let result: Int32? = try? sysCall { () -> Int32 in
-            calls += 1
-            if calls < 3 { ffs_set_errno(EINTR); return -1 }
-            return 7
-        }
-        #expect(result == 7 && calls == 3)
-        #expect(throws: Errno.ENOENT) { try sysCall { () -> Int32 in ffs_set_errno(ENOENT); return -1 } }
-    }
-
+@Suite struct FileNameTests {
     @Test func fileNameComparesBytes() {
         "control".withCString { c in
             #expect(FileName(c).equals("control"))

@@ -5,6 +5,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import System
 import Testing
 
 /// Every suite of this target is nested in this one, so that no two tests
@@ -136,18 +137,18 @@ func withTemporaryDirectory<T>(_ prefix: String, _ body: (String) throws -> T) t
 
 // MARK: the mount table
 
-enum MountTable {
-    /// (mount point, file system type) of every line of /proc/self/mountinfo.
-    static func entries() -> [(mountPoint: String, type: String)] {
-        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
-        return text.split(separator: "\n").compactMap { line in
-            let fields = line.split(separator: " ").map(String.init)
-            guard fields.count > 5, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
-            return (fields[4], fields[dash + 1])
-        }
-    }
+/// The project's one mountinfo parser (System), for every file of this target.
+typealias MountTable = System.MountTable
 
-    /// True when a faultfs mount is at `path` (our temp paths have no spaces to escape).
+extension MountEntry {
+    var type: String { fileSystemType }
+}
+
+extension System.MountTable {
+    /// Every line of /proc/self/mountinfo.
+    static func entries() -> [MountEntry] { current() }
+
+    /// True when a faultfs mount is at `path`.
     static func hasFaultFSMount(_ path: String) -> Bool {
         entries().contains { $0.mountPoint == path && $0.type == "fuse.faultfs" }
     }
