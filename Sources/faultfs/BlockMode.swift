@@ -51,6 +51,8 @@ struct BlockMountRequest {
     var image: String?          // --image: the user's image, kept at unmount
     var fsOptions: [String]     // -o: passed to mount(8) for the inner file system
     var target: String
+    /// -o for the faultfs daemon serving the image (e.g. events=FILE).
+    var daemonOptions: [String] = []
 }
 
 enum BlockMode {
@@ -104,7 +106,8 @@ enum BlockMode {
                 try step("create the image \(image)") { try createSparseFile(image, size: request.size) }
             }
             try step("mount faultfs on \(state.mountpoint)") {
-                try Daemon.startAndWait { ["mount", "--foreground", "--ready-fd", String($0), "--", backing, state.mountpoint] }
+                let options = request.daemonOptions.isEmpty ? [] : ["-o", request.daemonOptions.joined(separator: ",")]
+                try Daemon.startAndWait { ["mount", "--foreground", "--ready-fd", String($0)] + options + ["--", backing, state.mountpoint] }
             }
             let loop = try step("attach a loop device (losetup)") { () throws -> String in
                 let result = runTool(["losetup", "--find", "--show", "--direct-io=on",
