@@ -222,7 +222,8 @@ public enum KernelVerdict {
             default: firstError.op.name
             }
             let seconds = Double(lead.timeNs - firstError.timeNs) / 1e9
-            text += seconds >= 0 ? " \(formatFixed(seconds, 2)) s after the first injected \(op) error"
+            let delay = seconds < 0.1 ? "\(Int((seconds * 1000).rounded())) ms" : "\(formatFixed(seconds, 2)) s"
+            text += seconds >= 0 ? " \(delay) after the first injected \(op) error"
                 : " before the first injected \(op) error"
         }
         let rest = consequences.dropFirst().map { phrase($0, fileSystem: fileSystem, count: 1) }

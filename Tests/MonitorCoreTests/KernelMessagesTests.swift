@@ -99,7 +99,7 @@ import Testing
             message(3.05, "XFS (loop4): Filesystem has been shut down due to log error (0x2).", seq: 2),
         ]
         #expect(KernelVerdict.sentence(fileSystem: "xfs", device: "loop4", messages: messages, injections: [injected(3.0, .fsync)])
-            == "xfs shut down 0.05 s after the first injected flush error")
+            == "xfs shut down 50 ms after the first injected flush error")
     }
 
     @Test func sentenceWhenTheFileSystemCarriedOnOrSaidNothing() {
@@ -132,10 +132,10 @@ import Testing
             .compactMap { KernelMessage.classify($0) }
         #expect(messages.map(\.kind) == [.ioError, .ioError, .ioError, .journalAborted, .ioError, .journalAborted, .readOnly])
         #expect(messages.allSatisfy { $0.device == "loop0" })
-        // The injected error came 1 ms before the first kernel line.
+        // The injected error came 1 ms before the first kernel line, 5.6 ms before the abort.
         let first = InjectionEvent(timeNs: 14_775_536_786_000, ruleID: "r1", action: "fail", op: .syncwrite, path: "disk.img", inode: 2, errno: 5)
         #expect(KernelVerdict.sentence(fileSystem: "ext4", device: "loop0", messages: messages, injections: [first])
-            == "ext4 aborted its journal 0.01 s after the first injected write error and remounted read-only")
+            == "ext4 aborted its journal 6 ms after the first injected write error and remounted read-only")
     }
 
     @Test(arguments: [
