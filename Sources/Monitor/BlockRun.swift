@@ -46,8 +46,9 @@ enum BlockRun {
     static func control(_ exe: String, dir: String, line: String) -> String? {
         let result = runCapturing([exe, "ctl", dir, line])
         if result.code == 0 { return nil }
-        let why = result.output.split(separator: "\n").last.map(String.init) ?? "faultfs ctl exited \(result.code)"
-        return "refused: " + (why.hasPrefix("faultfs: ") ? String(why.dropFirst(9)) : why)
+        var why = result.output.split(separator: "\n").last.map(String.init) ?? "faultfs ctl exited \(result.code)"
+        for prefix in ["faultfs: ", "refused: "] where why.hasPrefix(prefix) { why.removeFirst(prefix.count) }
+        return "refused: " + why
     }
 
     /// `faultfs umount DIR`, retried while the file system is busy; nil when done.
