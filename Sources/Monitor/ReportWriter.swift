@@ -19,8 +19,15 @@ public enum ReportWriter {
                 run.workloadOutput.append(WorkloadOutput.tail(of: end, stream: stream, file: file, totalLines: lines))
             }
         }
+        var summary = renderSummary(run: run)
+        // Block mode: what the inner file system did, as the kernel logged it.
+        if let verdict = BlockRun.verdict(run: run, runDir: runDir) {
+            var lines = summary.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            lines.insert("file system: " + verdict, at: min(1, lines.count))
+            summary = lines.joined(separator: "\n")
+            run.notes.insert("file system: \(verdict) (kernel messages: \(KernelMessage.fileName))", at: 0)
+        }
         let html = renderHTML(run: run)
-        let summary = renderSummary(run: run)
         if let e = Sys.write(runDir + "/report.html", html, create: true) { throw MonitorError("cannot write \(runDir)/report.html: \(e)") }
         if let e = Sys.write(runDir + "/summary.txt", summary, create: true) { throw MonitorError("cannot write \(runDir)/summary.txt: \(e)") }
         return summary

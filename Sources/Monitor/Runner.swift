@@ -20,6 +20,8 @@ public struct RunOptions: Sendable {
     public var mountOptions: [String] = []
     public var live = true
     public var trace = true
+    /// Block mode (`--fs`): the directory becomes this file system on a disk faultfs serves.
+    public var block: BlockRunOptions?
     public init(outDir: String, command: [String]) { self.outDir = outDir; self.command = command }
 }
 
@@ -75,13 +77,21 @@ public enum Runner {
         // Mount, by running ourselves.
         let exe = ProcFS.selfExecutable()
         let optionList = (["events=" + injections] + o.mountOptions).joined(separator: ",")
-        let mountArgv = [exe, "mount", "-o", optionList, dir, dir]
+        let mountArgv = o.block.map { BlockRun.mountArguments(exe, $0, dir: dir, injections: injections, fsOptions: o.mountOptions) }
+            ?? [exe, "mount", "-o", optionList, dir, dir]
         guard let mst = Spawn.runToEnd(mountArgv), Spawn.describe(mst).code == 0 else {
             if madeTemp { _ = rmdir(dir) }
             throw MonitorError("mounting failed: \(mountArgv.joined(separator: " "))")
         }
         let control = dir + "/.faultfs/control"
-        let hasFaultLayer = Sys.exists(control)
+        let hasFaultLayer = o.block != nil || Sys.exists(control)
+        // Block mode: plan lines go through `faultfs ctl` (it resolves sectors=, region=, file=).
+        func writeControl(_ line: String) -> String? {
+            o.block == nil ? Sys.write(control, line + "\n").map { refusal(written: line, error: $0, control: control) }
+                : BlockRun.control(exe, dir: dir, line: line)
+        }
+        func unmountDir() -> String? { o.block == nil ? unmount(exe, dir) : BlockRun.unmount(exe, dir: dir) }
+        let loopDevice = o.block == nil ? nil : BlockRun.loopDevice(at: dir)
 
         // Memory cgroup.
         var cgroup: MemoryCgroup?
@@ -104,8 +114,11 @@ public enum Runner {
         for (i, step) in o.plan.enumerated() { mo.settings.append(Setting("plan.\(i + 1)", step.description)) }
         if let c = cgroup { mo.settings.append(Setting("cgroup", "\(c.path) (\(c.version.rawValue)), limit \(c.limit) bytes: workload inside, daemon outside")) }
         let monitor: MonitorSession
+        if let b = o.block, let loop = loopDevice {
+            mo.settings += [Setting(BlockRun.fileSystemSetting, b.fileSystem), Setting(BlockRun.deviceSetting, loop)]
+        }
         do { monitor = try MonitorSession(mo) } catch {
-            unmount(exe, dir)
+            _ = unmountDir()
             cgroup?.remove()
             if madeTemp { _ = rmdir(dir) }
             throw error
@@ -115,6 +128,14 @@ public enum Runner {
             monitor.record(.note(timeNs: nil, text: "\(control) does not exist: this faultfs has no fault layer, the plan was not applied"))
         }
         if let d = findDaemon(mountpoint: dir) { monitor.watch(WatchedProcess(role: "daemon", pid: d)) }
+        // Block mode: the kernel's messages about the inner file system and its disk.
+        var kernelLog: KernelLogReader?
+        if let loop = loopDevice {
+            switch KernelLogReader.start(device: loop, outputPath: out + "/" + KernelMessage.fileName) {
+            case .success(let r): kernelLog = r
+            case .failure(let e): monitor.record(.note(timeNs: nil, text: "kernel messages not read: \(e.description)"))
+            }
+        }
 
         // Plan steps at the start go in before the workload.
         var done = [Bool](repeating: false, count: o.plan.count)
@@ -125,7 +146,7 @@ public enum Runner {
             let t = SystemClock.realtimeNanoseconds()
             var result = "no control file"
             if hasFaultLayer {
-                result = Sys.write(control, line + "\n").map { refusal(written: line, error: $0, control: control) } ?? "ok"
+                result = writeControl(line) ?? "ok"
             }
             monitor.record(.control(timeNs: t, line: line, result: result))
             printError("faultfs run: \(formatSeconds(max(0, t - startNs))) \(line)" + (result == "ok" ? "" : " -> \(result)"))
@@ -200,7 +221,7 @@ public enum Runner {
                     printError("\nfaultfs run: stopping (signal \(sig))")
                     kill(pid, SIGTERM)
                     // A workload blocked on a stalled request cannot die until it is answered.
-                    if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
+                    if hasFaultLayer { _ = writeControl("clear"); _ = writeControl("release") }
                     killDeadline = SystemClock.realtimeNanoseconds() + 5_000_000_000
                 }
             }
@@ -216,8 +237,9 @@ public enum Runner {
         }
 
         // Unmount (release anything stalled first, or the unmount waits forever).
-        if hasFaultLayer { _ = Sys.write(control, "clear\n"); _ = Sys.write(control, "release\n") }
-        let unmountProblem = unmount(exe, dir)
+        if hasFaultLayer { _ = writeControl("clear"); _ = writeControl("release") }
+        let unmountProblem = unmountDir()
+        kernelLog?.stop()  // after the unmount: its last errors are ours too
         if let p = unmountProblem { monitor.record(.note(timeNs: SystemClock.realtimeNanoseconds(), text: p)) }
         var checks: [String] = []
         if let hook = afterUnmount, unmountProblem == nil {

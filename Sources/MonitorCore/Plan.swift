@@ -48,7 +48,9 @@ public enum Plan {
     /// `--fault`; a fault without a trigger happens at the start. Both
     /// `--opt value` and `--opt=value` are understood; other arguments are
     /// skipped (with their value when `valued` names them).
-    public static func fromArguments(_ args: [String], valued: Set<String> = []) throws(PlanError) -> [PlanStep] {
+    /// `blockMode`: the lines are disk rules for a block-mode run (`sectors=`,
+    /// `region=`, `file=`, ops `flush`, `discard`), checked as `faultfs ctl` rewrites them.
+    public static func fromArguments(_ args: [String], valued: Set<String> = [], blockMode: Bool = false) throws(PlanError) -> [PlanStep] {
         var steps: [PlanStep] = []
         var current: String?
         var triggered = false
@@ -76,7 +78,7 @@ public enum Plan {
             let v = value!
             if name == "--fault" {
                 flush()
-                try checkControlLine(v, origin: "--fault")
+                try checkControlLine(v, origin: "--fault", blockMode: blockMode)
                 current = v; triggered = false
                 continue
             }
@@ -89,14 +91,14 @@ public enum Plan {
     }
 
     /// Parses a plan file (see the top of this file).
-    public static func parse(_ text: String) throws(PlanError) -> [PlanStep] {
+    public static func parse(_ text: String, blockMode: Bool = false) throws(PlanError) -> [PlanStep] {
         var steps: [PlanStep] = []
         for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingSpaces()
             if line.isEmpty || line.hasPrefix("#") { continue }
             do throws(PlanError) {
                 let step = try parseLine(line)
-                try checkControlLine(step.line, origin: nil)
+                try checkControlLine(step.line, origin: nil, blockMode: blockMode)
                 steps.append(step)
             } catch {
                 throw PlanError("plan line \(n + 1): \(error.description)")
@@ -108,8 +110,20 @@ public enum Plan {
     /// Parses `line` with the control language's own parser, so that a run
     /// refuses a bad step before it mounts or starts anything (the daemon
     /// would refuse it only when its time comes).
-    static func checkControlLine(_ line: String, origin: String?) throws(PlanError) {
-        if case .failure(let error) = parseControl(line) {
+    static func checkControlLine(_ line: String, origin: String?, blockMode: Bool = false) throws(PlanError) {
+        var daemonLine = line
+        if blockMode {
+            // What the daemon will see, with a stand-in for the ranges that
+            // `faultfs ctl` resolves on the mounted file system.
+            do throws(BlockRuleError) {
+                let request = try BlockRuleRewriter.parse(line)
+                let selected = request.sectors != nil || request.region != nil || request.fileGlob != nil
+                daemonLine = BlockRuleRewriter.line(request, imageName: "disk.img", ranges: selected ? ByteRangeSet([(0, 512)]) : nil)
+            } catch {
+                throw PlanError((origin.map { $0 + " " } ?? "") + "'\(line)': \(error.description)")
+            }
+        }
+        if case .failure(let error) = parseControl(daemonLine) {
             throw PlanError((origin.map { $0 + " " } ?? "") + "'\(line)': \(error.description)")
         }
     }

@@ -52,6 +52,8 @@ struct BlockMountRequest {
     var image: String?          // --image: the user's image, kept at unmount
     var fsOptions: [String]     // -o: passed to mount(8) for the inner file system
     var target: String
+    /// -o for the faultfs daemon serving the image (e.g. events=FILE).
+    var daemonOptions: [String] = []
 }
 
 enum BlockMode {
@@ -105,7 +107,8 @@ enum BlockMode {
                 try step("create the image \(image)") { try createSparseFile(image, size: request.size) }
             }
             try step("mount faultfs on \(state.mountpoint)") {
-                try Daemon.startAndWait { ["mount", "--foreground", "--ready-fd", String($0), "--", backing, state.mountpoint] }
+                let options = request.daemonOptions.isEmpty ? [] : ["-o", request.daemonOptions.joined(separator: ",")]
+                try Daemon.startAndWait { ["mount", "--foreground", "--ready-fd", String($0)] + options + ["--", backing, state.mountpoint] }
             }
             // Kept for teardown: a stopped daemon cannot answer its status file then.
             facts["daemon_pid"] = UnmountCommand.daemons(servingAt: state.mountpoint, controlDirectory: ".faultfs").first.map(String.init)
@@ -328,34 +331,8 @@ func runTool(_ argv: [String]) -> ToolResult {
     guard let executable = findTool(command) else {
         return ToolResult(status: 127, output: "\(command): not found", command: command)
     }
-    var ends: [Int32] = [0, 0]
-    guard pipe(&ends) == 0 else { return ToolResult(status: 127, output: "pipe: \(Errno.current.description)", command: command) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addclose(&actions, ends[0])
-    posix_spawn_file_actions_adddup2(&actions, ends[1], STDOUT_FILENO)
-    posix_spawn_file_actions_adddup2(&actions, ends[1], STDERR_FILENO)
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0)
-    let cargv = ([executable] + argv.dropFirst()).map { strdup($0) } + [nil]
-    defer { cargv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, executable, &actions, nil, cargv, environ)
-    close(ends[1])
-    defer { close(ends[0]) }
-    guard rc == 0 else { return ToolResult(status: 127, output: "cannot start \(executable): \(Errno(rc).description)", command: command) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = read(ends[0], &chunk, chunk.count)
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        bytes += chunk[0..<n]
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let exit = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    return ToolResult(status: exit, output: String(decoding: bytes, as: UTF8.self), command: command)
+    let result = Subprocess.run([executable] + argv.dropFirst())
+    return ToolResult(status: result.status, output: result.output, command: command)
 }
 
 private func makeDirectories(_ paths: [String]) throws(CLIError) {

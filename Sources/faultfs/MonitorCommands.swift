@@ -110,6 +110,12 @@ struct RunCommand: ParsableCommand {
     @Flag(name: .customLong("no-trace"), help: "Do not use tracefs.")
     var noTrace = false
 
+    @Option(help: ArgumentHelp("Block mode: run on this file system (ext4, xfs, btrfs) whose disk faultfs serves; --fault lines are disk rules (sectors=, region=, file=); -o holds its mount options.", valueName: "FS"))
+    var fs: String?
+
+    @Option(help: ArgumentHelp("Block mode: the image's size (default 1G).", valueName: "SIZE"))
+    var size: String?
+
     @Argument(parsing: .postTerminator, help: "The command to run.")
     var command: [String] = []
 
@@ -124,13 +130,17 @@ struct RunCommand: ParsableCommand {
         o.live = !quiet
         o.trace = !noTrace
         o.mountOptions = mountOptions
+        if let fs { o.block = BlockRunOptions(fileSystem: fs, size: size) } else if size != nil {
+            throw ValidationError("--size needs --fs")
+        }
         do {
             // The order of --fault and its triggers matters, so read them from the raw arguments.
             let raw = Array(CommandLine.arguments.dropFirst())
-            o.plan = try Plan.fromArguments(raw, valued: ["--dir", "--out", "--interval", "--plan", "--memory-limit", "-o"])
+            o.plan = try Plan.fromArguments(raw, valued: ["--dir", "--out", "--interval", "--plan", "--memory-limit", "-o", "--fs", "--size"],
+                                          blockMode: fs != nil)
             if let plan {
                 guard let text = File.readText(plan) else { throw ValidationError("--plan \(plan): cannot read it") }
-                o.plan += try Plan.parse(text)
+                o.plan += try Plan.parse(text, blockMode: fs != nil)
             }
         } catch let e as PlanError { throw ValidationError(e.description) }
         if let m = memoryLimit {

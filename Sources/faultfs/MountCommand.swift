@@ -46,6 +46,10 @@ struct MountCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Block mode: use (or create) this image file and keep it after umount.", valueName: "PATH"))
     var image: String?
 
+    /// Block mode: faultfs options for the daemon serving the image (`faultfs run --fs` passes events=FILE).
+    @Option(name: .customLong("daemon-options"), help: .hidden)
+    var daemonOptions: String?
+
     @Argument(help: "The backing directory (block mode: TARGET).")
     var source: String
 
@@ -192,8 +196,10 @@ extension MountCommand {
             }
             imagePath = (resolved == "/" ? "" : resolved) + String(absolute[slash...])
         }
-        return BlockMountRequest(fileSystem: fileSystem, size: bytes, image: imagePath,
-                                 fsOptions: options, target: target)
+        var request = BlockMountRequest(fileSystem: fileSystem, size: bytes, image: imagePath,
+                                        fsOptions: options, target: target)
+        request.daemonOptions = daemonOptions.map { $0.split(separator: ",").map(String.init) } ?? []
+        return request
     }
 }
 
