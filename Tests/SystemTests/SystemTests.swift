@@ -72,7 +72,7 @@ import Testing
     @Test func parsesFieldsAroundOptionalOnes() {
         let entries = MountTable.parse(sample)
         #expect(entries.map(\.mountID) == [22, 36, 37, 38])
-        #expect(entries[0] == MountEntry(mountID: 22, root: "/", mountPoint: "/", fileSystemType: "ext4", source: "/dev/sda1"))
+        #expect(entries[0] == MountEntry(mountID: 22, device: "0:21", root: "/", mountPoint: "/", fileSystemType: "ext4", source: "/dev/sda1"))
         #expect(entries[1].root == "/mnt1")
         #expect(entries[3].fileSystemType == "proc")
     }
