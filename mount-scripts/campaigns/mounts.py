@@ -38,20 +38,14 @@ def read_control(mnt):
 
 
 def status(mnt):
-    """The daemon's status (a dict, see COMMON contract: pid, capacity, ...), or
-    None when the daemon publishes none (an older faultfs)."""
-    try:
-        with open(control_path(mnt, "status")) as f:
-            return json.loads(f.read())
-    except FileNotFoundError:
-        return None
+    """The daemon's .faultfs/status as a dict (pid, mountpoint, source, options,
+    writeback_cache, armed_rules, capacity): see the README, "The status file"."""
+    with open(control_path(mnt, "status")) as f:
+        return json.loads(f.read())
 
 
 def daemon_pid(mnt):
-    s = status(mnt)
-    if s is not None:
-        return int(s["pid"])
-    return _legacy_from_control_or_proc(mnt, "pid")
+    return int(status(mnt)["pid"])
 
 
 def capacity_used(mnt, timeout=120.0):
@@ -59,36 +53,12 @@ def capacity_used(mnt, timeout=120.0):
     while the daemon is still measuring the backing tree."""
     deadline = time.monotonic() + timeout
     while True:
-        s = status(mnt)
-        if s is None:
-            return _legacy_from_control_or_proc(mnt, "used")
-        cap = s.get("capacity", {})
+        cap = status(mnt).get("capacity", {})
         if cap.get("state") == "ready":
             return int(cap["used"])
         if cap.get("state") != "measuring" or time.monotonic() > deadline:
             return None
         time.sleep(0.1)
-
-
-# remove when status lands: the daemon's pid from a /proc scan and the used
-# bytes from the control file's comment line, for a faultfs without .faultfs/status.
-def _legacy_from_control_or_proc(mnt, what):
-    if what == "used":
-        m = re.search(r"^# capacity .*used (\d+) bytes", read_control(mnt), re.M)
-        return int(m.group(1)) if m else None
-    real = os.path.realpath(mnt)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                args = f.read().split(b"\0")
-            if os.fsencode(real) not in args and os.fsencode(mnt) not in args:
-                continue
-            fds = "/proc/%s/fd" % pid
-            if any(os.readlink(os.path.join(fds, fd)) == "/dev/fuse" for fd in os.listdir(fds)):
-                return int(pid)
-        except OSError:
-            continue
-    return None
 
 
 # ---------------------------------------------------------------- the mount table

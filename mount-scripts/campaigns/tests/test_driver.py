@@ -126,14 +126,6 @@ class MountFiles(unittest.TestCase):
             m = self.mount(tmp, self.status({"state": "measuring", "limit": 1 << 40}))
             self.assertIsNone(mounts.capacity_used(m, timeout=0.2))   # never ready: gives up
 
-    def test_without_status_the_control_comment_is_read(self):
-        with tempfile.TemporaryDirectory() as tmp:
-            m = self.mount(tmp)
-            with open(os.path.join(m, ".faultfs", "control"), "w") as f:
-                f.write("# rules\n# capacity 1099511627776 bytes, used 4096 bytes (kept by clear)\n")
-            self.assertIsNone(mounts.status(m))
-            self.assertEqual(mounts.capacity_used(m), 4096)
-
     def test_control_lines_go_in_one_write_and_a_refusal_raises(self):
         with tempfile.TemporaryDirectory() as tmp:
             m = self.mount(tmp)
