@@ -416,7 +416,8 @@ def block_where_markdown(r, top=8):
         return ["_No strace counts were recorded._"]
     traced = r.fio("block.faultfs_strace.randwrite")
     out = ["The faultfs daemon's system calls (all threads, `strace -c -f`) during one more random-write run of "
-           "%d 4 KiB writes (%s MiB/s under strace, not in the table above):" % (writes, blank(traced) or "FAILED"), "",
+           "%d 4 KiB writes (%s):" % (writes, "the run under strace failed" if traced is None else
+                                      "%s MiB/s under strace, not in the table above" % number(traced)), "",
            "| syscall | calls | per 4 KiB write | errors | seconds (strace) |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, calls, errors, seconds in rows[:top]:
         out.append("| %s | %d | %.2f | %d | %.3f |" % (name, calls, calls / writes, errors, seconds))
