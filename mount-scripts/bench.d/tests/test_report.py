@@ -13,6 +13,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 import report  # noqa: E402
 
 RECORDED = os.path.join(HERE, "quick-run")
+# the raw folder of a real `mount-scripts/bench --block ext4 --quick` run, cut down the same way
+RECORDED_BLOCK = os.path.join(HERE, "block-run")
 
 
 def fio_json(mibs):
@@ -199,6 +201,25 @@ class Block(unittest.TestCase):
             new = report.splice(doc, section, report.BLOCK_BEGIN, report.BLOCK_END)
             self.assertIn("%s\nstandard\n%s" % (report.BEGIN, report.END), new)
             self.assertNotIn("old", new)
+
+
+class RecordedBlockRun(unittest.TestCase):
+    def test_every_round_and_the_strace_counts_reach_the_section(self):
+        r = report.Run(RECORDED_BLOCK)
+        rounds = int(r.setting("block_rounds"))
+        for w in report.BLOCK_GOALS:
+            for t in ("plain", "faultfs"):
+                self.assertEqual(len(r.block_values(t, w)), rounds, (t, w))
+            self.assertNotEqual(r.block_ratio(w), "-")
+        section = report.block_section(r)
+        self.assertNotIn("FAILED", section)
+        self.assertNotIn("No strace counts", section)
+        self.assertIn("Daemon CPU time", section)
+        with open(os.path.join(RECORDED_BLOCK, "block.faultfs.seqwrite.1.json")) as f:
+            first = report.fio_mibs(json.load(f))
+        low, high = report.spread(r.block_values("faultfs", "seqwrite")).split("-")
+        self.assertTrue(float(low) <= first <= float(high))
+        self.assertIn(report.block_markdown(r)[2], report.terminal_report(r))
 
 
 class Splice(unittest.TestCase):
