@@ -16,16 +16,21 @@ What the bench records in its raw folder RAW (nothing here measures anything):
   faultfs_rules.WORKLOAD{round}{armed}.json   the A B A B runs with rules armed or not
   monitor-INTERVAL.samples.jsonl / .events.jsonl   the monitor's output at each interval
   million.status.{start,after_walk,final}   the daemon's /proc/PID/status; million.samples
+  block.{plain,faultfs}.WORKLOAD.ROUND.json   --block: fio on the plain loop / faultfs --fs
+  block.faultfs_strace.randwrite.json, block.strace.txt   the extra run under `strace -c -f`
 Everything is turned into numbers and markdown here (pure functions: tests/test_report.py).
 """
 import json, math, os, re, subprocess, sys, time
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+BLOCK_BEGIN, BLOCK_END = "<!-- bench-block:begin -->", "<!-- bench-block:end -->"
 TARGETS = ("plain", "passthrough_ll", "faultfs")
 FIO_WORKLOADS = ("seqwrite", "seqread_cold", "seqread_warm", "randwrite", "randread_warm")
 META_PHASES = ("create", "stat", "unlink")
 RULE_WORKLOADS = ("seqwrite", "randwrite")
 MONITOR_INTERVALS = ("100ms", "10ms")
+# block mode: workload -> minimum of faultfs --fs / plain loop (medians)
+BLOCK_GOALS = {"seqwrite": 0.8, "randwrite": 0.5, "randread": 0.5}
 # target: (reference, minimum of faultfs / reference)
 GOALS = {"randwrite": ("passthrough_ll", 1.0), "create": ("passthrough_ll", 1.0), "stat": ("passthrough_ll", 1.0),
          "unlink": ("passthrough_ll", 1.0), "create_b": ("passthrough_ll", 1.0), "stat_b": ("passthrough_ll", 1.0),
@@ -61,6 +66,30 @@ def ratio(a, b):
     if a is None or b is None or b <= 0:
         return "-"
     return "%.2f" % (a / b)
+
+
+def median(values):
+    """The median of the numbers (None if there are none)."""
+    v = sorted(values)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else (v[mid - 1] + v[mid]) / 2
+
+
+def spread(values):
+    """'min-max' of the numbers, as the tables print them ('' if none)."""
+    return "%s-%s" % (number(min(values)), number(max(values))) if values else ""
+
+
+def parse_strace_counts(text):
+    """`strace -c` output: [(syscall, calls, errors, seconds)], most calls first."""
+    rows = []
+    for line in (text or "").splitlines():
+        m = re.match(r"^\s*[\d.]+\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(?:(\d+)\s+)?([a-z_0-9]+)$", line)
+        if m and m.group(5) != "total":
+            rows.append((m.group(5), int(m.group(3)), int(m.group(4) or 0), float(m.group(1))))
+    return sorted(rows, key=lambda r: -r[1])
 
 
 def mib(kib):
@@ -201,6 +230,29 @@ class Run:
             return None
         return float("%.1f" % (sum(vals) / 2))
 
+    # -------------------------------------------------- block mode
+    def block_values(self, target, w):
+        """MiB/s of each round that completed (failed rounds left out)."""
+        rounds = int(self.s.get("block_rounds") or 0)
+        vals = [self.fio("block.%s.%s.%d" % (target, w, n)) for n in range(1, rounds + 1)]
+        return [v for v in vals if v is not None]
+
+    def block_ratio(self, w):
+        return ratio(median(self.block_values("faultfs", w)), median(self.block_values("plain", w)))
+
+    def block_status(self, w):
+        r = self.block_ratio(w)
+        return "n/a" if r == "-" else "met" if float(r) >= BLOCK_GOALS[w] else "MISSED"
+
+    def block_label(self, w):
+        return {"seqwrite": "seq write %s MiB bs=1M +fsync at end" % self.setting("block_seq_mib"),
+                "randwrite": "rand write 4k %s MiB, fsync every 32" % self.setting("block_rand_mib"),
+                "randread": "rand read 4k %s MiB, cache dropped" % self.setting("block_rand_mib")}[w]
+
+    def block_writes(self):
+        """4 KiB writes in one random-write run."""
+        return int(self.setting("block_rand_mib") or 0) * 256
+
     # -------------------------------------------------- monitor
     def monitor(self, interval):
         f = self.facts
@@ -340,6 +392,64 @@ def machine_markdown(r):
     return ["| | |", "| --- | --- |"] + ["| %s | %s |" % row for row in rows]
 
 
+def block_markdown(r):
+    rounds = r.setting("block_rounds")
+    out = ["| workload (%s rounds, A B A B) | unit | %s, plain loop: median (min-max) | faultfs --fs %s: median (min-max) "
+           "| faultfs/plain (medians) | target | status |" % (rounds, r.setting("block_fs"), r.setting("block_fs")),
+           "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for w in BLOCK_GOALS:
+        cells = []
+        for t in ("plain", "faultfs"):
+            v = r.block_values(t, w)
+            cells.append("FAILED" if not v else "%s (%s)%s" % (
+                number(round1(median(v))), spread(v), "" if len(v) == int(rounds) else ", %d of %s rounds" % (len(v), rounds)))
+        out.append("| %s | MiB/s | %s | %s | %s | ≥ %sx | %s |" % (
+            r.block_label(w), cells[0], cells[1], r.block_ratio(w), BLOCK_GOALS[w], r.block_status(w)))
+    return out
+
+
+def block_where_markdown(r, top=8):
+    """The daemon's system calls during one random-write run, per 4 KiB write."""
+    writes = r.block_writes()
+    rows = parse_strace_counts(read(os.path.join(r.raw, "block.strace.txt"), ""))
+    if not rows or not writes:
+        return ["_No strace counts were recorded._"]
+    traced = r.fio("block.faultfs_strace.randwrite")
+    out = ["The faultfs daemon's system calls (all threads, `strace -c -f`) during one more random-write run of "
+           "%d 4 KiB writes (%s):" % (writes, "the run under strace failed" if traced is None else
+                                      "%s MiB/s under strace, not in the table above" % number(traced)), "",
+           "| syscall | calls | per 4 KiB write | errors | seconds (strace) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, calls, errors, seconds in rows[:top]:
+        out.append("| %s | %d | %.2f | %d | %.3f |" % (name, calls, calls / writes, errors, seconds))
+    total = sum(c for _, c, _, _ in rows)
+    out.append("| all | %d | %.2f | %d | %.3f |" % (total, total / writes, sum(e for _, _, e, _ in rows),
+                                                     sum(s for _, _, _, s in rows)))
+    ticks = [int(v) for k, v in r.facts.items() if k.startswith("block.daemon_ticks.randwrite.")]
+    hz = r.facts.get("hz")
+    if ticks and hz:
+        out += ["", "Daemon CPU time (user + system) per 4 KiB write in the measured random-write runs: "
+                    "median %.0f µs." % (median(ticks) / int(hz) / writes * 1e6)]
+    return out
+
+
+def block_section(r):
+    mc, s = r.machine, r.s
+    note = s.get("note", "")
+    out = [BLOCK_BEGIN, "<!-- Generated by mount-scripts/bench --block; edits between these markers are overwritten. -->",
+           "", "### Block mode: faultfs --fs %s against %s on a plain loop device" % (s.get("block_fs"), s.get("block_fs")), "",
+           "%s, kernel %s, %s CPUs, load average %s at start / %s at end, faultfs %s%s.%s" % (
+               mc.get("date", "?"), mc.get("kernel", "?"), mc.get("nproc", "?"), s.get("load_start", "?"),
+               mc.get("load_end", "?"), mc.get("commit", "unknown"),
+               ", --quick sizes" if s.get("quick") == "1" else "", " **%s**." % note if note else ""), "",
+           "Both file systems are %s MiB, made with the same mkfs options, each on a loop device attached with "
+           "`losetup --direct-io=on --sector-size 512` (A: over a plain file on the backing disk; B: over the image "
+           "in the faultfs mount that `faultfs mount --fs` makes). %s, ioengine=psync, numjobs=1, direct=0; caches "
+           "dropped before each workload and before the random read." % (s.get("block_size_mib"), s.get("fio_version")),
+           ""]
+    out += block_markdown(r) + [""] + block_where_markdown(r) + [""]
+    return "\n".join(out + [BLOCK_END])
+
+
 def generated_section(r):
     out = [BEGIN, "<!-- Generated by mount-scripts/bench; edits between these markers are overwritten. -->", "",
            "### Machine", ""] + machine_markdown(r) + [""]
@@ -362,11 +472,11 @@ def generated_section(r):
     return "\n".join(out + [END])
 
 
-def splice(doc_text, section):
+def splice(doc_text, section, begin=BEGIN, end=END):
     """The document with its generated section replaced (or appended)."""
-    if doc_text is not None and BEGIN in doc_text and END in doc_text:
-        head, rest = doc_text.split(BEGIN, 1)
-        return head + section + rest.split(END, 1)[1]
+    if doc_text is not None and begin in doc_text and end in doc_text:
+        head, rest = doc_text.split(begin, 1)
+        return head + section + rest.split(end, 1)[1]
     if doc_text is None:
         doc_text = "# Benchmarks\n\nRun `mount-scripts/bench` (as root) to regenerate the section below.\n"
     return doc_text + "\n" + section + "\n"
@@ -391,6 +501,8 @@ def terminal_report(r):
             out += rules_markdown(r) + [""] + monitor_markdown(r) + [""]
     if r.million:
         out += [""] + million_markdown(r) + [""]
+    if r.setting("block_fs"):
+        out += [""] + block_markdown(r) + [""] + block_where_markdown(r) + [""]
     return "\n".join(out)
 
 
@@ -475,7 +587,11 @@ def main(argv):
         print(terminal_report(r))
         if "--doc" in opts:
             doc = opts["--doc"]
-            text = splice(read(doc), generated_section(r))
+            text = read(doc)
+            if r.standard or r.million:
+                text = splice(text, generated_section(r))
+            if r.setting("block_fs"):
+                text = splice(text, block_section(r), BLOCK_BEGIN, BLOCK_END)
             with open(doc + ".tmp", "w") as f:
                 f.write(text)
             os.chmod(doc + ".tmp", 0o644)

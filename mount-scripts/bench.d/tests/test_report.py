@@ -13,6 +13,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 import report  # noqa: E402
 
 RECORDED = os.path.join(HERE, "quick-run")
+# the raw folder of a real `mount-scripts/bench --block ext4 --quick` run, cut down the same way
+RECORDED_BLOCK = os.path.join(HERE, "block-run")
 
 
 def fio_json(mibs):
@@ -122,6 +124,102 @@ class Failures(unittest.TestCase):
                 r = report.Run(raw)
                 self.assertEqual((r.goal_text("seqread_warm"), r.goal_status("seqread_warm")), ("≥ 0.8x plain", status))
                 self.assertEqual((r.goal_text("seqwrite"), r.goal_status("seqwrite")), ("", ""))
+
+
+STRACE = """% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 61.20    1.503210          45     33210           pwrite64
+ 20.10    0.493812           7     66420       120 read
+ 10.00    0.245620           3     66300           writev
+  8.70    0.213700         104      2048           fsync
+------ ----------- ----------- --------- --------- ----------------
+100.00    2.456342                167978       120 total
+"""
+
+
+class Block(unittest.TestCase):
+    def test_median_spread_and_strace_counts(self):
+        self.assertEqual([report.median([3, 1, 2]), report.median([4, 1, 2, 3]), report.median([])], [2, 2.5, None])
+        self.assertEqual([report.spread([2.5, 1, 10.0]), report.spread([])], ["1-10", ""])
+        self.assertEqual(report.parse_strace_counts(STRACE), [
+            ("read", 66420, 120, 0.493812), ("writev", 66300, 0, 0.24562), ("pwrite64", 33210, 0, 1.50321),
+            ("fsync", 2048, 0, 0.2137)])
+        self.assertEqual(report.parse_strace_counts("strace: Process 12 attached\n"), [])
+
+    def write_run(self, raw, plain, faultfs, rounds=3):
+        with open(os.path.join(raw, "settings"), "w") as f:
+            f.write("standard=0\nblock_fs=ext4\nblock_rounds=%d\nblock_size_mib=1024\nblock_seq_mib=128\n"
+                    "block_rand_mib=16\nnote=measured under load\n" % rounds)
+        for target, values in (("plain", plain), ("faultfs", faultfs)):
+            for w, per_round in values.items():
+                for n, v in enumerate(per_round, 1):
+                    if v is not None:
+                        with open(os.path.join(raw, "block.%s.%s.%d.json" % (target, w, n)), "w") as f:
+                            f.write(fio_json(v))
+        return report.Run(raw)
+
+    def test_ratios_of_medians_against_the_targets(self):
+        with tempfile.TemporaryDirectory() as raw:
+            r = self.write_run(raw, {"seqwrite": [100, 300, 200], "randwrite": [10, 12, 11], "randread": [8, 8, 8]},
+                               {"seqwrite": [170, 150, 900], "randwrite": [6, 5, 5.5], "randread": [3, None, 5]})
+            self.assertEqual([r.block_ratio(w) for w in ("seqwrite", "randwrite", "randread")], ["0.85", "0.50", "0.50"])
+            self.assertEqual([r.block_status(w) for w in ("seqwrite", "randwrite", "randread")], ["met", "met", "met"])
+            rows = report.block_markdown(r)
+            self.assertEqual(rows[2], "| seq write 128 MiB bs=1M +fsync at end | MiB/s | 200 (100-300) | 170 (150-900) "
+                                      "| 0.85 | ≥ 0.8x | met |")
+            self.assertIn("| 4 (3-5), 2 of 3 rounds |", rows[4])
+            self.assertEqual(report.block_where_markdown(r), ["_No strace counts were recorded._"])
+
+    def test_a_missed_target_and_a_failed_workload(self):
+        with tempfile.TemporaryDirectory() as raw:
+            r = self.write_run(raw, {"seqwrite": [100, 100], "randwrite": [10, 10], "randread": [8, 8]},
+                               {"seqwrite": [79, 79], "randwrite": [None, None], "randread": [4, 4]}, rounds=2)
+            self.assertEqual([r.block_status(w) for w in ("seqwrite", "randwrite", "randread")], ["MISSED", "n/a", "met"])
+            self.assertIn("| FAILED | - | ≥ 0.5x | n/a |", report.block_markdown(r)[3])
+
+    def test_where_the_time_goes_per_4k_write(self):
+        with tempfile.TemporaryDirectory() as raw:
+            r = self.write_run(raw, {}, {})
+            with open(os.path.join(raw, "block.strace.txt"), "w") as f:
+                f.write(STRACE)
+            with open(os.path.join(raw, "facts"), "w") as f:
+                f.write("hz 100\nblock.daemon_ticks.randwrite.1 40\nblock.daemon_ticks.randwrite.2 50\n")
+            r = report.Run(raw)
+            text = "\n".join(report.block_where_markdown(r))
+            self.assertIn("| read | 66420 | 16.22 | 120 | 0.494 |", text)      # 16 MiB = 4096 writes
+            self.assertIn("4096 4 KiB writes (the run under strace failed)", text)
+            self.assertIn("| all | 167978 | 41.01 | 120 | 2.456 |", text)
+            self.assertIn("median 110 µs", text)        # 0.45 s / 4096 writes
+
+    def test_the_block_section_has_its_own_markers(self):
+        with tempfile.TemporaryDirectory() as raw:
+            r = self.write_run(raw, {"seqwrite": [1]}, {"seqwrite": [1]}, rounds=1)
+            section = report.block_section(r)
+            self.assertTrue(section.startswith(report.BLOCK_BEGIN) and section.endswith(report.BLOCK_END))
+            self.assertIn("**measured under load**", section)
+            doc = "%s\nstandard\n%s\n%s\nold\n%s\n" % (report.BEGIN, report.END, report.BLOCK_BEGIN, report.BLOCK_END)
+            new = report.splice(doc, section, report.BLOCK_BEGIN, report.BLOCK_END)
+            self.assertIn("%s\nstandard\n%s" % (report.BEGIN, report.END), new)
+            self.assertNotIn("old", new)
+
+
+class RecordedBlockRun(unittest.TestCase):
+    def test_every_round_and_the_strace_counts_reach_the_section(self):
+        r = report.Run(RECORDED_BLOCK)
+        rounds = int(r.setting("block_rounds"))
+        for w in report.BLOCK_GOALS:
+            for t in ("plain", "faultfs"):
+                self.assertEqual(len(r.block_values(t, w)), rounds, (t, w))
+            self.assertNotEqual(r.block_ratio(w), "-")
+        section = report.block_section(r)
+        self.assertNotIn("FAILED", section)
+        self.assertNotIn("No strace counts", section)
+        self.assertIn("Daemon CPU time", section)
+        with open(os.path.join(RECORDED_BLOCK, "block.faultfs.seqwrite.1.json")) as f:
+            first = report.fio_mibs(json.load(f))
+        low, high = report.spread(r.block_values("faultfs", "seqwrite")).split("-")
+        self.assertTrue(float(low) <= first <= float(high))
+        self.assertIn(report.block_markdown(r)[2], report.terminal_report(r))
 
 
 class Splice(unittest.TestCase):
