@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "FuseKit", dependencies: ["CFuse", "System"]),
         .target(name: "Passthrough", dependencies: ["FuseKit", "System"]),
         .target(name: "FaultRules", dependencies: ["System"]),
-        .target(name: "FaultLayer", dependencies: ["FuseKit", "FaultRules"]),
+        .target(name: "FaultLayer", dependencies: ["FuseKit", "FaultRules", "System"]),
         .target(name: "MonitorCore", dependencies: ["FaultRules"]),
         .target(name: "Monitor", dependencies: ["MonitorCore", "FaultRules", "System"]),
         .executableTarget(name: "faultfs", dependencies: [
