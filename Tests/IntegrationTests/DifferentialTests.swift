@@ -698,8 +698,8 @@ private func compareFinalTrees(_ fs: MountedFS, shadow: String, subtrees: [Strin
         // FIEMAP, not st_blocks: st_blocks adds ext4's extent-tree block,
         // needed or not depending on how fragmented the free space was, so
         // equal data on both sides could land 4 KiB either side of the line
-        // (seed 4898624007613814642: 192,512 data bytes on both sides of a
-        // 258,849-byte file; st_blocks 384 in the backing dir, 376 in the shadow).
+        // (seed 4898624007613814642: a 258,849-byte file with 192,512 data
+        // bytes on both sides had st_blocks 376 on one side, 384 on the other).
         for (key, node) in backing {
             guard let allocated = node.allocated, let other = inShadow[key]?.allocated, allocated >= 0, other >= 0 else { continue }
             let size = node.node.summary.size
