@@ -177,7 +177,8 @@ def run(a):
     # The capacity plan sizes the free space from what the window is about to write.
     try:
         redefined = dict(x.split("=", 1) for x in a.plan_line)
-        applied = plans.apply(a.data, a.plan, app.data_glob, os.path.dirname(a.acks), a.ops * VALUE_SIZE, redefined,
+        glob = (app.disk_glob or app.data_glob) if BLOCK_FAULTFS else app.data_glob
+        applied = plans.apply(a.data, a.plan, glob, os.path.dirname(a.acks), a.ops * VALUE_SIZE, redefined,
                               faultfs=BLOCK_FAULTFS)
         hooklog.write("[%.3f] applied: %s\n" % (time.time(), " / ".join(applied) or "nothing"))
     except (RuntimeError, OSError) as e:
