@@ -188,7 +188,7 @@ enum BlockMode {
         var problems: [String] = []
         let imagePath = state.imageThroughMount
         let loops = loopDevices(backedBy: imagePath)
-        let daemons = UnmountCommand.daemons(servingAt: state.mountpoint)
+        let daemons = UnmountCommand.daemons(servingAt: state.mountpoint, controlDirectory: ".faultfs")
         let faultMount = MountTable.faultFSMount(at: state.mountpoint)
         // A daemon that died (kill -9) leaves the connection to fail every
         // request; abort it explicitly in case it is only half dead, or
