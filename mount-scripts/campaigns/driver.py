@@ -456,7 +456,7 @@ class Campaign:
             except OSError:
                 pass
         return (mounts.block_targets_below(self.o.out) + mounts.faultfs_mounts_below(self.o.out)
-                + sorted(faultfs_block_states(self.states_before)) + sorted(faultfs_cgroups() - self.cgroups_before))
+                + sorted(faultfs_block_states(self.o.out)) + sorted(faultfs_cgroups() - self.cgroups_before))
 
     def main(self, command_line):
         o = self.o
@@ -527,11 +527,17 @@ def save_block_events(plan, live, saved, acks):
                 out.write("".join(line + "\n" for line in plans.full_events(f)))
 
 
-def faultfs_block_states(before=()):
-    """Block-mode state directories (/var/lib/faultfs/block/*) not in BEFORE."""
+def faultfs_block_states(below):
+    """Block-mode state directories (/var/lib/faultfs/block/*) whose target
+    (the facts file's target= line) is at or below BELOW: this campaign's."""
     root = "/var/lib/faultfs/block"
-    found = {os.path.join(root, d) for d in os.listdir(root)} if os.path.isdir(root) else set()
-    return found - set(before)
+    found = []
+    for d in (os.listdir(root) if os.path.isdir(root) else []):
+        facts = read(os.path.join(root, d, "facts"))
+        target = next((l[len("target="):] for l in facts.splitlines() if l.startswith("target=")), "")
+        if target == below or target.startswith(below.rstrip("/") + "/"):
+            found.append(os.path.join(root, d))
+    return found
 
 
 def read(path):
@@ -631,7 +637,6 @@ def main(argv):
         return 2
     campaign = Campaign(o)
     campaign.cgroups_before = faultfs_cgroups()
-    campaign.states_before = faultfs_block_states()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     status = 1
     try:
