@@ -218,6 +218,31 @@ extension AllMountTests {
             #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
         }
 
+        @Test("sqlite --fs ext4: a block plan (the data file's disk blocks fail once) gets a verdict; nothing leaks")
+        func sqliteBlockExt4() throws {
+            guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
+            let (result, verdicts, out) = try runCampaign(["sqlite", "--quick", "--fs", "ext4", "--modes", "rollback",
+                                                           "--plans", "blk-data-eio,blk-journal-eio"], limitSeconds: 600)
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            #expect(result.status == 0, "\(result)")
+            #expect(verdicts.map(\.plan) == ["blk-data-eio", "blk-journal-eio"], "\(result.stdout)")
+            for v in verdicts {
+                #expect(v.fields["fs"] == "ext4", "\(v.fields)")
+                expectConsistent(v, result.stderr)
+            }
+            if let v = verdicts.first(where: { $0.plan == "blk-data-eio" }) {
+                // The failed disk write of test.db is reported at fsync: the commit fails.
+                #expect(v.fired == 1 && v.injected == "EIO:1", "\(v.fields)")
+            }
+            // Nothing left: no mount below OUT, no loop device over a campaign disk, no block state.
+            #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
+            let name = URL(fileURLWithPath: out).lastPathComponent
+            let loops = try runCommand("losetup", ["-a"], limitSeconds: 30).stdout
+            #expect(!loops.contains(name), "loop devices left behind: \(loops)")
+            let states = (try? FileManager.default.contentsOfDirectory(atPath: "/var/lib/faultfs/block")) ?? []
+            #expect(!states.contains { $0.contains(name) }, "block state left behind: \(states)")
+        }
+
         @Test("a campaign that fails half-way names the step and leaves nothing behind")
         func failureIsCleanedUp() throws {
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }

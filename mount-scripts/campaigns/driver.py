@@ -10,11 +10,19 @@ no write dropped or stalled). Every verdict says how often the fault fired.
 
 Usage: mount-scripts/campaign [options] APP      (as root)
   APP               sqlite, postgres, redis, lmdb, leveldb, or all
+  --fs FS           where the application's data lives: fuse (default: a
+                    faultfs mount over its directory), or ext4, ext4-journal
+                    (ext4 -o data=journal), xfs, btrfs: block mode, that file
+                    system on a disk faultfs serves (`faultfs mount --fs`)
   --fault LINE      run this control line as the only fault plan (e.g.
-                    'fail writeback EIO count=1'); default: the standard plans
+                    'fail writeback EIO count=1'; with --fs a `faultfs ctl`
+                    line); default: the standard plans
   --plans LIST      comma list of plans (baseline, wb-eio, wb-enospc,
                     wb-eio-data, fsync-eio, flush-eio, capacity, stall,
-                    selftest-drop, selftest-seeded)
+                    selftest-drop, selftest-seeded; with --fs: blk-data-eio,
+                    blk-journal-eio, blk-flush-eio, blk-full, blk-stall); a
+                    plan that cannot apply to the file system is reported
+                    "not applicable" with the reason
   --modes LIST      comma list of the application's modes (default: all of them)
   --runs N          repeat every case N times (default 1)
   --quick           small workload and a reduced plan (CI)
@@ -57,7 +65,11 @@ ALL_APPS = ["sqlite", "postgres", "redis", "lmdb", "leveldb"]
 QUICK_PLANS = ["baseline", "selftest-seeded", "selftest-drop", "wb-eio-data", "fsync-eio"]
 STANDARD_PLANS = ["baseline", "wb-eio", "wb-enospc", "wb-eio-data", "fsync-eio", "flush-eio", "capacity",
                   "stall", "selftest-drop"]
+BLOCK_QUICK_PLANS = ["baseline", "selftest-seeded", "blk-data-eio", "blk-flush-eio"]
+BLOCK_STANDARD_PLANS = ["baseline", "selftest-seeded", "blk-data-eio", "blk-journal-eio", "blk-flush-eio",
+                        "blk-full", "blk-stall"]
 STALL_RELEASE_AFTER = 3   # seconds a stall lasts
+STALL_PLANS = ("stall", "blk-stall")
 
 
 class UsageError(Exception):
@@ -77,7 +89,12 @@ class Options:
     doc: bool = False
     keep: bool = False
     plan_lines: dict = dataclasses.field(default_factory=dict)   # --plan-line PLAN=LINE
+    fs: str = "fuse"     # --fs: fuse, or a block-mode file system (plans.FILE_SYSTEMS)
     help: bool = False
+
+    @property
+    def block(self):
+        return plans.is_block(self.fs)
 
     def sizes(self):
         """The workload's sizes (workload.py options)."""
@@ -103,6 +120,10 @@ def parse_args(argv):
             fault = value(a)
         elif a == "--plans":
             plan_list = value(a)
+        elif a == "--fs":
+            o.fs = value(a)
+            if o.fs not in plans.FILE_SYSTEMS:
+                raise UsageError("--fs wants one of %s" % ", ".join(plans.FILE_SYSTEMS))
         elif a == "--modes":
             modes = value(a)
         elif a == "--runs":
@@ -124,7 +145,7 @@ def parse_args(argv):
             o.keep = True
         elif a == "--plan-line":
             plan, eq, line = value(a).partition("=")
-            if not eq or plan not in plans.PLANS:
+            if not eq or not plans.known(plan):
                 raise UsageError("--plan-line wants PLAN=LINE with a known plan")
             o.plan_lines[plan] = line
         elif a in ("-h", "--help"):
@@ -144,6 +165,8 @@ def parse_args(argv):
         o.plans = ["custom:" + fault]
     elif plan_list:
         o.plans = [p for p in plan_list.split(",") if p]
+    elif o.block:
+        o.plans = BLOCK_QUICK_PLANS if o.quick else BLOCK_STANDARD_PLANS
     else:
         o.plans = QUICK_PLANS if o.quick else STANDARD_PLANS
     for p in o.plans:
@@ -151,8 +174,10 @@ def parse_args(argv):
             plans.lines(p, "x")
         except plans.UnknownPlan as e:
             raise UsageError(str(e).removeprefix("campaign: "))
+    if doc and o.block:
+        raise UsageError("--doc writes the FUSE-mode table of docs/app-results.md; block-mode results stay in OUT")
     if doc is None:
-        doc = (" ".join(ALL_APPS) in " ".join(apps) and not o.quick and not (fault or plan_list or modes))
+        doc = not o.block and (" ".join(ALL_APPS) in " ".join(apps) and not o.quick and not (fault or plan_list or modes))
     o.doc = doc
     return o
 
@@ -219,7 +244,40 @@ def unmount(faultfs, mnt, strict=True):
 
 
 def is_mounted(path):
-    return path in mounts.faultfs_mounts_below(path)
+    return path in mounts.faultfs_mounts_below(path) or path in mounts.block_targets_below(path)
+
+
+# ---------------------------------------------------------------- block mode
+
+def block_mount(o, image, data):
+    """The --fs file system on IMAGE (made when new, reused after the crash) at DATA."""
+    r = run([o.faultfs, "mount", *plans.block_mount_arguments(o.fs), "--image", image, data],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise StepFailed("faultfs mount --fs %s %s failed: %s" % (o.fs, data, r.stdout.strip()))
+
+
+def block_unmount(faultfs, target, strict=True):
+    """Rules cleared first (a stalled write would hold the unmount), then
+    `faultfs umount`: file system, loop device, faultfs mount, state directory."""
+    quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run([faultfs, "ctl", target, *plans.BLOCK_END_LINES], **quiet)
+    for _ in range(2):   # a second umount finishes a half-torn-down target
+        r = run([faultfs, "umount", target], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode == 0:
+            return
+        time.sleep(1)
+    if strict:
+        raise StepFailed("faultfs umount %s failed: %s" % (target, r.stdout.strip()))
+
+
+def block_events_file(faultfs, target):
+    """The events file of the faultfs mount that serves TARGET's disk (from `faultfs ctl TARGET`)."""
+    r = run([faultfs, "ctl", target], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    m = re.search(r"served by the faultfs mount (\S+)$", r.stdout, re.M)
+    if r.returncode != 0 or not m:
+        raise StepFailed("faultfs ctl %s does not name the disk's faultfs mount: %s" % (target, r.stdout.strip()))
+    return mounts.control_path(m.group(1), "events")
 
 
 def faultfs_cgroups():
@@ -244,6 +302,7 @@ class Campaign:
         o = self.o
         rundir = run_dir(o.out, name, mode, plan, n)
         data = os.path.join(rundir, "data")
+        image = os.path.join(rundir, "disk.img")     # block mode: the disk, kept across the crash
         app = APPS[name](rundir)
         step = [""]
 
@@ -260,6 +319,10 @@ class Campaign:
         os.makedirs(data)
         ok = False
         try:
+            if o.block:
+                # The application's files are made on the file system under test.
+                at("mount %s on %s (faultfs mount --fs)" % (o.fs, data))
+                block_mount(o, image, data)
             at("prepare " + name)
             try:
                 app.prepare(data, mode, o.out)
@@ -270,9 +333,16 @@ class Campaign:
             write("plan-description", plans.describe(plan))
             # The mount's events: the checker counts from them how often the plan fired.
             events = os.path.join(rundir, "monitor" if o.monitor else "", "injections.jsonl")
-            at("fault phase (start %s, workload, fault, crash)" % name)
-            self.fault_phase(name, mode, plan, rundir, data, events)
             acks = os.path.join(rundir, "acks.jsonl")
+            # Block mode: the workload watches the disk's faultfs mount's events;
+            # they are copied to EVENTS before the unmount takes that mount away.
+            live_events = block_events_file(o.faultfs, data) if o.block else events
+            at("fault phase (start %s, workload, fault, crash)" % name)
+            self.fault_phase(name, mode, plan, rundir, data, live_events)
+            if o.block:
+                at("save the disk's events, unmount %s" % o.fs)
+                save_block_events(plan, live_events, events, acks)
+                block_unmount(o.faultfs, data)
             if not os.path.exists(acks) or os.path.getsize(acks) == 0:
                 raise StepFailed("the workload logged nothing (see %s/phase.log)" % rundir)
             if is_mounted(data):
@@ -282,7 +352,9 @@ class Campaign:
             with open("/proc/sys/vm/drop_caches", "w") as f:
                 f.write("3\n")
             at("re-mount without faults")
-            if run([o.faultfs, "mount", "-o", "allow_other", data, data]).returncode != 0:
+            if o.block:
+                block_mount(o, image, data)     # the same disk: the file system recovers its journal
+            elif run([o.faultfs, "mount", "-o", "allow_other", data, data]).returncode != 0:
                 raise StepFailed("faultfs mount %s failed" % data)
             if plan == "selftest-seeded":
                 at("tamper (seeded loss)")
@@ -305,7 +377,10 @@ class Campaign:
             if app.server:
                 write("server-log-summary.txt", app.log_summary(os.path.join(rundir, "server.log")))
                 write("server-restart-summary.txt", app.log_summary(os.path.join(rundir, "server-restart.log")))
-            unmount(o.faultfs, data)
+            if o.block:
+                block_unmount(o.faultfs, data)
+            else:
+                unmount(o.faultfs, data)
             at("done")
             ok = True
         except StepFailed as e:
@@ -319,10 +394,14 @@ class Campaign:
         finally:
             self.stop_child()
             app.kill()
-            if is_mounted(data):
+            if o.block and is_mounted(data):
+                block_unmount(o.faultfs, data, strict=False)
+            elif is_mounted(data):
                 unmount(o.faultfs, data, strict=False)
             if ok and not o.keep:
                 shutil.rmtree(data, ignore_errors=True)
+                if os.path.exists(image):
+                    os.unlink(image)
 
     def fault_phase(self, name, mode, plan, rundir, data, events):
         """The application started, the workload with its fault window, the
@@ -332,7 +411,11 @@ class Campaign:
         phase = [PY, os.path.abspath(__file__), "--phase", name, mode, plan, rundir, events,
                  json.dumps(o.sizes() + [a for p, line in o.plan_lines.items() for a in ("--plan-line", p + "=" + line)])]
         with open(os.path.join(rundir, "phase.log"), "w") as logf:
-            if o.monitor:
+            if o.block:
+                # DATA is mounted already; the plan is armed through `faultfs ctl`.
+                status = run(phase, stdout=logf, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, FAULTFS_DIR=data, CAMPAIGN_BLOCK_FAULTFS=o.faultfs)).returncode
+            elif o.monitor:
                 self.child = subprocess.Popen([o.faultfs, "run", "--dir", data, "-o", "allow_other", "--out",
                                                os.path.join(rundir, "monitor"), "--quiet", "--", *phase],
                                               stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
@@ -363,6 +446,8 @@ class Campaign:
             name = os.path.relpath(pidfile, self.o.out).split(os.sep)[0]
             if name in APPS:
                 APPS[name](os.path.dirname(pidfile)).kill()
+        for m in mounts.block_targets_below(self.o.out):
+            block_unmount(self.o.faultfs, m, strict=False)
         for m in mounts.faultfs_mounts_below(self.o.out):
             unmount(self.o.faultfs, m, strict=False)
         for c in sorted(faultfs_cgroups() - self.cgroups_before, key=len, reverse=True):
@@ -370,7 +455,8 @@ class Campaign:
                 os.rmdir(c)
             except OSError:
                 pass
-        return mounts.faultfs_mounts_below(self.o.out) + sorted(faultfs_cgroups() - self.cgroups_before)
+        return (mounts.block_targets_below(self.o.out) + mounts.faultfs_mounts_below(self.o.out)
+                + sorted(faultfs_block_states(self.o.out)) + sorted(faultfs_cgroups() - self.cgroups_before))
 
     def main(self, command_line):
         o = self.o
@@ -378,6 +464,9 @@ class Campaign:
         if not os.access(o.faultfs, os.X_OK):
             log("--faultfs %s is not an executable file" % o.faultfs)
             return 1
+        if o.block and o.monitor:
+            log("--fs %s: no monitor report (`faultfs run` mounts FUSE; the disk's events are kept)" % o.fs)
+            o.monitor = False
         if o.monitor and run([o.faultfs, "run", "--help"], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL).returncode != 0:
             log("this faultfs has no 'run' subcommand: no monitor report")
@@ -401,6 +490,11 @@ class Campaign:
         for name, mode, plan, n in todo:
             case = "%s/%s/%s/run%d" % (name, mode, plan, n)
             rundir = run_dir(o.out, name, mode, plan, n)
+            why_not = plans.not_applicable(plan, o.fs)
+            if why_not:
+                log("%s: not applicable on %s: %s" % (case, o.fs, why_not))
+                report.not_applicable(o.out, rundir, name, mode, plan, n, o.fs, why_not)
+                continue
             log("%s: %s" % (case, plans.describe(plan)))
             try:
                 self.run_case(name, mode, plan, n)
@@ -408,7 +502,7 @@ class Campaign:
                 failures += 1
                 log("%s: FAILED at step '%s' (see %s)" % (case, read(os.path.join(rundir, "step")) or "?", rundir))
             # (3: a self-test whose loss went unnoticed, or that never fired)
-            if report.record(o.out, rundir, name, mode, plan, n) != 0:
+            if report.record(o.out, rundir, name, mode, plan, n, o.fs) != 0:
                 failures += 1
                 log("%s: SELF-TEST FAILED (see the VERDICT line)" % case)
         report.table(o.out, os.path.join(REPO, "docs", "app-results.md") if o.doc else None)
@@ -417,6 +511,33 @@ class Campaign:
             log("%d run(s) could not be carried out" % failures)
             return 1
         return 0
+
+
+def save_block_events(plan, live, saved, acks):
+    """The disk's faultfs events, copied before the unmount; for blk-full the
+    operations the full file system refused (faultfs injected nothing)."""
+    with open(saved, "w") as out:
+        try:
+            with open(live) as f:
+                shutil.copyfileobj(f, out)
+        except OSError:
+            pass
+        if plan == "blk-full" and os.path.exists(acks):
+            with open(acks) as f:
+                out.write("".join(line + "\n" for line in plans.full_events(f)))
+
+
+def faultfs_block_states(below):
+    """Block-mode state directories (/var/lib/faultfs/block/*) whose target
+    (the facts file's target= line) is at or below BELOW: this campaign's."""
+    root = "/var/lib/faultfs/block"
+    found = []
+    for d in (os.listdir(root) if os.path.isdir(root) else []):
+        facts = read(os.path.join(root, d, "facts"))
+        target = next((l[len("target="):] for l in facts.splitlines() if l.startswith("target=")), "")
+        if target == below or target.startswith(below.rstrip("/") + "/"):
+            found.append(os.path.join(root, d))
+    return found
 
 
 def read(path):
@@ -446,7 +567,7 @@ def fault_phase(name, mode, plan, rundir, events, extra):
                   file=sys.stderr)
             return 3
         at("workload")
-        if plan == "stall" or (plan.startswith("custom:") and "stall" in plan):
+        if plan in STALL_PLANS or (plan.startswith("custom:") and "stall" in plan):
             threading.Thread(target=release_stall, args=(data, rundir), daemon=True).start()
         r = run([PY, os.path.join(HERE, "workload.py"), "run", "--app", name, "--mode", mode, "--data", data,
                  "--acks", os.path.join(rundir, "acks.jsonl"), "--report", os.path.join(rundir, "workload.json"),
@@ -475,7 +596,8 @@ def release_stall(data, rundir):
     time.sleep(STALL_RELEASE_AFTER)
     with open(os.path.join(rundir, "workload.json.hooks.log"), "a") as f:
         try:
-            f.write("[%.3f] release: %s\n" % (time.time(), plans.end(data)))
+            f.write("[%.3f] release: %s\n" % (time.time(), plans.end(
+                data, faultfs=os.environ.get("CAMPAIGN_BLOCK_FAULTFS") or None)))
         except (OSError, RuntimeError) as e:
             f.write("[%.3f] release failed: %s\n" % (time.time(), e))
 

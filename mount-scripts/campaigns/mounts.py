@@ -4,6 +4,7 @@
   status(mnt)               MNT/.faultfs/status as a dict (None when this daemon has none)
   daemon_pid(mnt), capacity_used(mnt)
   faultfs_mounts_below(prefix)   faultfs mount points under prefix (from /proc/self/mountinfo)
+  block_targets_below(prefix)    ext4/XFS/Btrfs mount points under prefix (block-mode targets)
 
 Used by the campaign driver and the benchmark (mount-scripts/bench.d).
 `python3 mounts.py daemon-pid MNT` prints the daemon's pid (for bash).
@@ -78,6 +79,19 @@ def parse_mountinfo(text):
         after = fields[fields.index("-") + 1:]
         out.append((unescape_mountinfo(fields[4]), after[0]))
     return out
+
+
+BLOCK_FS_TYPES = ("ext4", "xfs", "btrfs")
+
+
+def block_targets_below(prefix):
+    """Block-mode targets (ext4, XFS, Btrfs mounts) at or below prefix, deepest first."""
+    with open("/proc/self/mountinfo") as f:
+        table = parse_mountinfo(f.read())
+    prefix = prefix.rstrip("/")
+    hits = [m for m, fstype in table
+            if fstype in BLOCK_FS_TYPES and (m == prefix or m.startswith(prefix + "/"))]
+    return sorted(set(hits), key=len, reverse=True)
 
 
 def faultfs_mounts_below(prefix):

@@ -7,7 +7,7 @@ A plan "fires" when the mount's events show it acting: an injection with an
 errno (the capacity model's ENOSPC included), or a write dropped, stalled,
 shortened or delayed. A run whose plan never fired tested nothing.
 """
-import json, os
+import json, os, subprocess
 
 import mounts
 
@@ -31,6 +31,30 @@ PLANS = {
     "selftest-seeded": ("", "SELF-TEST: no fault; one key deleted and one set back to an older value "
                             "behind the app's back"),
 }
+# Block mode (--fs): the application's data directory is a real file system
+# whose disk faultfs serves (`faultfs mount --fs`); the plans are the disk's
+# faults, armed with `faultfs ctl TARGET LINE` (which turns file=, region=
+# and sectors= into the image's byte ranges). name: (ctl line, description)
+BLOCK_PLANS = {
+    "blk-data-eio": ("fail write EIO count=1 file=GLOB",
+                     "the next disk write to the blocks of the main data files fails with EIO, once"),
+    "blk-journal-eio": ("fail write EIO count=1 region=journal",
+                        "the next disk write to the journal (ext4's journal, XFS's log) fails with EIO, once"),
+    "blk-flush-eio": ("fail flush EIO count=1", "the disk's next cache flush fails with EIO, once"),
+    "blk-full": ("", "the file system is full: a filler file (fallocate, then 4 KiB writes until ENOSPC) "
+                     "leaves HEADROOM free, a tenth of what the fault window writes (4-16 KiB); "
+                     "fired = the application's operations that failed with ENOSPC"),
+    "blk-stall": ("stall write", "every disk write stalls for 3 s, then is released"),
+}
+# Plans that need no fault layer at all: they run in either mode.
+EITHER_MODE = ("baseline", "selftest-seeded")
+FILE_SYSTEMS = ("fuse", "ext4", "ext4-journal", "xfs", "btrfs")
+# Why a block plan cannot apply to a file system (never run as a no-op).
+BLOCK_NOT_APPLICABLE = {
+    ("blk-data-eio", "btrfs"): "Btrfs addresses its blocks logically: faultfs ctl cannot map file= to the disk",
+    ("blk-journal-eio", "btrfs"): "Btrfs has no journal (it commits by copy-on-write): region=journal is refused",
+}
+
 # Plans whose loss must be caught: a verdict of "correct" is a failed self-test.
 SELF_TESTS = ("selftest-drop", "selftest-seeded")
 # Event actions that show a plan acting (besides "fail" with an errno).
@@ -41,21 +65,52 @@ class UnknownPlan(ValueError):
     pass
 
 
+def known(plan):
+    return plan in PLANS or plan in BLOCK_PLANS
+
+
 def lines(plan, glob, redefined=None):
     """The control lines of `plan` (custom:LINE is LINE itself); redefined:
-    {plan: line} replaces a plan's own line (to test the campaign itself)."""
+    {plan: line} replaces a plan's own line (to test the campaign itself).
+    A block plan's lines are `faultfs ctl` lines (blk-full has none: it is a filler file)."""
     if plan.startswith("custom:"):
         return [plan[len("custom:"):]]
-    if plan not in PLANS:
-        raise UnknownPlan("campaign: unknown plan %s (plans: %s)" % (plan, ", ".join(PLANS)))
-    line = (redefined or {}).get(plan, PLANS[plan][0])
+    if not known(plan):
+        raise UnknownPlan("campaign: unknown plan %s (plans: %s)" % (plan, ", ".join(list(PLANS) + list(BLOCK_PLANS))))
+    line = (redefined or {}).get(plan, {**PLANS, **BLOCK_PLANS}[plan][0])
     return [line.replace("GLOB", glob)] if line else []
 
 
 def describe(plan):
     if plan.startswith("custom:"):
         return plan[len("custom:"):]
-    return PLANS[plan][1]
+    return {**PLANS, **BLOCK_PLANS}[plan][1]
+
+
+def is_block(fs):
+    return fs != "fuse"
+
+
+def not_applicable(plan, fs):
+    """Why `plan` cannot apply to file system `fs` (None: it applies). Pure."""
+    if plan.startswith("custom:") or plan in EITHER_MODE:
+        return None
+    if not is_block(fs):
+        if plan in BLOCK_PLANS:
+            return "a block plan: it needs a disk (--fs ext4, ext4-journal, xfs or btrfs)"
+        return None
+    if plan in PLANS:
+        return "a FUSE-mode plan (it acts on the faultfs mount's requests); block plans: " + ", ".join(BLOCK_PLANS)
+    return BLOCK_NOT_APPLICABLE.get((plan, fs))
+
+
+def block_mount_arguments(fs):
+    """`faultfs mount` arguments that make file system `fs` (a --fs name) on a faultfs disk. Pure."""
+    if fs == "ext4-journal":
+        return ["--fs", "ext4", "-o", "data=journal"]
+    if fs in ("ext4", "xfs", "btrfs"):
+        return ["--fs", fs]
+    raise ValueError("not a block file system: %s" % fs)
 
 
 def fault_expected(plan):
@@ -91,6 +146,27 @@ def fired(event_lines):
     return counts
 
 
+def is_enospc(error):
+    """An application's error text that says the file system is full."""
+    e = error.lower()
+    return "enospc" in e or "no space" in e or "disk is full" in e or "disk full" in e
+
+
+def full_events(ack_lines):
+    """blk-full's firings: one event line per acknowledged-failed operation whose
+    error says the disk is full (the file system, not faultfs, refused it). Pure."""
+    out = []
+    for line in ack_lines:
+        try:
+            a = json.loads(line)
+        except ValueError:
+            continue
+        if not a.get("ok", True) and a.get("phase") == "fault" and is_enospc(a.get("error", "")):
+            out.append(json.dumps({"action": "fail", "errno": 28, "errno_name": "ENOSPC",
+                                   "by": "the full file system (filler file)", "key": a.get("key")}))
+    return out
+
+
 def fired_in_file(path):
     try:
         with open(path) as f:
@@ -107,9 +183,18 @@ def fired_text(counts):
 
 # ---------------------------------------------------------------- applying plans
 
-def apply(mnt, plan, glob, rundir, window_bytes, redefined=None):
-    """Arms the plan on the mount; RUNDIR/fault-applied.txt and the result say what was applied."""
+def apply(mnt, plan, glob, rundir, window_bytes, redefined=None, faultfs=None):
+    """Arms the plan on the mount; RUNDIR/fault-applied.txt and the result say what was applied.
+    faultfs (the binary): MNT is a block-mode target, armed through `faultfs ctl`."""
     todo = lines(plan, glob, redefined)
+    if faultfs:
+        if plan == "blk-full":
+            todo = [fill(mnt, capacity_headroom(window_bytes))]
+        elif todo:
+            ctl(faultfs, mnt, *todo)
+        with open(os.path.join(rundir, "fault-applied.txt"), "w") as f:
+            f.write("\n".join(todo) + "\n")
+        return todo
     if todo == ["capacity USED+HEADROOM"]:
         mounts.control(mnt, "capacity 1024G")   # turns the model on: it counts the space used now
         used = mounts.capacity_used(mnt)
@@ -124,10 +209,64 @@ def apply(mnt, plan, glob, rundir, window_bytes, redefined=None):
 
 
 END_LINES = ("clear", "capacity off", "release")
+BLOCK_END_LINES = ("clear", "release")
+FILLER = "campaign-filler"     # blk-full's file, at the top of the target
 
 
-def end(mnt, plan=""):
+def ctl(faultfs, target, *lines):
+    """`faultfs ctl TARGET LINE...`: block keys resolved to the image's ranges."""
+    r = subprocess.run([faultfs, "ctl", target, *lines], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise mounts.ControlRefused("faultfs ctl %s %r: %s" % (target, " / ".join(lines), r.stdout.strip()))
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bfree * st.f_frsize     # root's view: reserved blocks count as free
+
+
+def fill(target, headroom):
+    """Fills the file system at TARGET with a filler file until about HEADROOM
+    bytes are left: fallocate most of it, then 4 KiB writes until ENOSPC or the
+    headroom is reached. Returns what it did, for fault-applied.txt."""
+    path = os.path.join(target, FILLER)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        size = max(0, free_bytes(target) - headroom - (1 << 20))
+        while size > 0:
+            try:
+                os.posix_fallocate(fd, 0, size)
+                break
+            except OSError as e:
+                if e.errno != 28:
+                    raise
+                size = size * 9 // 10
+        block = b"\0" * 4096
+        os.lseek(fd, 0, os.SEEK_END)
+        while free_bytes(target) > headroom:
+            try:
+                os.write(fd, block)
+            except OSError as e:
+                if e.errno != 28:
+                    raise
+                break
+        os.fsync(fd)
+        written = os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+    return "filler %s: %d bytes; %d bytes left free (aimed at %d)" % (path, written, free_bytes(target), headroom)
+
+
+def end(mnt, plan="", faultfs=None):
     """Ends the fault window; what was done."""
+    if faultfs:
+        done = []
+        if plan == "blk-full" and os.path.exists(os.path.join(mnt, FILLER)):
+            os.unlink(os.path.join(mnt, FILLER))
+            done.append("filler removed")
+        ctl(faultfs, mnt, *BLOCK_END_LINES)
+        return ", ".join(done + list(BLOCK_END_LINES))
     if plan == "selftest-drop":
         # The loss lasts until the crash: a later rewrite of the same pages
         # (a checkpoint) would repair it and the self-test would prove nothing.

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """Campaign results: one JSON line per run, and the markdown table.
 
-  record(OUT, RUNDIR, APP, MODE, PLAN, N)   append to OUT/results.jsonl, print the VERDICT line;
+  record(OUT, RUNDIR, APP, MODE, PLAN, N, FS)   append to OUT/results.jsonl, print the VERDICT line;
                                             3 when a self-test failed (its loss went
                                             unnoticed: "correct", or it never fired)
+  not_applicable(OUT, RUNDIR, APP, MODE, PLAN, N, FS, WHY)   the same for a plan that
+                                            cannot apply to the file system (not run)
   table(OUT, DOC)                           write OUT/results.md (and the table block in DOC)
 """
 import json, os, re
@@ -67,10 +69,21 @@ def monitor_line(rundir):
     return " | ".join(keep)
 
 
-def record(out, rundir, app, mode, plan, n):
+def not_applicable(out, rundir, app, mode, plan, n, fs, why):
+    r = {"app": app, "mode": mode, "plan": plan, "run": int(n), "fs": fs, "fault": "",
+         "description": plans.describe(plan), "app_reported": "not run: " + why, "restart": "ok",
+         "monitor": "", "monitor_report": "", "rundir": rundir, "verdict": "not applicable",
+         "categories": ["not applicable"], "reason": why}
+    with open(os.path.join(out, "results.jsonl"), "a") as f:
+        f.write(json.dumps(r) + "\n")
+    print("VERDICT app=%s mode=%s plan=%s run=%s fs=%s verdict=not_applicable reason=%s" % (
+        app, mode, plan, n, fs, json.dumps(why)), flush=True)
+
+
+def record(out, rundir, app, mode, plan, n, fs="fuse"):
     v = load(os.path.join(rundir, "verdict.json"))
     err = read(os.path.join(rundir, "error"))
-    r = {"app": app, "mode": mode, "plan": plan, "run": int(n),
+    r = {"app": app, "mode": mode, "plan": plan, "run": int(n), "fs": fs,
          "fault": read(os.path.join(rundir, "fault-applied.txt")),
          "description": read(os.path.join(rundir, "plan-description")),
          "app_reported": app_said(rundir, app),
@@ -112,8 +125,8 @@ def record(out, rundir, app, mode, plan, n):
     fired = r.get("fired")
     fired_fields = " fired=%d injected=%s" % (fired["total"], ",".join(
         "%s:%d" % (k, c) for k, c in sorted(fired.items()) if k != "total") or "-") if fired else ""
-    print("VERDICT app=%s mode=%s plan=%s run=%s verdict=%s acked=%s failed_ops=%s%s %s%s" % (
-        app, mode, plan, n, r["verdict"].replace(" ", "_"), r.get("acked_keys", "-"),
+    print("VERDICT app=%s mode=%s plan=%s run=%s fs=%s verdict=%s acked=%s failed_ops=%s%s %s%s" % (
+        app, mode, plan, n, fs, r["verdict"].replace(" ", "_"), r.get("acked_keys", "-"),
         r.get("failed_ops", "-"), fired_fields, counts, (" error=" + json.dumps(r["error"])) if "error" in r else ""),
         flush=True)
     print("  app reported: " + r["app_reported"], flush=True)
@@ -148,7 +161,7 @@ def verdict_cell(rs):
         g = by[v]
         if v == "correct":
             detail = " (%s keys)" % ", ".join(str(r.get("acked_keys", 0)) for r in g)
-        elif v in ("campaign error", "application unavailable", "not exercised"):
+        elif v in ("campaign error", "application unavailable", "not exercised", "not applicable"):
             detail = ""
         else:
             detail = " (%s)" % ", ".join(str(r.get("counts", {}).get(v, 0)) for r in g)
@@ -176,15 +189,16 @@ def table(out, doc):
              "|---|---|---|---|---|---|"]
     groups = {}
     for r in rs:
-        groups.setdefault((r["app"], r["mode"], r["plan"]), []).append(r)
-    for (app, mode, plan), g in groups.items():
+        groups.setdefault((r["app"], r["mode"], r["plan"], r.get("fs", "fuse")), []).append(r)
+    for (app, mode, plan, fs), g in groups.items():
         said = g[0]["app_reported"].replace("|", "\\|")
         if len({r.get("window_failed") for r in g}) > 1:
             said = "commits failed in the fault window, per run: %s; run 1: %s" % (
                 ", ".join(r.get("window_failed", "?") for r in g), said)
         if g[0].get("restart") == "failed" or g[0].get("restart_log"):
             said += "; restart: " + (g[0].get("restart_log") or "failed").replace("|", "\\|")
-        lines.append("| %s | %s | `%s` | %s | %s | %s |" % (app, mode, plan, fired_cell(g), verdict_cell(g), said))
+        on = "" if fs == "fuse" else " on %s" % fs     # block mode: the file system
+        lines.append("| %s | %s | `%s`%s | %s | %s | %s |" % (app, mode, plan, on, fired_cell(g), verdict_cell(g), said))
     lines.append("")
     lines.append("Fault plans: " + "; ".join(sorted({"`%s`: %s" % (r["plan"], r["description"]) for r in rs})) + ".")
     text = "\n".join(lines) + "\n"

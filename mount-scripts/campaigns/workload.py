@@ -67,6 +67,11 @@ def parse_value(v):
 
 # ---------------------------------------------------------------- run
 
+# Block mode: the driver names the faultfs binary whose `ctl` arms the plan on
+# the data directory's file system (unset: a FUSE mount's control file).
+BLOCK_FAULTFS = os.environ.get("CAMPAIGN_BLOCK_FAULTFS") or None
+
+
 def run(a):
     rng = random.Random(a.seed)
     app = APPS[a.app]
@@ -172,7 +177,9 @@ def run(a):
     # The capacity plan sizes the free space from what the window is about to write.
     try:
         redefined = dict(x.split("=", 1) for x in a.plan_line)
-        applied = plans.apply(a.data, a.plan, app.data_glob, os.path.dirname(a.acks), a.ops * VALUE_SIZE, redefined)
+        glob = (app.disk_glob or app.data_glob) if BLOCK_FAULTFS else app.data_glob
+        applied = plans.apply(a.data, a.plan, glob, os.path.dirname(a.acks), a.ops * VALUE_SIZE, redefined,
+                              faultfs=BLOCK_FAULTFS)
         hooklog.write("[%.3f] applied: %s\n" % (time.time(), " / ".join(applied) or "nothing"))
     except (RuntimeError, OSError) as e:
         hooklog.write("[%.3f] applying the plan failed: %s\n" % (time.time(), e))
@@ -186,7 +193,11 @@ def run(a):
     print("CAMPAIGN-END", flush=True)
     # Through the control file, not a child process (as above: flush-eio
     # would fire on the closes of the inherited descriptors).
-    hooklog.write("[%.3f] end: %s\n" % (time.time(), plans.end(a.data, a.plan)))
+    try:
+        hooklog.write("[%.3f] end: %s\n" % (time.time(), plans.end(a.data, a.plan, faultfs=BLOCK_FAULTFS)))
+    except (RuntimeError, OSError) as e:
+        # (a block target's file system may have gone read-only: the filler stays)
+        hooklog.write("[%.3f] ending the fault failed: %s\n" % (time.time(), e))
     hooklog.flush()
     phase("after", a.after)
     if app.checkpoint_every:

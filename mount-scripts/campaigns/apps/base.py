@@ -16,6 +16,7 @@ class App:
     name = ""
     modes = ("default",)
     data_glob = ""      # the path= glob of the main data files (relative to the mount)
+    disk_glob = None    # block mode's file= glob (glob(3): no **), when data_glob will not do
     packages = ()       # Debian packages it needs
     server = False
     port = 0

@@ -101,6 +101,7 @@ class App(Server):
     name = "postgres"
     modes = ("default", "retry")
     data_glob = "pgdata/base/**"
+    disk_glob = "pgdata/base/*/*"
     packages = ("postgresql", "python3-psycopg2")
     server = True
     port = PORT

@@ -63,6 +63,7 @@ class App(Server):
     name = "redis"
     modes = ("always", "everysec")
     data_glob = "redis/**"
+    disk_glob = "redis/appendonlydir/*"
     packages = ("redis-server", "redis-tools", "python3-redis")
     server = True
     port = PORT
