@@ -37,6 +37,9 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
     private let controlName: ContiguousArray<CChar>
     // Set once by `initialize`, before any request.
     private var session: SessionState?
+    /// Called after every control write that was applied (set before
+    /// mounting; block mode's re-resolver starts on it).
+    public var onControlApplied: (@Sendable () -> Void)?
 
     public init(wrapping inner: any FileSystem, tree: any BackingTree, options: FaultLayerOptions) throws(Errno) {
         self.inner = inner
@@ -59,6 +62,7 @@ public final class FaultFileSystem: FileSystem, @unchecked Sendable {
         case .success(let commands):
             lastError.withLock { $0 = nil }
             for command in commands { carryOut(command) }
+            onControlApplied?()
             return .success(())
         }
     }

@@ -85,6 +85,13 @@ enum Server {
         }
 
         let fileSystem = try makeFileSystem(root: root, configuration: config)
+        // Block mode: `file=` rules are re-resolved while armed.
+        let resolver = (fileSystem as? FaultFileSystem).flatMap { faults in
+            BlockResolver.forMount(request.mountpoint, engine: faults.engine).map { resolver in
+                faults.onControlApplied = { resolver.wake() }
+                return resolver
+            }
+        }
         let session: Session
         do {
             session = try Session(fileSystem: fileSystem, options: config.fuseArguments)
@@ -117,6 +124,7 @@ enum Server {
         }
 
         let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
+        resolver?.stop()
         session.unmount()
         if failed.load(ordering: .acquiring) { throw CLIError("unmounted \(mountpoint): the mount never answered") }
         if signal > 0 {
