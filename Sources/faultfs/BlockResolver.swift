@@ -43,10 +43,13 @@ enum FileBlocks {
                 if strict { throw BlockRuleError("file=\(pattern): \(path) is on another file system mounted below \(target)") }
                 continue
             }
-            do throws(BlockRuleError) {
+            do throws(FileError) {
                 pairs += try blocks(ofFile: path, info).map { ($0.physical, $0.physical + $0.length) }
             } catch {
-                if strict { throw error }  // the re-resolver: a file deleted meanwhile, say
+                // The re-resolver skips a file deleted meanwhile; any other
+                // failure ends the pass, so the rule keeps its last ranges
+                // rather than losing this file's.
+                if strict || error.errno != ENOENT { throw BlockRuleError(error.message) }
             }
         }
         return ByteRangeSet(pairs)
@@ -62,9 +65,9 @@ enum FileBlocks {
         return glob(target + "/" + pattern[..<slash], GLOB_ONLYDIR | GLOB_NOSORT, nil, &matches) == 0 && matches.gl_pathc > 0
     }
 
-    private static func blocks(ofFile path: String, _ info: stat) throws(BlockRuleError) -> [Extent] {
+    private static func blocks(ofFile path: String, _ info: stat) throws(FileError) -> [Extent] {
         let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | 0o1000000 /* O_NOATIME */)
-        guard fd >= 0 else { throw BlockRuleError("\(path): \(errnoString())") }
+        guard fd >= 0 else { throw FileError("\(path): \(errnoString())") }
         defer { close(fd) }
         var extents = try fileExtents(fd, path)
         let delayed = extents.filter(\.delayed)
@@ -73,11 +76,21 @@ enum FileBlocks {
             var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), info.st_mtim]
             defer { _ = futimens(fd, &times) }
             for extent in delayed where ffs_fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, off_t(extent.logical), off_t(extent.length)) != 0 {
-                throw BlockRuleError("\(path): allocating its delayed data (fallocate): \(errnoString())")
+                throw FileError("\(path): allocating its delayed data (fallocate): \(errnoString())")
             }
             extents = try fileExtents(fd, path)
         }
         return extents.filter { !$0.delayed }
+    }
+
+    /// A failure on one file, with its errno (taken right after the call).
+    private struct FileError: Error {
+        let message: String
+        let errno: Int32
+        init(_ message: @autoclosure () -> String) {
+            errno = Glibc.errno
+            self.message = message()
+        }
     }
 
     private struct Extent {
@@ -89,7 +102,7 @@ enum FileBlocks {
     /// FIEMAP without FIEMAP_FLAG_SYNC (that would write the dirty data
     /// before the rule is armed). Extents with no usable place (inline,
     /// encoded, encrypted) are left out.
-    private static func fileExtents(_ fd: Int32, _ path: String) throws(BlockRuleError) -> [Extent] {
+    private static func fileExtents(_ fd: Int32, _ path: String) throws(FileError) -> [Extent] {
         // struct fiemap (32 bytes) then fm_extent_count struct fiemap_extent (56 bytes each).
         let perCall = 256, headerSize = 32, extentSize = 56
         let fsIocFiemap: UInt = 0xC020_660B
@@ -107,7 +120,7 @@ enum FileBlocks {
                 guard ioctl(fd, fsIocFiemap, raw.baseAddress!) == 0 else { return -1 }
                 return Int(raw.load(fromByteOffset: 20, as: UInt32.self))
             }
-            if mapped < 0 { throw BlockRuleError("FIEMAP on \(path): \(errnoString())") }
+            if mapped < 0 { throw FileError("FIEMAP on \(path): \(errnoString())") }
             if mapped == 0 { return extents }
             var last = false
             for i in 0..<mapped {
