@@ -121,6 +121,7 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
         case .success(let commands):
             lastError.withLock { $0 = nil }
             for command in commands { carryOut(command) }
+            options.afterControlApplied?()
             return .success(())
         }
     }

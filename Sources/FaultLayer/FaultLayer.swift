@@ -41,6 +41,9 @@ public struct FaultLayerOptions: Sendable {
     /// How long a `capacity SIZE` write waits for the backing tree to be
     /// measured before it returns with the capacity still "measuring".
     public var capacityMeasureWaitNanoseconds: UInt64 = 2_000_000_000
+    /// Called after every control write that was applied (block mode's
+    /// `file=` re-resolver starts on it).
+    public var afterControlApplied: (@Sendable () -> Void)?
     public init() {}
 }
 

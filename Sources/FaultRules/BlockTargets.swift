@@ -41,16 +41,19 @@ public struct ByteRangeSet: Sendable, Equatable, CustomStringConvertible {
         return low < ranges.count && ranges[low].lower < end
     }
 
+    /// `none` for the empty set (a `file=` rule whose files have no blocks yet).
     public var description: String {
-        ranges.map { formatSize($0.lower) + "-" + formatSize($0.upper) }.joined(separator: ",")
+        if ranges.isEmpty { return "none" }
+        return ranges.map { formatSize($0.lower) + "-" + formatSize($0.upper) }.joined(separator: ",")
     }
 
     public static func == (a: ByteRangeSet, b: ByteRangeSet) -> Bool {
         a.ranges.count == b.ranges.count && zip(a.ranges, b.ranges).allSatisfy { $0 == $1 }
     }
 
-    /// `A-B,C-D,...` with sizes A < B; nil if any part is malformed.
+    /// `A-B,C-D,...` with sizes A < B, or `none`; nil if any part is malformed.
     public static func parse(_ text: some StringProtocol) -> ByteRangeSet? {
+        if text == "none" { return ByteRangeSet([]) }
         var pairs: [(lower: Int64, upper: Int64)] = []
         for part in text.split(separator: ",", omittingEmptySubsequences: false) {
             let bounds = part.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)

@@ -309,8 +309,8 @@ struct LineParser {
                 rule.path = glob
             case "offset": rule.offsetRange = try parseByteRange(value)
             case "ranges":
-                guard let set = ByteRangeSet.parse(value.text), !set.isEmpty else {
-                    throw error(at: value.column, "bad ranges \(quoted(value)); expected A-B,C-D,... with A < B (sizes)")
+                guard let set = ByteRangeSet.parse(value.text) else {
+                    throw error(at: value.column, "bad ranges \(quoted(value)); expected A-B,C-D,... with A < B (sizes), or none")
                 }
                 rule.byteRanges = set
             case "comm":

@@ -208,6 +208,17 @@ public final class RuleEngine: Sendable {
         }
     }
 
+    /// Block mode's re-resolver: replaces the `ranges=` of rule `id` (the
+    /// blocks its files hold now), keeping its counters. The index does not
+    /// depend on ranges, so it stays. False if there is no such rule.
+    public func replaceByteRanges(ofRule id: String, with ranges: ByteRangeSet) -> Bool {
+        table.withLock { table in
+            guard let index = table.rules.firstIndex(where: { $0.id == id }) else { return false }
+            table.rules[index].rule.byteRanges = ranges
+            return true
+        }
+    }
+
     /// Zeroes every rule's counters and restarts its random sequence, which
     /// re-arms rules whose count was exhausted.
     public func resetCounters() {
@@ -368,7 +379,8 @@ struct RuleIndex: Sendable {
 
 /// A rule in the table, with its counters.
 struct ActiveRule: Sendable {
-    let rule: Rule
+    /// Only `byteRanges` ever changes (`replaceByteRanges`).
+    fileprivate(set) var rule: Rule
     let id: String
     /// Requests that passed the filters while the rule was armed.
     private(set) var matched: UInt64 = 0

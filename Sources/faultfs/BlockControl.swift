@@ -2,9 +2,10 @@
 // whose image sits on a faultfs mount: find that mount's control file
 // through the loop device's backing file, and turn the block-mode keys
 // (`sectors=`, `region=`, `file=`) and disk ops (`flush`, `discard`) into an
-// ordinary rule on the image's byte ranges. All resolution happens here, in
-// the CLI: the daemon only ever sees `ranges=`, and never calls back into
-// the inner file system (its writeback may be waiting on the daemon).
+// ordinary rule on the image's byte ranges. The first resolution happens
+// here, in the CLI: the daemon only ever sees `ranges=`. A `file=` rule is
+// also left for the daemon's re-resolver (BlockResolver.swift), which keeps
+// its ranges current on a thread of its own, never in a FUSE handler.
 import System
 import FaultRules
 import Glibc
@@ -45,9 +46,43 @@ struct BlockTarget {
         ]
     }
 
+    /// The state directory of `faultfs mount --fs`, whose daemon re-resolves
+    /// `file=` rules; nil for a loop device attached by hand.
+    var stateDirectory: String? {
+        let state = BlockState(target: target)
+        return state.mountpoint == faultMount && access(state.factsFile, F_OK) == 0 ? state.directory : nil
+    }
+
+    /// Control lines with their block keys resolved; the `file=` rules for
+    /// the re-resolver (each given an id, `file-N`, if it has none); the
+    /// ids whose records a `clear` ends (nil: all). `rules` is the control
+    /// file's text now, for the ids in use.
+    func prepare(_ lines: [String], rules: String) throws(BlockRuleError)
+        -> (lines: [String], records: [FileRuleRecord], cleared: [String?]) {
+        var out: [String] = [], records: [FileRuleRecord] = [], cleared: [String?] = []
+        var used = Set(rules.split(whereSeparator: { $0 == " " || $0 == "\n" }).filter { $0.hasPrefix("id=") }.map { $0.dropFirst(3) })
+        if let state = stateDirectory {
+            used.formUnion(FileRuleRecord.all(inState: state).map { Substring($0.record.ruleID) })
+        }
+        for line in lines {
+            var request = try BlockRuleRewriter.parse(line)
+            if request.words.first == "clear" { cleared.append(request.words.count > 1 ? request.words[1] : nil) }
+            if let glob = request.fileGlob, stateDirectory != nil {
+                var id = request.words.first { $0.hasPrefix("id=") }.map { String($0.dropFirst(3)) }
+                if id == nil {
+                    id = (1...).lazy.map { "file-\($0)" }.first { !used.contains(Substring($0)) }!
+                    request.words.append("id=" + id!)
+                }
+                used.insert(Substring(id!))
+                records.append(FileRuleRecord(ruleID: id!, target: target, pattern: glob))
+            }
+            out.append(try rewrite(request))
+        }
+        return (out, records, cleared)
+    }
+
     /// One control line with its block keys resolved.
-    func rewrite(_ line: String) throws(BlockRuleError) -> String {
-        let request = try BlockRuleRewriter.parse(line)
+    private func rewrite(_ request: BlockRuleRequest) throws(BlockRuleError) -> String {
         var ranges: ByteRangeSet?
         if let sectors = request.sectors {
             ranges = BlockRuleRewriter.sectorRange(first: sectors.first, last: sectors.last)
@@ -88,15 +123,9 @@ struct BlockTarget {
         }
     }
 
-    /// The data blocks of the files `glob` names under the target, via
-    /// FIEMAP. Data still waiting for delayed allocation (ext4 and XFS
-    /// allocate at writeback) has no place on the disk yet: those ranges are
-    /// allocated now with fallocate(KEEP_SIZE), which writes nothing and
-    /// changes neither size nor content, so the writeback that comes after
-    /// the rule is armed lands in blocks the rule covers. Cost: one FIEMAP
-    /// per file, plus one fallocate per delayed range; the file's ctime
-    /// moves. Not caught: data appended after the rule is armed (arm the
-    /// rule again to cover it).
+    /// The data blocks of the files `pattern` names now (FileBlocks). With
+    /// the re-resolver, `dir/*` may name no file yet if `dir` exists (files
+    /// to come are caught); a pattern that names nothing at all is refused.
     private func resolveFiles(_ pattern: String) throws(BlockRuleError) -> ByteRangeSet {
         guard fileSystemType == "ext4" || fileSystemType == "xfs" else {
             throw BlockRuleError("file= on \(fileSystemType): FIEMAP there reports logical addresses, not places on the disk; use sectors=")
@@ -106,88 +135,15 @@ struct BlockTarget {
         }
         var matches = glob_t()
         defer { globfree(&matches) }
-        guard glob(target + "/" + pattern, 0, nil, &matches) == 0, matches.gl_pathc > 0 else {
+        let namesFiles = glob(target + "/" + pattern, GLOB_NOSORT, nil, &matches) == 0 && matches.gl_pathc > 0
+        let reResolved = stateDirectory != nil
+        guard namesFiles || (reResolved && FileBlocks.hasDirectory(target: target, pattern: pattern)) else {
             throw BlockRuleError("file=\(pattern) names no file under \(target)")
         }
-        var targetInfo = stat()
-        guard stat(target, &targetInfo) == 0 else { throw BlockRuleError("\(target): \(Errno.current.description)") }
-        var pairs: [(lower: Int64, upper: Int64)] = []
-        for i in 0..<Int(matches.gl_pathc) {
-            guard let cPath = matches.gl_pathv[i] else { continue }
-            let path = String(cString: cPath)
-            var info = stat()
-            guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { continue }
-            // A file of another mount below the target has its blocks on another disk.
-            guard info.st_dev == targetInfo.st_dev else {
-                throw BlockRuleError("file=\(pattern): \(path) is on another file system mounted below \(target)")
-            }
-            let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
-            guard fd >= 0 else { throw BlockRuleError("\(path): \(Errno.current.description)") }
-            defer { close(fd) }
-            var extents = try fileExtents(fd, path)
-            let delayed = extents.filter(\.delayed)
-            if !delayed.isEmpty {
-                // fallocate moves mtime and ctime; mtime is put back (ctime cannot be).
-                var times = [timespec(tv_sec: 0, tv_nsec: (1 << 30) - 2 /* UTIME_OMIT */), info.st_mtim]
-                defer { _ = futimens(fd, &times) }
-                for extent in delayed where csys_fallocate(fd, 1 /* FALLOC_FL_KEEP_SIZE */, off_t(extent.logical), off_t(extent.length)) != 0 {
-                    throw BlockRuleError("\(path): allocating its delayed data (fallocate): \(Errno.current.description)")
-                }
-                extents = try fileExtents(fd, path)
-            }
-            pairs += extents.filter { !$0.delayed }.map { ($0.physical, $0.physical + $0.length) }
-        }
-        let set = ByteRangeSet(pairs)
-        guard !set.isEmpty else {
+        let set = try FileBlocks.resolve(target: target, pattern: pattern, strict: true)
+        guard !set.isEmpty || reResolved else {
             throw BlockRuleError("file=\(pattern): the files it names have no data blocks on the disk yet (empty, or their data is inline in the inode)")
         }
         return set
-    }
-
-    private struct Extent {
-        var logical: Int64, physical: Int64, length: Int64
-        /// Not on the disk yet (delayed allocation): `physical` means nothing.
-        var delayed: Bool
-    }
-
-    /// FIEMAP without FIEMAP_FLAG_SYNC (that would write the dirty data
-    /// before the rule is armed). Extents with no usable place (inline,
-    /// encoded, encrypted) are left out.
-    private func fileExtents(_ fd: Int32, _ path: String) throws(BlockRuleError) -> [Extent] {
-        // struct fiemap (32 bytes) then fm_extent_count struct fiemap_extent (56 bytes each).
-        let perCall = 256, headerSize = 32, extentSize = 56
-        let fsIocFiemap: UInt = 0xC020_660B
-        let extentLast: UInt32 = 0x1, extentDelayed: UInt32 = 0x4
-        let unusable: UInt32 = 0x8 | 0x80 | 0x200  // encoded, encrypted, inline
-        var buffer = [UInt8](repeating: 0, count: headerSize + perCall * extentSize)
-        var start: UInt64 = 0
-        var extents: [Extent] = []
-        while true {
-            let mapped: Int = buffer.withUnsafeMutableBytes { raw -> Int in
-                raw.initializeMemory(as: UInt8.self, repeating: 0)
-                raw.storeBytes(of: start, toByteOffset: 0, as: UInt64.self)
-                raw.storeBytes(of: UInt64.max - start, toByteOffset: 8, as: UInt64.self)
-                raw.storeBytes(of: UInt32(perCall), toByteOffset: 24, as: UInt32.self)
-                guard ioctl(fd, fsIocFiemap, raw.baseAddress!) == 0 else { return -1 }
-                return Int(raw.load(fromByteOffset: 20, as: UInt32.self))
-            }
-            if mapped < 0 { throw BlockRuleError("FIEMAP on \(path): \(Errno.current.description)") }
-            if mapped == 0 { return extents }
-            var last = false
-            for i in 0..<mapped {
-                let base = headerSize + i * extentSize
-                let (logical, physical, length, flags) = buffer.withUnsafeBytes {
-                    ($0.load(fromByteOffset: base, as: UInt64.self), $0.load(fromByteOffset: base + 8, as: UInt64.self),
-                     $0.load(fromByteOffset: base + 16, as: UInt64.self), $0.load(fromByteOffset: base + 40, as: UInt32.self))
-                }
-                if flags & unusable == 0 {
-                    extents.append(Extent(logical: Int64(logical), physical: Int64(physical), length: Int64(length),
-                                          delayed: flags & extentDelayed != 0))
-                }
-                start = logical + length
-                if flags & extentLast != 0 { last = true }
-            }
-            if last { return extents }
-        }
     }
 }

@@ -208,8 +208,16 @@ enum BlockMode {
         }
 
         // 1. The inner file system, if it is ours (its device is one of our loops).
+        // The re-resolver stops once its records are gone; a pass it is in
+        // holds a file open for a moment, hence the few retries on EBUSY.
+        FileRuleRecord.remove(ruleID: nil, inState: state.directory)
         if let top = MountTable.topMount(at: target), loops.contains(top.source) {
-            if umount2(target, 0) != 0 {
+            var unmounted = umount2(target, 0) == 0
+            for _ in 0..<10 where !unmounted && errno == EBUSY {
+                usleep(2 * useconds_t(BlockResolver.periodNanoseconds / 1000))
+                unmounted = umount2(target, 0) == 0
+            }
+            if !unmounted {
                 let code = errno
                 problems.append(code == EBUSY
                     ? "\(target) is busy: a process has a file open or its working directory there"
@@ -245,6 +253,7 @@ enum BlockMode {
                 rmdir(state.backing)
             }
             unlink(state.factsFile)
+            rmdir(FileRuleRecord.directory(ofState: state.directory))
             rmdir(state.mountpoint)
             if rmdir(state.directory) != 0 && errno != ENOENT {
                 problems.append("cannot remove \(state.directory): \(Errno.current.description)")

@@ -31,11 +31,28 @@ struct ControlCommand: ParsableCommand {
                 return
             }
             var lines = self.lines
+            var records: [FileRuleRecord] = []
+            defer {
+                // Refused: no rule for the re-resolver to keep.
+                if let state = block?.stateDirectory {
+                    for record in records { FileRuleRecord.remove(ruleID: record.ruleID, inState: state) }
+                }
+            }
             if let block {
+                let prepared: (lines: [String], records: [FileRuleRecord], cleared: [String?])
                 do throws(BlockRuleError) {
-                    lines = try lines.map { line throws(BlockRuleError) in try block.rewrite(line) }
+                    prepared = try block.prepare(lines, rules: (try? readFile(path)) ?? "")
                 } catch {
                     throw CLIError("refused: \(error.description)")
+                }
+                lines = prepared.lines
+                if let state = block.stateDirectory {
+                    // Records first: the control write wakes the re-resolver.
+                    for id in prepared.cleared { FileRuleRecord.remove(ruleID: id, inState: state) }
+                    for record in prepared.records {
+                        try record.write(inState: state)
+                        records.append(record)
+                    }
                 }
             }
             let text = lines.joined(separator: "\n") + "\n"
@@ -50,6 +67,7 @@ struct ControlCommand: ParsableCommand {
                 let reason = (try? readFile(path))?.split(separator: "\n").last { $0.hasPrefix("# error: ") }
                 throw CLIError("refused: " + (reason.map { String($0.dropFirst("# error: ".count)) } ?? "invalid command"))
             }
+            records = []
         }
     }
 

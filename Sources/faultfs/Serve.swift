@@ -10,17 +10,23 @@ import Synchronization
 
 /// The one place the served file system is assembled: the passthrough,
 /// decorated by the fault layer, with the rules of `-o rules=FILE` applied.
-func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> any FileSystem {
+/// The file system to serve, and for a block-mode image the re-resolver of
+/// its `file=` rules (started by control writes; stop it at unmount).
+func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> (any FileSystem, BlockResolver?) {
     let configuration = request.configuration
     let passthrough: PassthroughFileSystem
     let faults: FaultLayer
+    final class ResolverSlot: Sendable { let resolver = Mutex<BlockResolver?>(nil) }  // set once the engine exists
+    let resolverSlot = ResolverSlot()
     do {
         passthrough = try PassthroughFileSystem(root: root, options: configuration.passthroughOptions)
         var options = configuration.faultLayerOptions
         options.mountPoint = request.mountpoint
         options.source = request.source
         options.mountOptions = request.options
+        options.afterControlApplied = { resolverSlot.resolver.withLock { $0 }?.wake() }
         faults = try FaultLayer(wrapping: passthrough, tree: passthrough, options: options)
+        resolverSlot.resolver.withLock { $0 = BlockResolver.forMount(request.mountpoint, engine: faults.engine) }
     } catch {
         throw CLIError("\(error)")
     }
@@ -32,7 +38,7 @@ func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> any 
             throw CLIError("\(rulesFile): \(error)")
         }
     }
-    return faults.fileSystem
+    return (faults.fileSystem, resolverSlot.resolver.withLock { $0 })
 }
 
 extension PassthroughFileSystem: BackingTree {}
@@ -88,7 +94,7 @@ enum Server {
             throw CLIError("\(request.mountpoint): \(Errno.current.description)")
         }
 
-        let fileSystem = try makeFileSystem(root: root, request: request)
+        let (fileSystem, resolver) = try makeFileSystem(root: root, request: request)
         let session: Session
         do {
             session = try Session(fileSystem: fileSystem, options: config.fuseArguments)
@@ -121,6 +127,7 @@ enum Server {
         }
 
         let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
+        resolver?.stop()
         session.unmount()
         if failed.load(ordering: .acquiring) { throw CLIError("unmounted \(mountpoint): the mount never answered") }
         if signal > 0 {

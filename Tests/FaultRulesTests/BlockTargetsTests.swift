@@ -40,6 +40,25 @@ import Testing
         #expect(engine.decide(RequestInfo(op: .syncwrite, offset: (1 << 20) - 512, length: 1024), details) != nil)
     }
 
+    @Test func emptyRangesReadNoneAndMatchNothing() throws {
+        let rule = try #require(parseRule("fail write EIO path=disk.img ranges=none"))
+        #expect(rule.byteRanges == ByteRangeSet([]))
+        #expect(rule.description == "fail write EIO path=disk.img ranges=none")
+        #expect(!ByteRangeSet([]).overlaps(offset: 0, length: 1 << 30))
+    }
+
+    @Test func replacedRangesKeepTheCounters() throws {
+        let engine = RuleEngine(features: MountFeatures(writebackCache: true))
+        _ = engine.apply(text: "fail write EIO ranges=none id=f count=2\n")
+        let details = FixedDetails(filePath: "disk.img")
+        #expect(engine.decide(RequestInfo(op: .syncwrite, offset: 4096, length: 512), details) == nil)
+        #expect(engine.replaceByteRanges(ofRule: "f", with: ByteRangeSet([(4096, 8192)])))
+        #expect(engine.decide(RequestInfo(op: .syncwrite, offset: 4096, length: 512), details) != nil)
+        #expect(engine.replaceByteRanges(ofRule: "f", with: ByteRangeSet([(0, 8192)])))
+        #expect(engine.renderRules().contains("ranges=0-8K count=2  # matched=1 hits=1"), "\(engine.renderRules())")
+        #expect(!engine.replaceByteRanges(ofRule: "gone", with: ByteRangeSet([])))
+    }
+
     @Test func stateNamesAreDistinctAndReadable() {
         #expect(blockStateName(forTarget: "/srv/db") == "srv-db")
         #expect(blockStateName(forTarget: "/srv/a-b") == "srv-a%2Db")

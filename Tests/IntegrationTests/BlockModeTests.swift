@@ -143,6 +143,17 @@ private func readAfterDroppingCaches(_ path: String) -> Outcome {
     }
 }
 
+/// The `ranges=` of rule `id` as `faultfs ctl TARGET` shows it now.
+private func rangesOfRule(_ id: String, _ target: String) -> String? {
+    guard let shown = try? faultfs(["ctl", target]), shown.status == 0 else { return nil }
+    let line = shown.stdout.split(separator: "\n").first { $0.split(separator: " ").contains("id=\(id)") }
+    return line?.split(separator: " ").first { $0.hasPrefix("ranges=") }.map { String($0.dropFirst("ranges=".count)) }
+}
+
+private func directoryIsEmpty(_ path: String) -> Bool {
+    ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).isEmpty
+}
+
 private func isReadOnly(_ target: String) -> Bool {
     var info = statvfs()
     return statvfs(target, &info) == 0 && info.f_flag & UInt(ST_RDONLY) != 0
@@ -266,6 +277,44 @@ extension AllMountTests {
                 #expect(after.st_mtim.tv_sec == before.st_mtim.tv_sec && after.st_mtim.tv_nsec == before.st_mtim.tv_nsec)
                 #expect(after.st_size == before.st_size)
                 #expect(sys { fsync(fd) } == returnedErrno(EIO))
+            }
+        }
+
+        @Test("file= keeps up after arming: a new matching file and an append are caught, a file not matching is not",
+              arguments: [BlockFileSystemCase.ext4, .xfs])
+        func fileKeyCatchesDataWrittenAfterArming(_ fsCase: BlockFileSystemCase) throws {
+            try withBlockMount(fsCase) { target in
+                try #require(mkdir(target + "/dir", 0o755) == 0)
+                try #require(writeAndSync(target + "/other", byte: 0x61) == .success)
+                // Armed while dir/ is empty: it names files to come.
+                try control(target, "fail write EIO file=dir/* id=dir")
+                #expect(rangesOfRule("dir", target) == "none")
+
+                // A new file: its data is caught once the re-resolver has
+                // allocated and covered it (the wait: see "the race", README).
+                let new = open(target + "/dir/new", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+                try #require(new >= 0)
+                defer { close(new) }
+                try #require(pwriteBytes(new, [UInt8](repeating: 0x62, count: 262_144), at: 0).errno == 0)
+                #expect(pollUntil { rangesOfRule("dir", target) != "none" }, "the re-resolver never covered dir/new")
+                #expect(sys { fsync(new) } == returnedErrno(EIO))
+
+                // An append to a matching file that existed when the rule was armed.
+                try control(target, "clear dir")
+                try #require(writeAndSync(target + "/dir/old", byte: 0x63, size: 65536) == .success)
+                try control(target, "fail write EIO file=dir/old id=old")
+                let covered = rangesOfRule("old", target)
+                let old = open(target + "/dir/old", O_RDWR | O_CLOEXEC)
+                try #require(old >= 0)
+                defer { close(old) }
+                try #require(pwriteBytes(old, [UInt8](repeating: 0x64, count: 262_144), at: 65536).errno == 0)
+                #expect(pollUntil { rangesOfRule("old", target) != covered }, "the re-resolver never covered the append")
+                #expect(sys { fsync(old) } == returnedErrno(EIO))
+
+                // A file the glob does not name passes.
+                #expect(writeAndSync(target + "/other", byte: 0x65) == .success)
+                try control(target, "clear")
+                #expect(pollUntil { directoryIsEmpty(stateDirectory(target) + "/file-rules") }, "records left after clear")
             }
         }
 
