@@ -6,6 +6,7 @@
 // target or in the state directory, no state directory.
 import Foundation
 import Glibc
+import System
 import Testing
 
 /// One file system under test, as `faultfs mount --fs` takes it.
@@ -374,6 +375,8 @@ extension AllMountTests {
                 let pids = daemons.stdout.split(separator: "\n").compactMap { pid_t($0) }
                 try #require(pids.count == 1, "\(daemons)")
                 kill(pids[0], signal)
+                // A stop takes effect asynchronously: umount must meet a stopped daemon, not one about to stop.
+                for _ in 0..<500 where signal == SIGSTOP && ProcFS.status(pid: pids[0])?["State"]?.first != "T" { usleep(10_000) }
                 let result = try faultfs(["umount", target])
                 #expect(result.status == 0, "\(result)")
                 #expect(leftovers(target).isEmpty, "\(leftovers(target))")
