@@ -146,7 +146,8 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
     /// What reading `control` shows: the rules with their counters, the
     /// capacity model, and the last refused command.
     func controlText() -> String {
-        var text = "# faultfs rules, in order (the first that matches acts); write a command to change them\n"
+        var text = options.controlFacts.map { $0().map { $0 + "\n" }.joined() } ?? ""
+        text += "# faultfs rules, in order (the first that matches acts); write a command to change them\n"
         text += engine.renderRules()
         switch capacity.state {
         case .off: break

@@ -44,6 +44,9 @@ public struct FaultLayerOptions: Sendable {
     /// Called after every control write that was applied (block mode's
     /// `file=` re-resolver starts on it).
     public var afterControlApplied: (@Sendable () -> Void)?
+    /// Comment lines `control` shows before the rules, asked at each read
+    /// (block mode: the image, the loop device, the file system on it).
+    public var controlFacts: (@Sendable () -> [String])?
     public init() {}
 }
 

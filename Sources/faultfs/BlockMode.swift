@@ -25,6 +25,24 @@ struct BlockState {
         directory = Self.root + "/" + blockStateName(forTarget: target)
     }
 
+    /// The state whose `mnt/` is `mountpoint`: nil unless the faultfs mount
+    /// at `mountpoint` serves a block-mode image.
+    init?(imageMount mountpoint: String) {
+        guard mountpoint.hasPrefix(Self.root + "/"), mountpoint.hasSuffix("/mnt") else { return nil }
+        directory = String(mountpoint.dropLast(4))
+        guard access(factsFile, F_OK) == 0 else { return nil }
+    }
+
+    /// What `cat control` of the image's mount says first (read at each
+    /// read: the loop device is attached after the daemon starts).
+    var controlFacts: [String] {
+        let facts = facts
+        var lines = ["# block mode: \(facts["fs"] ?? "?") at \(facts["target"] ?? "?") on \(facts["loop"] ?? "(no loop device yet)")"
+                     + " (sector size \(facts["sector_size"] ?? "?"), direct I/O \(facts["direct_io"] ?? "?"))"]
+        lines.append("# image: \(facts["image"] ?? "?"), \(facts["size"] ?? "?") bytes")
+        return lines
+    }
+
     /// What was set up, as `key=value` lines (kept up to date step by step).
     var facts: [String: String] {
         get {

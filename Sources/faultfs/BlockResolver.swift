@@ -226,10 +226,7 @@ final class BlockResolver: Sendable {
     /// nil otherwise (a loop device attached by hand: `file=` is resolved
     /// once, at arming).
     static func forMount(_ mountpoint: String, engine: RuleEngine) -> BlockResolver? {
-        guard mountpoint.hasPrefix(BlockState.root + "/"), mountpoint.hasSuffix("/mnt") else { return nil }
-        let state = String(mountpoint.dropLast(4))
-        guard access(state + "/facts", F_OK) == 0 else { return nil }
-        return BlockResolver(engine: engine, state: state)
+        BlockState(imageMount: mountpoint).map { BlockResolver(engine: engine, state: $0.directory) }
     }
 
     /// After every control write: starts the thread if a record waits for it.

@@ -26,7 +26,8 @@ struct ControlCommand: ParsableCommand {
             let block = BlockTarget.find(mountpoint)
             let path = "\(block?.faultMount ?? mountpoint)/\(control)/control"
             if lines.isEmpty {
-                if let block { print(block.factLines.joined(separator: "\n")) }
+                // A `faultfs mount --fs` image's control file names its facts itself.
+                if let block, block.stateDirectory == nil { print(block.factLines.joined(separator: "\n")) }
                 print(try readFile(path), terminator: "")
                 return
             }

@@ -25,6 +25,7 @@ func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> (any
         options.source = request.source
         options.mountOptions = request.options
         options.afterControlApplied = { resolverSlot.resolver.withLock { $0 }?.wake() }
+        if let block = BlockState(imageMount: request.mountpoint) { options.controlFacts = { block.controlFacts } }
         faults = try FaultLayer(wrapping: passthrough, tree: passthrough, options: options)
         resolverSlot.resolver.withLock { $0 = BlockResolver.forMount(request.mountpoint, engine: faults.engine) }
     } catch {
