@@ -14,7 +14,7 @@ public final class KernelLogReader: Sendable {
 
     /// Starts reading; nil (with the reason) when /dev/kmsg cannot be read.
     public static func start(device: String, outputPath: String) -> Result<KernelLogReader, MonitorError> {
-        let fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        let fd = open("/dev/kmsg", O_RDWR | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { return .failure(MonitorError("/dev/kmsg: \(Errno.current.description)")) }
         guard lseek(fd, 0, SEEK_END) >= 0 else {
             let e = Errno.current.description
@@ -28,7 +28,16 @@ public final class KernelLogReader: Sendable {
         out.close()
         let reader = KernelLogReader(fd: fd)
         let name = device.hasPrefix("/dev/") ? String(device.dropFirst(5)) : device
-        startThread { reader.loop(device: name, outputPath: outputPath) }
+        // The record times are the kernel's printk clock (local_clock), which
+        // drifts from CLOCK_MONOTONIC by milliseconds over hours, as much as
+        // a file system takes to react. A record of our own, stamped as we
+        // write it, ties the two clocks together (see `loop`).
+        let marker = "faultfs: kernel log of run \(getpid()).\(SystemClock.monotonicNanoseconds())"
+        let before = SystemClock.realtimeNanoseconds()
+        var line = marker
+        let written = (try? line.withUTF8 { (bytes) throws(Errno) in try File.writeAll(fd: fd, UnsafeRawBufferPointer(bytes)) }) != nil
+        let markerRealtime = before + (SystemClock.realtimeNanoseconds() - before) / 2
+        startThread { reader.loop(device: name, outputPath: outputPath, marker: written ? (marker, markerRealtime) : nil) }
         return .success(reader)
     }
 
@@ -42,18 +51,24 @@ public final class KernelLogReader: Sendable {
         while !finished.load(ordering: .sequentiallyConsistent) && SystemClock.monotonicNanoseconds() < end { SystemClock.sleep(nanoseconds: 5_000_000) }
     }
 
-    private func loop(device: String, outputPath: String) {
+    private func loop(device: String, outputPath: String, marker: (text: String, realtimeNs: Int64)?) {
         let out = FileAppender(outputPath, truncate: false)
         defer { out?.close(); close(fd); finished.store(true, ordering: .sequentiallyConsistent) }
-        // realtime - monotonic: kmsg times are CLOCK_MONOTONIC, the run's are CLOCK_REALTIME.
-        let offsetNs = SystemClock.realtimeNanoseconds() - SystemClock.monotonicNanoseconds()
+        // realtime - printk clock: the run's times are CLOCK_REALTIME. Until
+        // our marker is read, CLOCK_MONOTONIC stands in for the printk clock.
+        var offsetNs = SystemClock.realtimeNanoseconds() - SystemClock.monotonicNanoseconds()
         var buffer = [UInt8](repeating: 0, count: 8192)  // one record per read(); records are at most ~1 KiB
         var draining = false
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 let record = String(decoding: buffer[0..<n], as: UTF8.self)
-                if let r = KmsgRecord.parse(record), let m = KernelMessage.classify(r, offsetNs: offsetNs), m.device == device {
+                guard let r = KmsgRecord.parse(record) else { continue }
+                if let marker, r.text == marker.text {
+                    offsetNs = marker.realtimeNs - r.monotonicMicroseconds * 1000
+                    continue
+                }
+                if let m = KernelMessage.classify(r, offsetNs: offsetNs), m.device == device {
                     out?.line(m.jsonLine())
                     out?.flush()
                 }
