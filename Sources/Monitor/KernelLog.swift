@@ -34,8 +34,8 @@ public final class KernelLogReader: Sendable {
         // write it, ties the two clocks together (see `loop`).
         let marker = "faultfs: kernel log of run \(getpid()).\(SystemClock.monotonicNanoseconds())"
         let before = SystemClock.realtimeNanoseconds()
-        var line = marker
-        let written = (try? line.withUTF8 { (bytes) throws(Errno) in try File.writeAll(fd: fd, UnsafeRawBufferPointer(bytes)) }) != nil
+        let bytes = Array(marker.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count  // one record per write
         let markerRealtime = before + (SystemClock.realtimeNanoseconds() - before) / 2
         startThread { reader.loop(device: name, outputPath: outputPath, marker: written ? (marker, markerRealtime) : nil) }
         return .success(reader)
