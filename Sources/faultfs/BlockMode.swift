@@ -39,7 +39,7 @@ struct BlockState {
         let facts = facts
         var lines = ["# block mode: \(facts["fs"] ?? "?") at \(facts["target"] ?? "?") on \(facts["loop"] ?? "(no loop device yet)")"
                      + " (sector size \(facts["sector_size"] ?? "?"), direct I/O \(facts["direct_io"] ?? "?"))"]
-        lines.append("# image: \(facts["image"] ?? "?"), \(facts["size"] ?? "?") bytes")
+        lines.append("# image: \(facts["image"] ?? "?"), \(facts["size"] ?? "?") bytes, served by the faultfs mount \(mountpoint)")
         return lines
     }
 

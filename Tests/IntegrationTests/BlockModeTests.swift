@@ -325,6 +325,10 @@ extension AllMountTests {
                 let facts = try faultfs(["ctl", target])
                 #expect(facts.status == 0 && facts.stdout.contains("# block mode: btrfs at \(target) on /dev/loop"), "\(facts)")
                 #expect(facts.stdout.contains("sector size 512, direct I/O on"), "\(facts)")
+                // The facts come from the image mount's control file itself, which names that mount.
+                let control = try String(contentsOfFile: stateDirectory(target) + "/mnt/.faultfs/control", encoding: .utf8)
+                #expect(control.hasPrefix("# block mode: btrfs at \(target) on /dev/loop"), "\(control)")
+                #expect(control.contains("served by the faultfs mount \(stateDirectory(target))/mnt\n"), "\(control)")
                 for (line, reason) in [("fail write EIO region=journal", "no journal at a fixed place"),
                                        ("fail write EIO file=x", "logical addresses"),
                                        ("fail flush EIO sectors=0-7", "no place on the disk"),
