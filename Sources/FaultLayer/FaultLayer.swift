@@ -47,6 +47,15 @@ public struct FaultLayerOptions: Sendable {
     /// Comment lines `control` shows before the rules, asked at each read
     /// (block mode: the image, the loop device, the file system on it).
     public var controlFacts: (@Sendable () -> [String])?
+    /// Power-loss simulation (`-o crashsim[=journal]`): nil when off, and
+    /// then the crash layer is not in the chain at all.
+    public var crashSimulation: NameDurability?
+    /// Where the crash layer keeps the old bytes it may have to put back
+    /// (a nameless O_TMPFILE file in this directory, outside the mount).
+    public var crashSpillDirectory = "/var/tmp"
+    /// Called (on a thread of its own) once a `crash` command was accepted:
+    /// the server ends the session, calls `FaultLayer.crash`, mounts again.
+    public var onCrash: (@Sendable (CrashRequest) -> Void)?
     public init() {}
 }
 
@@ -74,4 +83,13 @@ public final class FaultLayer: Sendable {
     /// Applies control text (a write to `control`, or `-o rules=FILE`), all
     /// or nothing.
     public func applyControl(_ text: String) -> Result<Void, ParseError> { control.applyControl(text) }
+
+    /// Undoes, in the backing tree, every change not yet durable (the
+    /// session must be gone: nothing may change the tree meanwhile), and
+    /// records the crash (status, event). Placeholder until the crash layer lands.
+    public func crash(_ request: CrashRequest) -> CrashReport {
+        var report = CrashReport()
+        report.request = request
+        return report
+    }
 }
