@@ -25,6 +25,10 @@ public struct PassthroughOptions: Sendable {
     public var accessTimes = AccessTimeUpdates.relatime
     /// How many O_PATH fds of recently used inodes to keep open.
     public var fdCacheCapacity = 512
+    /// Names at the root of the backing tree the mount never shows nor
+    /// touches (the crash layer's graveyard): lookup answers ENOENT, readdir
+    /// skips them, and creating or renaming to them fails with EPERM.
+    public var hiddenRootNames: [String] = []
     public init() {}
 
     /// Seconds the kernel may trust attributes and names.
