@@ -138,6 +138,9 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
             recorder.stats.reset()
         case .add, .clear:
             break
+        case .crash(let request):
+            // Stand-in until the crash layer's ControlFiles lands (a-crashcore).
+            if let onCrash = options.onCrash { startThread { onCrash(request) } }
         }
     }
 

@@ -152,6 +152,15 @@ public final class Session {
         return Session.stopSignal ?? rc
     }
 
+    /// After an abort (see `abortConnection`), before `unmount`: makes the
+    /// kernel drop the cached pages and attributes of `nodes`, so that a
+    /// process still holding a file of the dead mount gets ENOTCONN, not the
+    /// pages the crash discarded. (Dirty pages are "written back" first, to
+    /// a connection that fails them.) Returns how many the kernel still had.
+    public func dropCaches(of nodes: [NodeID]) -> Int {
+        nodes.reduce(0) { count, node in count + (fuse_lowlevel_notify_inval_inode(se, node, 0, 0) == 0 ? 1 : 0) }
+    }
+
     /// Unmounts (after an abort, libfuse leaves the dead mount in place: the
     /// caller detaches it, see `abortConnection`).
     public func unmount() {

@@ -125,6 +125,9 @@ final class InodeTable: @unchecked Sendable {
         return inode
     }
 
+    /// Every inode but the root.
+    func all() -> [Inode] { byKey.withLock { Array($0.values) } }
+
     /// Forgets every inode but the root, as if the kernel had sent the last
     /// forget of each (it sends none when its connection is aborted);
     /// returns them for the caller to release their fds. No request may run.

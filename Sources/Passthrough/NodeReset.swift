@@ -39,3 +39,9 @@ extension PassthroughFileSystem {
         openHandles?.closeAll()
     }
 }
+
+extension PassthroughFileSystem {
+    /// The node ids the kernel holds now (the root's included), for the
+    /// server to drop their cached pages and attributes after a crash.
+    public func nodesKnownToKernel() -> [NodeID] { [rootNodeID] + inodes.all().map(\.nodeID) }
+}

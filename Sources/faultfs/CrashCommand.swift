@@ -41,11 +41,7 @@ struct CrashCommand: ParsableCommand {
 
     /// The control line for this crash.
     var controlLine: String {
-        var words = ["crash"]
-        if torn { words.append("torn") }
-        if let seed { words.append("seed=\(seed)") }
-        if let sector { words.append("sector=\(sector)") }
-        return words.joined(separator: " ")
+        CrashRequest(torn: torn, seed: seed ?? 0, sectorSize: sector ?? 4096).commandText
     }
 
     func run() throws {
@@ -101,7 +97,8 @@ enum FuseCrash {
             if let status = readStatus(statusPath), status["pid"]?.integer(as: pid_t.self) == pid,
                (status["crashes"]?.int64 ?? 0) > crashesBefore {
                 let report = status["last_crash"] ?? .object([])
-                return CrashOutcome(json: report.jsonText, summary: summary(of: report))
+                let summary = (try? CrashReport.decode(report.jsonText))?.summary ?? "(the status file's report is unreadable: \(report.jsonText))"
+                return CrashOutcome(json: report.jsonText, summary: summary)
             }
             if pid > 0 && Glibc.kill(pid, 0) != 0 && errno == ESRCH {
                 throw CLIError("crash: the daemon (pid \(pid)) exited during the crash; \(mountPoint) is not mounted (see its log)")
@@ -154,27 +151,6 @@ enum FuseCrash {
         if !users.isEmpty {
             throw CLIError("crash: --kill: process \(users.map(String.init).joined(separator: " ")) still runs 10 s after SIGKILL (stuck in the kernel?); not crashing")
         }
-    }
-
-    /// One line of what a report (status `last_crash`) says was undone.
-    static func summary(of report: JSONValue) -> String {
-        func count(_ key: String) -> Int64 { report[key]?.int64 ?? 0 }
-        var text = "undid \(count("names_undone")) name operation(s); reverted \(count("bytes_reverted")) byte(s) in \(count("files_reverted")) file(s); truncated \(count("files_truncated")) file(s)"
-        if report["request"]?["torn"]?.bool == true || report["torn"]?.bool == true || count("torn_sectors_kept") > 0 {
-            text += "; kept \(count("torn_sectors_kept")) torn sector(s) (seed \(count("seed")))"
-        }
-        if count("undo_errors") > 0 { text += "; \(count("undo_errors")) undo step(s) failed (see the daemon's log)" }
-        return text
-    }
-}
-
-extension CrashReport {
-    /// One line for the daemon's log.
-    var summary: String {
-        var text = "undid \(namesUndone) name operation(s); reverted \(bytesReverted) byte(s) in \(filesReverted) file(s); truncated \(filesTruncated) file(s)"
-        if request.torn { text += "; kept \(tornSectorsKept) torn sector(s) (seed \(request.seed), sector \(request.sectorSize))" }
-        if undoErrors > 0 { text += "; \(undoErrors) undo step(s) failed" }
-        return text
     }
 }
 

@@ -16,7 +16,7 @@ import Synchronization
 /// rules (started by control writes; stop it at unmount). `onCrash` is the
 /// server's side of a `crash` command.
 func makeFileSystem(root: Int32, request: MountRequest,
-                    onCrash: (@Sendable (CrashRequest) -> Void)? = nil) throws(CLIError) -> (FaultLayer, BlockResolver?) {
+                    onCrash: (@Sendable (CrashRequest) -> Void)? = nil) throws(CLIError) -> (FaultLayer, PassthroughFileSystem, BlockResolver?) {
     let configuration = request.configuration
     let passthrough: PassthroughFileSystem
     let faults: FaultLayer
@@ -47,7 +47,7 @@ func makeFileSystem(root: Int32, request: MountRequest,
             throw CLIError("\(rulesFile): \(error)")
         }
     }
-    return (faults, resolverSlot.resolver.withLock { $0 })
+    return (faults, passthrough, resolverSlot.resolver.withLock { $0 })
 }
 
 extension PassthroughFileSystem: BackingTree {}
@@ -104,7 +104,7 @@ enum Server {
         }
 
         let crashes = CrashSwitch()
-        let (faults, resolver) = try makeFileSystem(root: root, request: request) { crashes.begin($0) }
+        let (faults, passthrough, resolver) = try makeFileSystem(root: root, request: request) { crashes.begin($0) }
         defer { resolver?.stop() }
         let mountpoint = request.mountpoint
         var crashNumber = 0
@@ -154,9 +154,17 @@ enum Server {
             }
 
             let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
+            let crash = crashes.end()
+            if crash != nil {
+                // The connection is aborted: nothing reaches us any more, but
+                // the kernel still holds the dead mount's pages for the files
+                // left open (and mapped): make it drop them.
+                let dropped = session.dropCaches(of: passthrough.nodesKnownToKernel())
+                logger.info("crash: the kernel dropped the cached pages of \(dropped) inode(s) of the dead mount")
+            }
             session.unmount()
             if failed.load(ordering: .acquiring) { throw CLIError("unmounted \(mountpoint): the mount never answered") }
-            guard let crash = crashes.end() else {
+            guard let crash else {
                 if signal > 0 {
                     logger.info("unmounted \(mountpoint) on signal \(signal)")
                 } else {
