@@ -35,19 +35,20 @@ final class CrashSwitch: Sendable {
         // The command's write is answered just after this thread starts: a
         // moment for the reply to leave before the connection dies.
         usleep(20_000)
-        let mount: MountEntry? = state.withLock { s in
-            guard let mount = s.mount, s.pending == nil, s.sessionState?.isClosing == false else { return nil }
+        // The abort happens under the lock: once `end` sees a pending crash,
+        // the connection is aborted for sure (dropping the kernel's caches
+        // of a live connection whose loop has ended would wait forever).
+        state.withLock { s in
+            guard let mount = s.mount, s.pending == nil, s.sessionState?.isClosing == false else {
+                logger.error("crash: refused: no live mount to crash (not answering yet, or unmounting)")
+                return
+            }
+            logger.notice("crash: aborting the FUSE connection of \(mount.mountPoint) (device \(mount.device))")
+            if let problem = Self.abortConnection(of: mount) {
+                logger.error("crash: \(problem); the mount serves on")
+                return
+            }
             s.pending = Pending(request: request, mount: mount)
-            return mount
-        }
-        guard let mount else {
-            logger.error("crash: refused: no live mount to crash (not answering yet, or unmounting)")
-            return
-        }
-        logger.notice("crash: aborting the FUSE connection of \(mount.mountPoint) (device \(mount.device))")
-        if let problem = Self.abortConnection(of: mount) {
-            logger.error("crash: \(problem); the mount serves on")
-            state.withLock { $0.pending = nil }
         }
     }
 
