@@ -22,6 +22,9 @@ final class CrashSwitch: Sendable {
         var pending: Pending?
     }
     private let state = Mutex(State())
+    /// Called when a crash the control file accepted cannot happen (the
+    /// fault layer then accepts the next one).
+    let refused = Mutex<(@Sendable () -> Void)?>(nil)
 
     /// The session now serving `mount` (nil: not found in the mount table).
     func serve(_ mount: MountEntry?, state sessionState: SessionState) {
@@ -38,18 +41,20 @@ final class CrashSwitch: Sendable {
         // The abort happens under the lock: once `end` sees a pending crash,
         // the connection is aborted for sure (dropping the kernel's caches
         // of a live connection whose loop has ended would wait forever).
-        state.withLock { s in
+        let aborted = state.withLock { s -> Bool in
             guard let mount = s.mount, s.pending == nil, s.sessionState?.isClosing == false else {
                 logger.error("crash: refused: no live mount to crash (not answering yet, or unmounting)")
-                return
+                return false
             }
             logger.notice("crash: aborting the FUSE connection of \(mount.mountPoint) (device \(mount.device))")
             if let problem = Self.abortConnection(of: mount) {
                 logger.error("crash: \(problem); the mount serves on")
-                return
+                return false
             }
             s.pending = Pending(request: request, mount: mount)
+            return true
         }
+        if !aborted { refused.withLock { $0 }?() }
     }
 
     /// The session has ended: the crash that ended it, if one did.
