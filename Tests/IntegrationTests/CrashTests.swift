@@ -1,0 +1,196 @@
+// Power loss for real (issue 12, CRASH.md): `faultfs crash` on a mount with
+// -o crashsim. What was durable survives, what was not is gone, the daemon
+// (same pid) serves a new mount at the same path at once, and a process
+// still holding a file of the old mount gets an error, never stale data.
+// Block mode: ext4 on a crashed disk replays its journal.
+import Foundation
+import Glibc
+import System
+import Testing
+
+private let pageCount = 4
+private func pattern(_ byte: UInt8, pages: Int = pageCount) -> [UInt8] { [UInt8](repeating: byte, count: pages * 4096) }
+
+extension MountedFS {
+    /// `faultfs crash MNT ARGS...`.
+    func crash(_ arguments: String...) throws -> CommandResult {
+        try faultfs(["crash", mountpoint] + arguments)
+    }
+
+    /// The status file as JSON.
+    func statusObject() throws -> [String: Any] {
+        let text = textOfFile(controlFile("status"))
+        return try #require(JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], "status: \(text)")
+    }
+
+    /// The mounts at the mount point (one, unless something stacked).
+    var mountsHere: [MountEntry] { MountTable.entries().filter { $0.mountPoint == mountpoint } }
+}
+
+/// fsync of a directory (the name operations in it become durable, posix model).
+private func syncDirectory(_ path: String) throws {
+    let fd = try openOrThrow(path, O_RDONLY | O_DIRECTORY)
+    defer { close(fd) }
+    _ = try check("fsync \(path)", sys { fsync(fd) })
+}
+
+extension AllMountTests {
+    @Suite(.serialized, .timeLimit(.minutes(5)))
+    struct CrashTests {
+        @Test("fsync'd bytes survive; dirty and unsynced bytes, sizes and an unsynced create are undone; same daemon, new mount, at once")
+        func durableSurvivesTheRestIsGone() throws {
+            try withMount(options: ["crashsim"], prepare: { source in
+                try writeFile(source + "/kept", pattern(0x11))
+                try writeFile(source + "/grown", pattern(0x22, pages: 1))
+            }) { fs in
+                let before = try fs.statusObject()
+                #expect(before["crashsim"] as? String == "posix", "\(before)")
+                let deviceBefore = try #require(fs.mountsHere.last?.device)
+
+                // Durable: written, fsync'd, its name fsync'd in the root.
+                let durable = try openOrThrow(fs.path("durable"), O_RDWR | O_CREAT)
+                #expect(writeBytes(durable, pattern(0x33)).ok)
+                _ = try check("fsync", sys { fsync(durable) })
+                close(durable)
+                try syncDirectory(fs.mountpoint)
+                // Overwritten and closed (the daemon got the bytes), never fsync'd.
+                let kept = try openOrThrow(fs.path("kept"), O_RDWR)
+                #expect(pwriteBytes(kept, pattern(0x44, pages: 2), at: 4096).ok)
+                close(kept)
+                // Grown and still open: the new pages are dirty in the page cache.
+                let grown = try openOrThrow(fs.path("grown"), O_RDWR)
+                #expect(pwriteBytes(grown, pattern(0x55, pages: 8), at: 0).ok)
+                // Created, written, closed: neither it nor its name was fsync'd.
+                try writeFile(fs.path("fresh"), pattern(0x66))
+
+                let result = try fs.crash()
+                #expect(result.status == 0, "\(result); log: \(fs.log.suffix(3000))")
+                #expect(result.stdout.contains("crashed"), "\(result)")
+
+                // At once: the CLI returned after the mount answered again.
+                let after = try fs.statusObject()
+                #expect(after["pid"] as? Int == Int(fs.pid), "the same daemon serves: \(after)")
+                #expect(after["crashes"] as? Int == 1, "\(after)")
+                #expect(after["last_crash"] is [String: Any], "\(after)")
+                #expect(fs.mountsHere.count == 1, "one mount, none stacked: \(fs.mountsHere)")
+                #expect(fs.mountsHere.last?.device != deviceBefore, "a new FUSE connection")
+
+                #expect(try readFile(fs.path("durable")).get() == pattern(0x33))
+                #expect(try readFile(fs.path("kept")).get() == pattern(0x11), "unsynced overwrite undone")
+                #expect(try readFile(fs.path("grown")).get() == pattern(0x22, pages: 1), "dirty pages never stored, size back")
+                #expect(try backingBytes(fs, "grown") == pattern(0x22, pages: 1))
+                #expect(access(fs.path("fresh"), F_OK) != 0 && access(fs.backing("fresh"), F_OK) != 0,
+                        "a create whose directory was never fsync'd is gone")
+
+                // The fd of the old mount: an error, not the discarded pages.
+                let (read, bytes) = preadBytes(grown, count: 4096, at: 0)
+                #expect(!read.ok && (read.errno == ENOTCONN || read.errno == EIO || read.errno == ECONNABORTED),
+                        "read of a dead mount's cached page: \(read) \(bytes.prefix(4))")
+                let stat = sys { () -> Int32 in var st = Glibc.stat(); return fstat(grown, &st) }
+                #expect(!stat.ok, "fstat on the dead mount: \(stat)")
+                close(grown)
+            }
+        }
+
+        @Test("a crash twice with the same torn seed keeps the same sectors")
+        func tornIsReproducible() throws {
+            try withMount(options: ["crashsim"], prepare: { try writeFile($0 + "/torn", pattern(0x00, pages: 16)) }) { fs in
+                var outcomes: [[UInt8]] = []
+                for _ in 0..<2 {
+                    let fd = try openOrThrow(fs.path("torn"), O_RDWR)
+                    #expect(pwriteBytes(fd, pattern(0x00, pages: 16), at: 0).ok)
+                    _ = try check("fsync", sys { fsync(fd) })
+                    #expect(pwriteBytes(fd, pattern(0x77, pages: 16), at: 0).ok)
+                    close(fd)  // the daemon has the bytes; nothing fsync'd them
+                    let result = try fs.crash("--torn", "--seed", "7", "--sector", "512")
+                    #expect(result.status == 0, "\(result)")
+                    outcomes.append(try readFile(fs.path("torn")).get())
+                }
+                #expect(outcomes[0] == outcomes[1], "same seed, same history: same bytes")
+                let kept = outcomes[0].filter { $0 == 0x77 }.count
+                #expect(kept > 0 && kept < 16 * 4096, "seed 7 keeps some sectors and loses others (kept \(kept) bytes)")
+            }
+        }
+
+        @Test("--kill SIGKILLs a process holding the mount; the crash goes on")
+        func killHolder() throws {
+            try withMount(options: ["crashsim"]) { fs in
+                let holder = Process()
+                holder.executableURL = URL(fileURLWithPath: try resolveExecutable("sleep"))
+                holder.arguments = ["600"]
+                holder.currentDirectoryURL = URL(fileURLWithPath: fs.mountpoint)
+                try holder.run()
+                defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) } }
+                let result = try fs.crash("--kill")
+                #expect(result.status == 0, "\(result)")
+                holder.waitUntilExit()
+                #expect(holder.terminationReason == .uncaughtSignal && holder.terminationStatus == SIGKILL)
+                #expect(try fs.statusObject()["crashes"] as? Int == 1)
+            }
+        }
+
+        @Test("crash is refused without -o crashsim (saying how) and on a path that is no faultfs mount")
+        func refusals() throws {
+            try withMount { fs in
+                let result = try fs.crash()
+                #expect(result.status == 1, "\(result)")
+                #expect(result.stderr.contains("-o crashsim"), "\(result)")
+                let plain = try fs.faultfs(["crash", fs.source])
+                #expect(plain.status == 1 && plain.stderr.contains("is not a faultfs mount"), "\(plain)")
+                let usage = try fs.faultfs(["crash", fs.mountpoint, "--sector", "512"])
+                #expect(usage.status == 2, "--sector without --torn: \(usage)")
+            }
+        }
+
+        @Test("after crashes the mount unmounts cleanly: no stacked mount, no graveyard, daemon gone")
+        func nothingLeaks() throws {
+            let fs = try MountedFS(options: ["crashsim"])
+            try writeFile(fs.path("a"), "a")
+            for _ in 0..<2 { #expect(try fs.crash().status == 0) }
+            #expect(fs.mountsHere.count == 1)
+            #expect(fs.unmount().isEmpty)
+            #expect(fs.mountsHere.isEmpty)
+            #expect(access(fs.backing(".faultfs-crashsim"), F_OK) != 0, "graveyard removed at unmount")
+            removeTree(fs.base)
+        }
+    
+        @Test("block mode, ext4: an fsync'd file survives a crash of the disk, an unsynced one does not; ext4 mounts again; no loop device leaks")
+        func blockModeExt4() throws {
+            try MountedFS.requirePrerequisites()
+            let binary = try FaultFSBinary.path()
+            try withTemporaryDirectory("crashblock") { target in
+                let mounted = try runCommand(binary, ["mount", "--fs", "ext4", "--size", "64M", "-o", "crashsim", target], limitSeconds: 120)
+                try #require(mounted.status == 0, "\(mounted)")
+                var unmounted = false
+                defer { if !unmounted { _ = try? runCommand(binary, ["umount", target], limitSeconds: 120) } }
+                let loopBefore = MountTable.entries().last { $0.mountPoint == target }?.source
+
+                let synced = try openOrThrow(target + "/synced", O_RDWR | O_CREAT)
+                #expect(writeBytes(synced, pattern(0x5a, pages: 16)).ok)
+                _ = try check("fsync", sys { fsync(synced) })
+                close(synced)
+                try syncDirectory(target)
+                try writeFile(target + "/unsynced", pattern(0xa5, pages: 16))  // in ext4's page cache only
+
+                let result = try runCommand(binary, ["crash", target], limitSeconds: 120)
+                #expect(result.status == 0, "\(result)")
+                let top = MountTable.entries().last { $0.mountPoint == target }
+                #expect(top?.type == "ext4" && top?.source != loopBefore, "ext4 again, on a new loop device: \(String(describing: top))")
+                #expect(try readFile(target + "/synced").get() == pattern(0x5a, pages: 16))
+                let lost = (try? readFile(target + "/unsynced").get()) ?? []
+                #expect(!containsBytes(lost, [0xa5, 0xa5, 0xa5, 0xa5]), "the unsynced bytes never reached the disk (\(lost.count) bytes there)")
+                let after = try openOrThrow(target + "/after", O_WRONLY | O_CREAT)
+                #expect(writeBytes(after, [1]).ok, "the file system takes writes")
+                close(after)
+
+                let umount = try runCommand(binary, ["umount", target], limitSeconds: 120)
+                #expect(umount.status == 0, "\(umount)")
+                unmounted = umount.status == 0
+                let loops = try runCommand("losetup", ["-a"]).stdout
+                let name = String(target.split(separator: "/").last ?? "")
+                #expect(!loops.split(separator: "\n").contains { $0.contains("/var/lib/faultfs/block/") && $0.contains(name) },
+                        "no loop device left: \(loops)")
+            }
+        }
+    }
+}
