@@ -1,5 +1,6 @@
 """SQLite (Debian's libsqlite3 through python3's sqlite3 module): a library,
-no server. Rollback journal (journal_mode=DELETE) and WAL, synchronous=FULL."""
+no server. Rollback journal (journal_mode=DELETE) and WAL, synchronous=FULL
+(unsafe: synchronous=OFF)."""
 import json, os
 
 from .base import App as Library, short
@@ -12,6 +13,7 @@ class Client:
         self.errors = (sqlite3.Error, OSError)
         self.path = os.path.join(a.data, "sqlite", "test.db")
         self.mode = a.mode
+        self.unsafe = getattr(a, "unsafe", False)
         self.conn = None
 
     def open(self, create):
@@ -25,7 +27,8 @@ class Client:
             # The default (1000 pages) is never reached by this small workload;
             # 100 pages makes checkpoints (the main file's writes) happen in the fault window.
             c.execute("PRAGMA wal_autocheckpoint=100")
-        c.execute("PRAGMA synchronous=FULL")
+        # Unsafe: SQLite never syncs (a commit is acknowledged once it is in the page cache).
+        c.execute("PRAGMA synchronous=%s" % ("OFF" if self.unsafe else "FULL"))
         self.conn = c
 
     def put(self, k, v):
@@ -87,6 +90,7 @@ class App(Library):
     name = "sqlite"
     modes = ("rollback", "wal")
     data_glob = "sqlite/test.db"
+    unsafe_setting = "PRAGMA synchronous=OFF"
     packages = ("sqlite3", "python3")
     Client = Client
 
