@@ -2,6 +2,7 @@
 //
 //   ACTION OPS [ERRNO] [key=value ...]      add a rule (see Rule)
 //   clear [ID] | release [ID] | capacity SIZE|off | reset-counters
+//   crash [torn] [seed=N] [sector=512|4096]
 //
 // `#` starts a comment anywhere on a line; blank lines are ignored. Keywords
 // (commands, ops, keys, errno names, units) are case-insensitive; values
@@ -13,6 +14,7 @@ public enum ControlCommand: Sendable, Equatable {
     case release(id: String?)    // nil: every stalled request
     case capacity(bytes: Int64?) // nil: `capacity off`
     case resetCounters
+    case crash(CrashRequest)     // power loss (a mount with -o crashsim)
 }
 
 public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -132,7 +134,7 @@ func tokenize(_ line: Substring) -> [Token] {
 // MARK: - Vocabulary
 
 private let ruleActions = ["fail", "delay", "stall", "drop", "short"]
-private let commandWords = ruleActions + ["clear", "release", "capacity", "reset-counters"]
+private let commandWords = ruleActions + ["clear", "release", "capacity", "reset-counters", "crash"]
 private let ruleKeys = ["id", "path", "offset", "ranges", "comm", "pid", "after", "every", "count",
                         "prob", "seed", "timeout", "bytes"]
 private let knownOpWords = OpSet.vocabulary.map(\.word).joined(separator: ", ")
@@ -224,11 +226,50 @@ struct LineParser {
         case "reset-counters":
             try expectEnd(after: first)
             return LocatedCommand(command: .resetCounters, line: number, idColumn: first.column)
+        case "crash":
+            return LocatedCommand(command: .crash(try parseCrash()), line: number, idColumn: first.column)
         case _ where ruleActions.contains(word):
             return try parseRule(action: first)
         default:
             throw error(at: first.column, "unknown command \(quoted(first)); expected one of \(commandWords.joined(separator: ", "))")
         }
+    }
+
+    /// `crash [torn] [seed=N] [sector=512|4096]`, after the word `crash`.
+    private mutating func parseCrash() throws(ParseError) -> CrashRequest {
+        var request = CrashRequest()
+        var seen: [String: Token] = [:]
+        let expected = "expected torn, seed=N or sector=512|4096"
+        while let token = next() {
+            let parts = token.text.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = parts[0].lowercased()
+            guard ["torn", "seed", "sector"].contains(key) else {
+                throw error(at: token.column, "unexpected \(quoted(token)) after crash; \(expected)")
+            }
+            guard seen[key] == nil else {
+                throw error(at: token.column, "repeated \"\(parts[0])\"; each may appear once")
+            }
+            seen[key] = token
+            let value = token.dropFirst(parts[0].unicodeScalars.count + 1)
+            switch key {
+            case "torn":
+                guard parts.count == 1 else { throw error(at: token.column, "torn takes no value; \(expected)") }
+                request.torn = true
+            case "seed":
+                guard parts.count == 2 else { throw error(at: token.column, "missing value in \(quoted(token)); expected seed=N, N a whole number 0 or more") }
+                request.seed = try parseNumber(value, "seed", in: 0...UInt64.max)
+            default:
+                guard parts.count == 2, let size = parseUnsigned(value.text), CrashRequest.sectorSizes.contains(where: { UInt64($0) == size }) else {
+                    throw error(at: parts.count == 2 ? value.column : token.column,
+                                "bad sector \(quoted(parts.count == 2 ? value : token)); expected sector=512 or sector=4096")
+                }
+                request.sectorSize = Int(size)
+            }
+        }
+        if let sector = seen["sector"], !request.torn {
+            throw error(at: sector.column, "sector= only applies together with torn (crash torn sector=512)")
+        }
+        return request
     }
 
     private mutating func parseOptionalID(after command: Token) throws(ParseError) -> (value: String?, column: Int) {

@@ -21,6 +21,8 @@ public struct InjectionEvent: Sendable, Equatable {
     public var pid: Int32
     public var comm: String?
     public var writeback: Bool
+    /// `crash` events: what the crash undid (its members follow `writeback`).
+    public var crash: CrashReport?
 
     /// What happened: a rule's action (`FaultAction`'s word), the end of a
     /// stall, or a change of the capacity model.
@@ -30,6 +32,10 @@ public struct InjectionEvent: Sendable, Equatable {
         case release
         /// `capacity SIZE|off` was applied (length: the limit, -1 for off).
         case capacity
+        /// A simulated power loss (the event carries the crash report).
+        case crash
+        /// Crash simulation turned itself off (errno: why, such as ENOSPC of the spill file).
+        case crashsimStopped = "crashsim-stopped"
 
         /// The word in the events file.
         public var name: String { rawValue }
@@ -48,7 +54,7 @@ public struct InjectionEvent: Sendable, Equatable {
 
     public init(timeNs: Int64, ruleID: String, action: Action, op: FaultOp, path: String? = nil,
                 inode: UInt64 = 0, offset: Int64 = -1, length: Int64 = 0, errno: Int32 = 0,
-                pid: Int32 = 0, comm: String? = nil, writeback: Bool = false) {
+                pid: Int32 = 0, comm: String? = nil, writeback: Bool = false, crash: CrashReport? = nil) {
         self.timeNs = timeNs
         self.ruleID = ruleID
         self.action = action
@@ -61,6 +67,7 @@ public struct InjectionEvent: Sendable, Equatable {
         self.pid = pid
         self.comm = comm
         self.writeback = writeback
+        self.crash = crash
     }
 
     /// One JSON object and "\n". `errno_name` is null when errno is 0 or has no name.
@@ -79,7 +86,7 @@ public struct InjectionEvent: Sendable, Equatable {
             ("pid", String(pid)),
             ("comm", comm.map(jsonString) ?? "null"),
             ("writeback", writeback ? "true" : "false"),
-        ]
+        ] + (crash?.jsonMembers ?? [])
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
     }
 
@@ -100,8 +107,9 @@ public struct InjectionEvent: Sendable, Equatable {
     }
 
     init(json r: JSONRecord) throws(JSONRecordError) {
-        try r.refuseOtherKeys(than: Self.keys, allowing: { $0 == "kind" && $1.string == "injection" })
         guard let action = Action(rawValue: try r.string("action")) else { throw .badValue("action") }
+        try r.refuseOtherKeys(than: action == .crash ? Self.keys + CrashReport.jsonKeys : Self.keys,
+                              allowing: { $0 == "kind" && $1.string == "injection" })
         let opName = try r.string("op")
         guard let op = FaultOp.allCases.first(where: { $0.name == opName }) else { throw .badValue("op") }
         let offset: Int64 = try r.value("offset").isNull ? -1 : r.integer("offset", in: 0...Int64.max)
@@ -112,6 +120,6 @@ public struct InjectionEvent: Sendable, Equatable {
                   inode: try r.integer("inode", in: 0...UInt64.max), offset: offset,
                   length: try r.integer("length", in: -1...Int64.max), errno: try r.integer("errno", in: 0...Int32.max),
                   pid: try r.integer("pid", in: 0...Int32.max), comm: try r.optionalString("comm"),
-                  writeback: try r.bool("writeback"))
+                  writeback: try r.bool("writeback"), crash: action == .crash ? try CrashReport(members: r) : nil)
     }
 }

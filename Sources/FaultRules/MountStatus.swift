@@ -3,7 +3,10 @@
 //
 //   {"version":"dev","pid":1234,"mountpoint":"/srv/db","source":"/srv/db",
 //    "options":["rules=/x"],"writeback_cache":true,"armed_rules":2,
-//    "capacity":{"state":"ready","limit":1048576,"used":4096}}
+//    "capacity":{"state":"ready","limit":1048576,"used":4096},
+//    "crashsim":"posix","crashes":1,"last_crash":{"files_reverted":1,...}}
+//
+// (`last_crash` only after a crash.)
 //
 // `faultfs umount`, the monitor's runner, the bench and the campaigns read it
 // to find the daemon's pid and the capacity figures.
@@ -17,6 +20,17 @@ public struct MountStatus: Sendable, Equatable {
     public var writebackCache: Bool
     public var armedRules: Int
     public var capacity: Capacity
+    /// Power-loss simulation: off, on with a name model, or stopped (its spill file failed).
+    public var crashSimulation: CrashSimulation
+    /// Crashes simulated since the mount.
+    public var crashes: Int
+    /// What the last crash undid; nil before the first.
+    public var lastCrash: CrashReport?
+
+    public enum CrashSimulation: String, Sendable, Equatable, CaseIterable {
+        case off, posix, journal, stopped
+        public init(_ names: NameDurability?) { self = names.map { $0 == .posix ? .posix : .journal } ?? .off }
+    }
 
     /// The capacity model: off, measuring the backing tree (limit known, usage
     /// not yet), or ready.
@@ -27,7 +41,8 @@ public struct MountStatus: Sendable, Equatable {
     }
 
     public init(version: String, pid: Int32, mountPoint: String, source: String, options: [String],
-                writebackCache: Bool, armedRules: Int, capacity: Capacity) {
+                writebackCache: Bool, armedRules: Int, capacity: Capacity,
+                crashSimulation: CrashSimulation = .off, crashes: Int = 0, lastCrash: CrashReport? = nil) {
         self.version = version
         self.pid = pid
         self.mountPoint = mountPoint
@@ -36,6 +51,9 @@ public struct MountStatus: Sendable, Equatable {
         self.writebackCache = writebackCache
         self.armedRules = armedRules
         self.capacity = capacity
+        self.crashSimulation = crashSimulation
+        self.crashes = crashes
+        self.lastCrash = lastCrash
     }
 
     /// Where a mount's daemon serves its status: `MOUNT/.faultfs/status`, or
@@ -61,7 +79,9 @@ public struct MountStatus: Sendable, Equatable {
             ("writeback_cache", writebackCache ? "true" : "false"),
             ("armed_rules", String(armedRules)),
             ("capacity", capacityText),
-        ]
+            ("crashsim", jsonString(crashSimulation.rawValue)),
+            ("crashes", String(crashes)),
+        ] + (lastCrash.map { [("last_crash", $0.json())] } ?? [])
         return "{" + fields.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
     }
 
@@ -71,7 +91,7 @@ public struct MountStatus: Sendable, Equatable {
     public static func decode(_ text: String) throws(JSONRecordError) -> MountStatus {
         let r = try JSONRecord(parsing: text)
         try r.refuseOtherKeys(than: ["version", "pid", "mountpoint", "source", "options", "writeback_cache",
-                                     "armed_rules", "capacity"])
+                                     "armed_rules", "capacity", "crashsim", "crashes", "last_crash"])
         let c = try r.record("capacity")
         let capacity: Capacity
         switch try c.string("state") {
@@ -87,11 +107,15 @@ public struct MountStatus: Sendable, Equatable {
         default:
             throw .badValue("capacity.state")
         }
+        guard let crashSimulation = CrashSimulation(rawValue: try r.string("crashsim")) else { throw .badValue("crashsim") }
+        let lastCrash: CrashReport? = r.members.contains { $0.key == "last_crash" }
+            ? try CrashReport.decode(r.record("last_crash")) : nil
         return MountStatus(
             version: try r.string("version"), pid: try r.integer("pid", in: 1...Int32.max),
             mountPoint: try r.string("mountpoint"), source: try r.string("source"), options: try r.strings("options"),
             writebackCache: try r.bool("writeback_cache"), armedRules: try r.integer("armed_rules", in: 0...Int(Int32.max)),
-            capacity: capacity)
+            capacity: capacity, crashSimulation: crashSimulation, crashes: try r.integer("crashes", in: 0...Int.max),
+            lastCrash: lastCrash)
     }
 }
 

@@ -307,7 +307,7 @@ struct RuleTable: Sendable {
             }
             rules.removeAll { $0.isStall && (id == nil || $0.id == id) }
             return located.command
-        case .capacity:
+        case .capacity, .crash:
             return located.command
         }
     }

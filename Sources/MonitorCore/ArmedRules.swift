@@ -63,7 +63,7 @@ public enum ArmedRules {
                         capacity = out.count - 1
                         active.append(out.count - 1)
                     }
-                case .resetCounters:
+                case .resetCounters, .crash:
                     break
                 }
             }
