@@ -36,6 +36,9 @@ Usage: mount-scripts/campaign [options] APP      (as root)
   --modes LIST      comma list of the application's modes (default: all of them)
   --runs N          repeat every case N times (default 1)
   --quick           small workload and a reduced plan (CI)
+  --sizes P,O,A     the workload's sizes: P keys preloaded, O operations in
+                    the fault window, A after it (default 100,150,30;
+                    --quick 30,40,10)
   --out DIR         where runs and results go (default /tmp/faultfs-campaign)
   --faultfs PATH    use this faultfs binary (default: build REPO/.build-camp)
   --no-monitor      do not wrap the fault phase in `faultfs run` (no monitor report)
@@ -104,6 +107,7 @@ class Options:
     configs: list = dataclasses.field(default_factory=lambda: ["safe"])   # safe, unsafe
     seed: int = 1        # --seed: the power-loss plans' crash points and torn sectors
     crash_model: str = "posix"
+    workload_sizes: tuple = ()   # --sizes: (preload, ops, after)
     help: bool = False
 
     @property
@@ -112,9 +116,9 @@ class Options:
 
     def sizes(self):
         """The workload's sizes (workload.py options)."""
-        if self.quick:
-            return ["--preload", "30", "--ops", "40", "--after", "10", "--give-up", "8"]
-        return ["--preload", "100", "--ops", "150", "--after", "30"]
+        preload, ops, after = self.workload_sizes or ((30, 40, 10) if self.quick else (100, 150, 30))
+        give_up = ["--give-up", "8"] if self.quick or self.workload_sizes else []
+        return ["--preload", str(preload), "--ops", str(ops), "--after", str(after)] + give_up
 
 
 def parse_args(argv):
@@ -147,6 +151,11 @@ def parse_args(argv):
             o.runs = int(runs)
         elif a == "--quick":
             o.quick = True
+        elif a == "--sizes":
+            sizes = value(a)
+            if not re.fullmatch(r"[1-9][0-9]*,[1-9][0-9]*,[0-9]+", sizes):
+                raise UsageError("--sizes wants PRELOAD,OPS,AFTER (e.g. 20,20,5)")
+            o.workload_sizes = tuple(int(x) for x in sizes.split(","))
         elif a == "--out":
             o.out = value(a)
         elif a == "--faultfs":

@@ -224,7 +224,11 @@ class UnsafeCommandLine(unittest.TestCase):
                      ["sqlite", "--configs", ""]):
             with self.assertRaises(driver.UsageError):
                 driver.parse_args(args)
-        for flag in ("--unsafe", "--configs", "--seed", "--crash-model"):
+        o = driver.parse_args(["sqlite", "--sizes", "20,20,5"])
+        self.assertEqual(o.sizes(), ["--preload", "20", "--ops", "20", "--after", "5", "--give-up", "8"])
+        with self.assertRaises(driver.UsageError):
+            driver.parse_args(["sqlite", "--sizes", "20,0,5"])
+        for flag in ("--unsafe", "--configs", "--seed", "--crash-model", "--sizes"):
             self.assertIn(flag, driver.usage())
         self.assertIn("power-loss", driver.usage())
 
