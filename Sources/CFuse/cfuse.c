@@ -3,6 +3,8 @@
 #include "cfuse.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/uio.h>
@@ -27,6 +29,44 @@ int ffs_session_loop_mt(struct fuse_session *se, unsigned max_idle, unsigned max
     return rc;
 }
 
+// MARK: stop signals
+//
+// The daemon's handlers for SIGINT, SIGTERM and SIGHUP, installed once for
+// its whole life (libfuse's are tied to one session): a power-loss crash
+// replaces the session, and a signal that comes between the old session's
+// end and the new one's start must still stop the daemon.
+
+static struct fuse_session *_Atomic signal_session;
+static volatile sig_atomic_t stop_signal;
+
+static void ffs_stop_handler(int sig) {
+    stop_signal = sig;
+    struct fuse_session *se = atomic_load(&signal_session);
+    if (se) fuse_session_exit(se);
+}
+
+int ffs_install_stop_handlers(void) {
+    struct sigaction stop = {0}, ignore = {0};
+    stop.sa_handler = ffs_stop_handler;  // no SA_RESTART: the loop's read(2) must see EINTR
+    sigemptyset(&stop.sa_mask);
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    if (sigaction(SIGHUP, &stop, NULL) != 0 || sigaction(SIGINT, &stop, NULL) != 0 ||
+        sigaction(SIGTERM, &stop, NULL) != 0 || sigaction(SIGPIPE, &ignore, NULL) != 0) return -errno;
+    return 0;
+}
+
+void ffs_stop_signal_ends(struct fuse_session *se) {
+    atomic_store(&signal_session, se);
+    if (se && stop_signal) fuse_session_exit(se);  // it came while no session ran
+}
+
+void ffs_stop_signal_forget(struct fuse_session *se) {
+    atomic_compare_exchange_strong(&signal_session, &se, NULL);
+}
+
+int ffs_stop_signal(void) { return stop_signal; }
+
 // MARK: connection I/O (init flags libfuse 3.14 cannot ask for)
 //
 // libfuse 3.14 knows neither FUSE_HANDLE_KILLPRIV_V2 nor
@@ -49,8 +89,9 @@ enum {
 
 /// What the kernel offered in INIT (flags, flags2) and what the reply asked for.
 struct ffs_init_state { int seen; int answered; uint32_t offered, offered2, asked, asked2; };
-/// One per process, as there is one session; written once by the loop thread that
-/// reads INIT, before any request is served.
+/// One per process, as one session runs at a time; cleared when a session's
+/// I/O is installed, written once by the loop thread that reads INIT, before
+/// any request is served.
 static struct ffs_init_state init_state;
 
 static ssize_t ffs_io_read(int fd, void *buf, size_t len, void *userdata) {
@@ -104,6 +145,8 @@ static ssize_t ffs_io_splice(int fdin, off_t *offin, int fdout, off_t *offout,
 /// Routes the session's /dev/fuse I/O through the hooks above (call after
 /// fuse_session_mount). Returns 0 or a negative errno.
 int ffs_install_io(struct fuse_session *se) {
+    // A new session (after a crash) negotiates again.
+    memset(&init_state, 0, sizeof init_state);
     static const struct fuse_custom_io io = {
         .writev = ffs_io_writev, .read = ffs_io_read,
         .splice_receive = ffs_io_splice, .splice_send = ffs_io_splice,

@@ -218,7 +218,12 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
         inner.initialize(&conn, session: session)
     }
 
-    func destroy() { inner.destroy() }
+    /// The session ended (an unmount, or a crash's aborted connection, after
+    /// which the kernel forgets nothing): the snapshot texts go too.
+    func destroy() {
+        snapshots.forgetAll()
+        inner.destroy()
+    }
 
     // MARK: names
 
@@ -501,6 +506,8 @@ final class SnapshotNodes: Sendable {
     }
 
     func forget(_ node: NodeID) { table.withLock { _ = $0.texts.removeValue(forKey: node) } }
+
+    func forgetAll() { table.withLock { $0.texts = [:] } }
 
     /// Texts still remembered (for tests of forgetting).
     var count: Int { table.withLock { $0.texts.count } }

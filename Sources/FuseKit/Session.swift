@@ -115,6 +115,7 @@ public final class Session {
     }
 
     deinit {
+        ffs_stop_signal_forget(se)
         if mounted { fuse_session_unmount(se) }
         state.attach(nil)
         fuse_session_destroy(se)
@@ -130,22 +131,50 @@ public final class Session {
         guard rc == 0 else { throw SessionError("fuse: could not install the connection I/O (\(Errno(-rc)))") }
     }
 
-    /// SIGINT, SIGTERM and SIGHUP end `run` cleanly; SIGPIPE is ignored.
-    public func installSignalHandlers() { _ = fuse_set_signal_handlers(se) }
+    /// SIGINT, SIGTERM and SIGHUP end `run` cleanly from now on; SIGPIPE is
+    /// ignored. The handlers stay for the process's life: a signal that
+    /// comes while no session runs (between a crash's two sessions) ends the
+    /// next session as soon as it is here.
+    public func installSignalHandlers() {
+        _ = ffs_install_stop_handlers()
+        ffs_stop_signal_ends(se)
+    }
 
-    /// Serves requests on a pool of worker threads until a signal or an
-    /// unmount. Returns 0 or the number of the signal that stopped it.
+    /// The stop signal received by the process (any session), or nil.
+    public static var stopSignal: Int32? { ffs_stop_signal() > 0 ? ffs_stop_signal() : nil }
+
+    /// Serves requests on a pool of worker threads until a signal, an
+    /// unmount or an abort of the connection. Returns 0 or the number of
+    /// the signal that stopped it.
     public func run(maxIdleThreads: Int, maxThreads: Int) -> Int32 {
         let rc = ffs_session_loop_mt(se, UInt32(maxIdleThreads), UInt32(maxThreads))
         state.markClosing()
-        return rc
+        return Session.stopSignal ?? rc
     }
 
+    /// Unmounts (after an abort, libfuse leaves the dead mount in place: the
+    /// caller detaches it, see `abortConnection`).
     public func unmount() {
         guard mounted else { return }
-        fuse_remove_signal_handlers(se)
         fuse_session_unmount(se)
         mounted = false
+    }
+
+    /// Aborts the FUSE connection of the mount whose device is
+    /// `major:minor` (mountinfo's field 3): the kernel fails every pending
+    /// and future request of that mount, its dirty pages never reach the
+    /// daemon, and `run` returns. (What the kernel does to the files still
+    /// open: docs/kernel-behaviour.md, "Power loss".)
+    public static func abortConnection(device: String) throws(SessionError) {
+        let parts = device.split(separator: ":")
+        guard parts.count == 2, parts[0] == "0", let minor = UInt32(parts[1]) else {
+            throw SessionError("fuse: \(device) is not the device of a FUSE mount")
+        }
+        let path = "/sys/fs/fuse/connections/\(minor)/abort"
+        let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SessionError("fuse: cannot open \(path): \(Errno.current)") }
+        defer { close(fd) }
+        guard write(fd, "1", 1) == 1 else { throw SessionError("fuse: cannot write \(path): \(Errno.current)") }
     }
 
 }

@@ -59,6 +59,21 @@ final class FDCache: @unchecked Sendable {
         if fd >= 0 { close(fd) }
     }
 
+    /// Closes every cached fd (`forgetNodeState`: no request runs, nothing
+    /// is pinned).
+    func dropAll() {
+        let closing = ring.withLock { r -> [Int32] in
+            var fds: [Int32] = []
+            for case let inode? in r.slots {
+                if inode.cachedFD >= 0 && inode.pins == 0 { fds.append(inode.cachedFD); inode.cachedFD = -1 }
+                inode.ringSlot = -1
+            }
+            r = Ring(slots: Array(repeating: nil, count: capacity))
+            return fds
+        }
+        for fd in closing { close(fd) }
+    }
+
     private func pin(_ inode: Inode) throws(Errno) -> Int32 {
         let cached = ring.withLock { _ -> Int32 in
             guard inode.cachedFD >= 0 else { return -1 }

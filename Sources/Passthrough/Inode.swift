@@ -124,4 +124,19 @@ final class InodeTable: @unchecked Sendable {
         if shrunk { _ = malloc_trim(0) }
         return inode
     }
+
+    /// Forgets every inode but the root, as if the kernel had sent the last
+    /// forget of each (it sends none when its connection is aborted);
+    /// returns them for the caller to release their fds. No request may run.
+    func forgetAll() -> [Inode] {
+        let all = byKey.withLock { table in
+            defer { table = [:] }
+            return Array(table.values)
+        }
+        for inode in all {
+            inode.lookups = 0
+            ObjectAddress.release(ObjectAddress.of(inode), as: Inode.self)
+        }
+        return all
+    }
 }

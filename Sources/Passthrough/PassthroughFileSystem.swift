@@ -27,6 +27,8 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     /// backing file system stores them and inherits default ACLs.
     private var posixACLs = false
     private var session: SessionState?
+    /// The files and directories open now, when `options.tracksOpenFiles`.
+    let openHandles: OpenHandles?
     /// Whether the backing file system stores POSIX ACLs (probed at start).
     let backingHasACLs: Bool
 
@@ -44,6 +46,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // Without handles every inode pins an O_PATH fd (libfuse's examples' way).
         fds = FDCache(capacity: handle == nil ? 0 : options.fdCacheCapacity, mountFD: mountFD)
         rootPath = (try? procLink(root)) ?? ""
+        openHandles = options.tracksOpenFiles ? OpenHandles() : nil
         // Through the fd: an in-place mount may already cover the path.
         backingHasACLs = CSystem.getxattr("/proc/self/fd/\(root)", "system.posix_acl_access", nil, 0) >= 0 || Errno.current == .ENODATA
         umask(0)  // the caller's umask is applied by the kernel, or by `creationMode`
@@ -87,7 +90,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         if mode != st.st_mode & 0o7777 { try chmodAt(mode) }
     }
 
-    public func destroy() {}
+    public func destroy() { forgetNodeState() }
 
     // MARK: helpers
 
@@ -318,6 +321,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     private func opened(fd: Int32, flags: Int32) -> OpenedFile {
         var o = OpenedFile(handle: UInt64(UInt32(bitPattern: fd)))
+        openHandles?.opened(file: fd)
         if flags & Int32(CSYS_O_DIRECT) != 0 { o.handle |= Self.openedWithODirect }
         if backingFlags(flags) & O_APPEND != 0 { o.handle |= Self.backingAppends }
         o.directIO = options.directIO || flags & Int32(CSYS_O_DIRECT) != 0
@@ -421,6 +425,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func flush(_ caller: Caller, node: NodeID, handle: UInt64) throws(Errno) {}
 
     public func release(_ caller: Caller, node: NodeID, handle: UInt64) {
+        openHandles?.released(file: Int32(truncatingIfNeeded: handle))
         close(Int32(truncatingIfNeeded: handle))
     }
 
@@ -475,6 +480,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         }
         guard let dir = DirectoryHandle(fd: fd) else { let e = Errno.current; close(fd); throw e }
         var o = OpenedFile(handle: dir.retainedHandle())
+        openHandles?.opened(directory: o.handle)
         o.cacheReaddir = options.aggressiveCaching
         o.keepCache = options.aggressiveCaching
         return o
@@ -522,6 +528,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func releasedir(_ caller: Caller, node: NodeID, handle: UInt64) {
+        openHandles?.released(directory: handle)
         DirectoryHandle.release(handle)
     }
 

@@ -25,6 +25,11 @@ public struct PassthroughOptions: Sendable {
     public var accessTimes = AccessTimeUpdates.relatime
     /// How many O_PATH fds of recently used inodes to keep open.
     public var fdCacheCapacity = 512
+    /// Keep the set of open files and directories, so that `destroy` can
+    /// close those a dead connection will never release (a simulated
+    /// crash aborts the connection and serves on with a new one). Costs a
+    /// lock at each open and release: off unless needed.
+    public var tracksOpenFiles = false
     public init() {}
 
     /// Seconds the kernel may trust attributes and names.

@@ -97,7 +97,7 @@ enum BlockMode {
                 try makeDirectories(["/var/lib/faultfs", BlockState.root, state.directory, state.mountpoint])
             }
             var facts = ["target": target, "fs": request.fileSystem.rawValue,
-                         "sector_size": String(sectorSize)]
+                         "sector_size": String(sectorSize), "fs_options": request.fsOptions.joined(separator: ",")]
             var makeFileSystem = true
             let backing: String
             if let image = request.image {

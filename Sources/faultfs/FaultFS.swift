@@ -13,7 +13,7 @@ struct FaultFS: ParsableCommand {
             For mount(8) and fstab (type fuse.faultfs), install the binary in PATH:
               install -m755 .build/release/faultfs /usr/local/bin/
             """,
-        subcommands: [MountCommand.self, UnmountCommand.self, ControlCommand.self, MonitorCommand.self, RunCommand.self, ReportCommand.self, DemoCommand.self, DemoWriterCommand.self],
+        subcommands: [MountCommand.self, UnmountCommand.self, ControlCommand.self, CrashCommand.self, MonitorCommand.self, RunCommand.self, ReportCommand.self, DemoCommand.self, DemoWriterCommand.self],
         defaultSubcommand: MountCommand.self)
 }
 

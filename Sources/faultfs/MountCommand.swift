@@ -196,9 +196,12 @@ extension MountCommand {
             }
             imagePath = (resolved == "/" ? "" : resolved) + String(absolute[slash...])
         }
+        // `-o crashsim[=...]` is the disk's (the faultfs mount serving the image), not the file system's.
+        let isCrashOption = { (option: String) in option == "crashsim" || option.hasPrefix("crashsim=") || option.hasPrefix("crashsim_") }
+        let each = options.flatMap { $0.split(separator: ",").map(String.init) }
         var request = BlockMountRequest(fileSystem: fileSystem, size: bytes, image: imagePath,
-                                        fsOptions: options, target: target)
-        request.daemonOptions = daemonOptions.map { $0.split(separator: ",").map(String.init) } ?? []
+                                        fsOptions: each.filter { !isCrashOption($0) }, target: target)
+        request.daemonOptions = (daemonOptions.map { $0.split(separator: ",").map(String.init) } ?? []) + each.filter(isCrashOption)
         return request
     }
 }

@@ -1,5 +1,6 @@
 // Serving one mount: build the file system, mount, answer requests until a
 // signal or an unmount, unmount.
+import FaultRules
 import FuseKit
 import Glibc
 import System
@@ -10,20 +11,27 @@ import Synchronization
 
 /// The one place the served file system is assembled: the passthrough,
 /// decorated by the fault layer, with the rules of `-o rules=FILE` applied.
-/// The file system to serve, and for a block-mode image the re-resolver of
-/// its `file=` rules (started by control writes; stop it at unmount).
-func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> (any FileSystem, BlockResolver?) {
+/// Returns the fault layer (serve its `fileSystem`; a crash calls its
+/// `crash`), and for a block-mode image the re-resolver of its `file=`
+/// rules (started by control writes; stop it at unmount). `onCrash` is the
+/// server's side of a `crash` command.
+func makeFileSystem(root: Int32, request: MountRequest,
+                    onCrash: (@Sendable (CrashRequest) -> Void)? = nil) throws(CLIError) -> (FaultLayer, BlockResolver?) {
     let configuration = request.configuration
     let passthrough: PassthroughFileSystem
     let faults: FaultLayer
     final class ResolverSlot: Sendable { let resolver = Mutex<BlockResolver?>(nil) }  // set once the engine exists
     let resolverSlot = ResolverSlot()
     do {
-        passthrough = try PassthroughFileSystem(root: root, options: configuration.passthroughOptions)
         var options = configuration.faultLayerOptions
+        var passthroughOptions = configuration.passthroughOptions
+        // A crash aborts the connection: the files it held open are closed then.
+        passthroughOptions.tracksOpenFiles = options.crashSimulation != nil
+        passthrough = try PassthroughFileSystem(root: root, options: passthroughOptions)
         options.mountPoint = request.mountpoint
         options.source = request.source
         options.mountOptions = request.options
+        options.onCrash = onCrash
         options.afterControlApplied = { resolverSlot.resolver.withLock { $0 }?.wake() }
         if let block = BlockState(imageMount: request.mountpoint) { options.controlFacts = { block.controlFacts } }
         faults = try FaultLayer(wrapping: passthrough, tree: passthrough, options: options)
@@ -39,7 +47,7 @@ func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> (any
             throw CLIError("\(rulesFile): \(error)")
         }
     }
-    return (faults.fileSystem, resolverSlot.resolver.withLock { $0 })
+    return (faults, resolverSlot.resolver.withLock { $0 })
 }
 
 extension PassthroughFileSystem: BackingTree {}
@@ -95,46 +103,81 @@ enum Server {
             throw CLIError("\(request.mountpoint): \(Errno.current.description)")
         }
 
-        let (fileSystem, resolver) = try makeFileSystem(root: root, request: request)
-        let session: Session
-        do {
-            session = try Session(fileSystem: fileSystem, options: config.fuseArguments)
-            try session.mount(at: request.mountpoint)
-        } catch {
-            throw CLIError("\(error.description) (see the message above from libfuse)")
-        }
-        session.installSignalHandlers()
-        logger.info("mounted \(request.source) at \(request.mountpoint): \(config.summary)")
-        for note in config.notes { logger.notice("\(note)") }
-
-        let failed = Atomic<Bool>(false)
+        let crashes = CrashSwitch()
+        let (faults, resolver) = try makeFileSystem(root: root, request: request) { crashes.begin($0) }
+        defer { resolver?.stop() }
         let mountpoint = request.mountpoint
-        let deviceBefore = before.st_dev
-        let state = session.state
-        startThread {
-            if let problem = waitUntilLive(mountpoint, deviceBefore: deviceBefore) {
-                failed.store(true, ordering: .releasing)
-                logger.error("\(problem)")
-                ready?.fail(problem)
-                // Signal handlers are installed: this ends `run` as a SIGTERM would.
-                kill(getpid(), SIGTERM)
+        var crashNumber = 0
+        // One session per connection: a crash aborts the connection, undoes
+        // the backing tree and serves on with a new session at the same path.
+        while true {
+            let session: Session
+            do throws(SessionError) {
+                session = try Session(fileSystem: faults.fileSystem, options: config.fuseArguments)
+                try session.mount(at: mountpoint)
+            } catch {
+                if crashNumber == 0 { throw CLIError("\(error.description) (see the message above from libfuse)") }
+                throw CLIError("crash: could not mount \(mountpoint) again (\(error.description)): the daemon exits, \(mountpoint) stays unmounted")
+            }
+            session.installSignalHandlers()
+            if crashNumber == 0 {
+                logger.info("mounted \(request.source) at \(mountpoint): \(config.summary)")
+                for note in config.notes { logger.notice("\(note)") }
+            } else {
+                logger.info("crash: mounted \(request.source) at \(mountpoint) again")
+            }
+
+            let failed = Atomic<Bool>(false)
+            let deviceBefore = before.st_dev
+            let state = session.state
+            let readyPipe = crashNumber == 0 ? ready : nil
+            let firstSession = crashNumber == 0
+            startThread {
+                if let problem = waitUntilLive(mountpoint, deviceBefore: deviceBefore) {
+                    failed.store(true, ordering: .releasing)
+                    logger.error("\(problem)")
+                    readyPipe?.fail(problem)
+                    // Signal handlers are installed: this ends `run` as a SIGTERM would.
+                    kill(getpid(), SIGTERM)
+                    return
+                }
+                let mount = MountTable.faultFSMount(at: mountpoint)
+                crashes.serve(mount, state: state)
+                if let readyPipe {
+                    logger.info("ready: \(mountpoint) answers")
+                    readyPipe.ready()
+                    Daemon.silenceOutput()
+                } else if firstSession {
+                    logger.info("ready: \(mountpoint) answers")
+                }
+                if let mount { watchForDetach(mount, state: state) }
+            }
+
+            let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
+            session.unmount()
+            if failed.load(ordering: .acquiring) { throw CLIError("unmounted \(mountpoint): the mount never answered") }
+            guard let crash = crashes.end() else {
+                if signal > 0 {
+                    logger.info("unmounted \(mountpoint) on signal \(signal)")
+                } else {
+                    logger.info("unmounted \(mountpoint)")
+                }
                 return
             }
-            logger.info("ready: \(mountpoint) answers")
-            let mount = MountTable.faultFSMount(at: mountpoint)
-            ready?.ready()
-            if ready != nil { Daemon.silenceOutput() }
-            if let mount { watchForDetach(mount, state: state) }
-        }
-
-        let signal = session.run(maxIdleThreads: config.maxIdleThreads, maxThreads: config.maxThreads)
-        resolver?.stop()
-        session.unmount()
-        if failed.load(ordering: .acquiring) { throw CLIError("unmounted \(mountpoint): the mount never answered") }
-        if signal > 0 {
-            logger.info("unmounted \(mountpoint) on signal \(signal)")
-        } else {
-            logger.info("unmounted \(mountpoint)")
+            // The connection is aborted: no request runs, none will reach
+            // the file system. Detach the dead mount, undo the backing tree,
+            // then let the session go (its `destroy` forgets all node state).
+            if let problem = CrashSwitch.detach(crash.mount) {
+                throw CLIError("crash: \(problem): the daemon exits")
+            }
+            let report = faults.crash(crash.request)
+            crashNumber += 1
+            logger.notice("crash \(crashNumber) at \(mountpoint): \(report.summary)")
+            withExtendedLifetime(session) {}
+            if let signal = Session.stopSignal {
+                logger.info("unmounted \(mountpoint) on signal \(signal) (during a crash)")
+                return
+            }
         }
     }
 

@@ -32,6 +32,22 @@ struct fuse_session *ffs_session_new(int argc, char **argv, const struct fuse_lo
 /// Runs the multi-threaded loop (no clone_fd). Returns its result or -ENOMEM.
 int ffs_session_loop_mt(struct fuse_session *se, unsigned max_idle, unsigned max_threads);
 
+// MARK: stop signals (see cfuse.c)
+
+/// Installs the daemon's SIGINT/SIGTERM/SIGHUP handlers (and ignores
+/// SIGPIPE) for the process's life. Returns 0 or a negative errno.
+int ffs_install_stop_handlers(void);
+
+/// The session a stop signal ends from now on (NULL: none; the signal is
+/// still remembered). Ends `se` at once if a signal already came.
+void ffs_stop_signal_ends(struct fuse_session *se);
+
+/// A stop signal no longer ends `se` (if it was the one).
+void ffs_stop_signal_forget(struct fuse_session *se);
+
+/// The last stop signal received, or 0.
+int ffs_stop_signal(void);
+
 // MARK: buffers
 
 /// A one-element bufvec describing `size` bytes of `fd` at `off` (splice-able).
