@@ -37,7 +37,7 @@ let package = Package(
         .testTarget(name: "SystemTests", dependencies: ["System"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit", "CFuse"]),
         .testTarget(name: "FaultRulesTests", dependencies: ["FaultRules"]),
-        .testTarget(name: "FaultLayerTests", dependencies: ["FaultLayer", "FuseKit", "FaultRules"]),
+        .testTarget(name: "FaultLayerTests", dependencies: ["FaultLayer", "FuseKit", "FaultRules", "Passthrough"]),
         .testTarget(name: "MonitorCoreTests", dependencies: ["MonitorCore", "FaultRules"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "IntegrationTests", dependencies: ["FaultRules", "System"]),

@@ -68,6 +68,7 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
     private let recorder: InjectionRecorder
     private let gate: StallGate
     private let capacity: CapacityLimit
+    private let crashes: CrashControl
     let snapshots: SnapshotNodes
     /// The node ids this layer answers: [first, last].
     let firstNode: NodeID
@@ -82,7 +83,7 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
     static let nodeIDsNeeded: UInt64 = 1 << 32
 
     init(wrapping inner: any FileSystem, options: FaultLayerOptions, engine: RuleEngine, recorder: InjectionRecorder,
-         gate: StallGate, capacity: CapacityLimit) throws(Errno) {
+         gate: StallGate, capacity: CapacityLimit, crashes: CrashControl) throws(Errno) {
         guard let free = inner.unusedNodeIDs, free.upperBound - free.lowerBound >= Self.nodeIDsNeeded - 1,
               free.lowerBound > rootNodeID else { throw .EINVAL }
         self.inner = inner
@@ -91,6 +92,7 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
         self.recorder = recorder
         self.gate = gate
         self.capacity = capacity
+        self.crashes = crashes
         firstNode = free.lowerBound
         lastNode = free.upperBound
         snapshots = SnapshotNodes(first: free.lowerBound + 2, count: free.upperBound - free.lowerBound - 1)
@@ -114,10 +116,35 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
     /// Applies control text (a write to `control`, or `-o rules=FILE`), all
     /// or nothing.
     func applyControl(_ text: String) -> Result<Void, ParseError> {
+        applyControl(text, crashAllowed: false).mapError(\.error)
+    }
+
+    /// A refused control text: the error shown, and the errno of the write.
+    struct Refusal: Error {
+        let error: ParseError
+        let errno: Errno
+    }
+
+    /// `crashAllowed`: a write to `control` of the mounted file system (not
+    /// a rules file read before mounting).
+    func applyControl(_ text: String, crashAllowed: Bool) -> Result<Void, Refusal> {
+        // A `crash` is checked before anything is applied (all or nothing).
+        var crashLine: Int?
+        if let crash = firstCrash(in: text) {
+            let refusal: (message: String, errno: Errno)? = crashAllowed
+                ? crashes.begin() : ("crash: only a write to the control file of a mounted file system crashes it", .EINVAL)
+            if let refusal {
+                let error = ParseError(line: crash.line, column: crash.column, message: refusal.message)
+                lastError.withLock { $0 = error.shownText }
+                return .failure(Refusal(error: error, errno: refusal.errno))
+            }
+            crashLine = crash.line
+        }
         switch engine.apply(text: text) {
         case .failure(let error):
+            if crashLine != nil { crashes.cancel() }
             lastError.withLock { $0 = error.shownText }
-            return .failure(error)
+            return .failure(Refusal(error: error, errno: .EINVAL))
         case .success(let commands):
             lastError.withLock { $0 = nil }
             for command in commands { carryOut(command) }
@@ -136,6 +163,8 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
                                            op: .syncwrite, length: bytes ?? -1))
         case .resetCounters:
             recorder.stats.reset()
+        case .crash(let request):
+            crashes.start(request)  // accepted by `begin` before the text was applied
         case .add, .clear:
             break
         }
@@ -164,7 +193,8 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
     func statusText() -> String {
         MountStatus(version: options.version, pid: getpid(), mountPoint: options.mountPoint, source: options.source,
                     options: options.mountOptions, writebackCache: options.writebackCache,
-                    armedRules: engine.armedRuleCount, capacity: capacity.state).encoded()
+                    armedRules: engine.armedRuleCount, capacity: capacity.state, crashSimulation: crashes.state,
+                    crashes: crashes.record.withLock { $0.count }, lastCrash: crashes.record.withLock { $0.last }).encoded()
     }
 
     private func text(of file: ControlNode) -> String {
@@ -332,9 +362,9 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
         }
         guard c == .control, mayWriteControl(caller) else { throw .EACCES }
         let bytes = try data.bytes()
-        switch applyControl(String(decoding: bytes, as: UTF8.self)) {
+        switch applyControl(String(decoding: bytes, as: UTF8.self), crashAllowed: true) {
         case .success: return bytes.count
-        case .failure: throw .EINVAL
+        case .failure(let refusal): throw refusal.errno
         }
     }
 

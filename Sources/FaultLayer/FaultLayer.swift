@@ -3,6 +3,7 @@
 //
 //   ControlFiles   `.faultfs/` (control, stats, events, status); steering
 //   FaultInjector  the rule checks: fail, delay, stall, drop, short
+//   CrashSimulator `-o crashsim` only: keeps what a `crash` must undo
 //   CapacityLimit  `capacity SIZE`: ENOSPC past SIZE, statfs shows SIZE
 //   (inner)        the passthrough
 //
@@ -14,7 +15,7 @@
 // (only `RuleEngine.apply` nests them). Every other lock is a leaf, held
 // only around its own memory and never across a call out: PathCache's
 // ReadMostly, SnapshotNodes' and EventLog's mutexes, StallGate's mutex,
-// CapacityLimit's mutex, and below us the passthrough's FDCache and inode
+// CapacityLimit's mutex, CrashSimulator's journal mutex, and below us the passthrough's FDCache and inode
 // table. In particular no I/O happens under an engine lock: a request's
 // path (PathCache, then the inner file system's FDCache and readlink) and
 // its caller's comm and tgid (/proc) are gathered first, as
@@ -22,6 +23,7 @@
 import FaultRules
 import FuseKit
 import Glibc
+import Synchronization
 
 public struct FaultLayerOptions: Sendable {
     /// The control directory's name at the mount root.
@@ -56,6 +58,9 @@ public struct FaultLayerOptions: Sendable {
     /// Called (on a thread of its own) once a `crash` command was accepted:
     /// the server ends the session, calls `FaultLayer.crash`, mounts again.
     public var onCrash: (@Sendable (CrashRequest) -> Void)?
+    /// Where the fault layer's own notices go (crash simulation stopped, an
+    /// undo step that failed); stderr when nil.
+    public var log: (@Sendable (String) -> Void)?
     public init() {}
 }
 
@@ -66,6 +71,7 @@ public final class FaultLayer: Sendable {
     let capacity: CapacityLimit
     let injector: FaultInjector
     let control: ControlFiles
+    let crashes: CrashControl
 
     /// The file system to serve: the control files, over the injector,
     /// over the capacity limit, over `inner`.
@@ -74,10 +80,18 @@ public final class FaultLayer: Sendable {
     public init(wrapping inner: any FileSystem, tree: any BackingTree, options: FaultLayerOptions) throws(Errno) {
         engine = RuleEngine(features: MountFeatures(writebackCache: options.writebackCache))
         recorder = try InjectionRecorder(tree: tree, eventsPath: options.eventsPath)
-        capacity = CapacityLimit(wrapping: inner, tree: tree, recorder: recorder)
-        injector = FaultInjector(wrapping: capacity, tree: tree, engine: engine, recorder: recorder)
+        let capacity = CapacityLimit(wrapping: inner, tree: tree, recorder: recorder)
+        self.capacity = capacity
+        let recorder = self.recorder
+        let log = options.log ?? { printError("faultfs: " + $0) }
+        let simulator = options.crashSimulation.map { names in
+            CrashSimulator(wrapping: capacity, tree: tree, recorder: recorder, names: names,
+                           spillDirectory: options.crashSpillDirectory, log: log)
+        }
+        crashes = CrashControl(simulator: simulator, onCrash: options.onCrash)
+        injector = FaultInjector(wrapping: simulator ?? capacity, tree: tree, engine: engine, recorder: recorder)
         control = try ControlFiles(wrapping: injector, options: options, engine: engine, recorder: recorder,
-                                   gate: injector.gate, capacity: capacity)
+                                   gate: injector.gate, capacity: capacity, crashes: crashes)
     }
 
     /// Applies control text (a write to `control`, or `-o rules=FILE`), all
@@ -85,11 +99,91 @@ public final class FaultLayer: Sendable {
     public func applyControl(_ text: String) -> Result<Void, ParseError> { control.applyControl(text) }
 
     /// Undoes, in the backing tree, every change not yet durable (the
-    /// session must be gone: nothing may change the tree meanwhile), and
-    /// records the crash (status, event). Placeholder until the crash layer lands.
+    /// session must be gone: nothing may change the tree meanwhile), forgets
+    /// them, empties the graveyard, and records the crash (status `crashes`
+    /// and `last_crash`, a `crash` event). Ends the crash in progress. With
+    /// crash simulation off or stopped it undoes nothing (and says so in the
+    /// report: all zero).
     public func crash(_ request: CrashRequest) -> CrashReport {
         var report = CrashReport()
         report.request = request
+        if let simulator = crashes.simulator, simulator.isRunning { report = simulator.crash(request) }
+        crashes.finish(report)
+        recorder.append(InjectionEvent(timeNs: SystemClock.realtimeNanoseconds(), ruleID: "crash", action: .crash,
+                                       op: .fsync, offset: -1, length: 0, crash: report))
         return report
+    }
+
+    /// A crash accepted by the control file did not happen (the server could
+    /// not end the session): the next `crash` is accepted again.
+    public func cancelCrash() { crashes.cancel() }
+
+    /// `crashsim` in `.faultfs/status`: off, posix, journal, or stopped.
+    public var crashSimulation: MountStatus.CrashSimulation { crashes.state }
+
+    /// Crashes since the mount, and the last one's report.
+    public var crashCount: Int { crashes.record.withLock { $0.count } }
+    public var lastCrash: CrashReport? { crashes.record.withLock { $0.last } }
+
+    /// Removes a crash graveyard left in the backing root `rootFD` by a
+    /// daemon that was killed (at the next mount, and by `faultfs umount`
+    /// of a dead mount). Harmless when there is none.
+    public static func removeCrashGraveyard(rootFD: Int32) { CrashSimulator.removeGraveyard(rootFD: rootFD) }
+
+    /// The graveyard's name at the backing root (the passthrough hides it:
+    /// `PassthroughOptions.hiddenRootNames`).
+    public static let crashGraveyardName = CrashSimulator.graveyardName
+}
+
+/// The crash command's state: whether a crash is in progress, and the
+/// crashes so far (for `status`).
+final class CrashControl: Sendable {
+    let simulator: CrashSimulator?
+    private let onCrash: (@Sendable (CrashRequest) -> Void)?
+    private let inProgress = Atomic<Bool>(false)
+    let record = Mutex<(count: Int, last: CrashReport?)>((0, nil))
+
+    init(simulator: CrashSimulator?, onCrash: (@Sendable (CrashRequest) -> Void)?) {
+        self.simulator = simulator
+        self.onCrash = onCrash
+    }
+
+    var state: MountStatus.CrashSimulation {
+        guard let simulator else { return .off }
+        return simulator.isRunning ? MountStatus.CrashSimulation(simulator.names) : .stopped
+    }
+
+    static let offMessage = "crash: this mount has no crash simulation; mount it with -o crashsim"
+    static let busyMessage = "crash: a crash is already in progress"
+
+    /// Takes the crash in hand, or says why not (the message, and the errno
+    /// the control write fails with).
+    func begin() -> (message: String, errno: Errno)? {
+        guard let simulator else { return (Self.offMessage, .EINVAL) }
+        if let reason = simulator.stoppedBecause {
+            return ("crash: crash simulation stopped (\(reason)); remount to start it again", .EINVAL)
+        }
+        guard onCrash != nil else { return ("crash: this server cannot restart the mount after a crash", .EINVAL) }
+        guard inProgress.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
+            return (Self.busyMessage, Errno(EBUSY))
+        }
+        simulator.crashPending.store(true, ordering: .releasing)
+        return nil
+    }
+
+    /// Hands the accepted crash to the server, on a thread of its own.
+    func start(_ request: CrashRequest) {
+        guard let onCrash else { return }
+        startThread { onCrash(request) }
+    }
+
+    func cancel() {
+        simulator?.crashPending.store(false, ordering: .releasing)
+        inProgress.store(false, ordering: .releasing)
+    }
+
+    func finish(_ report: CrashReport) {
+        record.withLock { $0 = ($0.count + 1, report) }
+        cancel()
     }
 }

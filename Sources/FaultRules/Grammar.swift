@@ -68,6 +68,17 @@ public func parseControl(_ text: String) -> Result<[ControlCommand], ParseError>
     parseLocatedControl(text).map { $0.map(\.command) }
 }
 
+/// The first `crash` command of `text` and where it is (line, column), if
+/// the text parses and has one: the control file checks it may crash before
+/// anything of the text is applied.
+public func firstCrash(in text: String) -> (request: CrashRequest, line: Int, column: Int)? {
+    guard case .success(let commands) = parseLocatedControl(text) else { return nil }
+    for located in commands {
+        if case .crash(let request) = located.command { return (request, located.line, located.idColumn) }
+    }
+    return nil
+}
+
 /// A command and where its id is (or would be), so that the engine can point
 /// at it when the command fails to apply (duplicate id, unknown id).
 struct LocatedCommand {

@@ -50,6 +50,68 @@ extension PassthroughFileSystem {
         return total
     }
 
+    // MARK: for the crash layer (reaching files after the session is gone)
+
+    /// The node's backing file handle (name_to_handle_at) as bytes: the
+    /// handle type (4 bytes, little endian), then the handle. Nil when the
+    /// backing file system has no handles.
+    public func backingHandle(of node: NodeID) -> [UInt8]? {
+        let inode = inodes.inode(node)
+        guard !inode.handle.isEmpty else { return nil }
+        var storage = inode.handle.storage
+        let type = UInt32(bitPattern: storage.handle_type)
+        var bytes = [UInt8(type & 0xff), UInt8((type >> 8) & 0xff), UInt8((type >> 16) & 0xff), UInt8(type >> 24)]
+        withUnsafeBytes(of: &storage.f_handle) { bytes += $0.prefix(Int(storage.handle_bytes)) }
+        return bytes
+    }
+
+    /// Opens the backing file a `backingHandle` names (open_by_handle_at
+    /// through the backing mount); the caller closes the fd.
+    public func openBacking(handle bytes: [UInt8], flags: Int32) throws(Errno) -> Int32 {
+        var h = FileHandleBytes()
+        guard bytes.count >= 4, bytes.count - 4 <= MemoryLayout.size(ofValue: h.storage.f_handle) else { throw .EINVAL }
+        h.storage.handle_type = Int32(bitPattern: UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
+        h.storage.handle_bytes = UInt32(bytes.count - 4)
+        withUnsafeMutableBytes(of: &h.storage.f_handle) { raw in
+            for (i, byte) in bytes.dropFirst(4).enumerated() { raw[i] = byte }
+        }
+        return try sysCall { csys_open_by_handle(mountFD, &h.storage, flags | O_CLOEXEC) }
+    }
+
+    /// A new fd of the backing root directory (O_RDONLY); the caller closes it.
+    public func openBackingRoot() throws(Errno) -> Int32 {
+        try sysCall { openat(mountFD, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+    }
+
+    /// Runs `body` with an O_PATH fd of the node's backing file (a directory:
+    /// usable as the dirfd of *at calls).
+    public func withBackingFD<T>(of node: NodeID, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
+        try fds.withFD(inodes.inode(node), body)
+    }
+
+    /// Reads the node's backing bytes at `offset` as they are now (the crash
+    /// layer saves what a change will overwrite): through the open file
+    /// `handle` when it can read, else through a reopen by handle.
+    public func readBacking(of node: NodeID, handle: UInt64?, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        if let handle {
+            let n = pread(Int32(truncatingIfNeeded: handle), buffer.baseAddress, buffer.count, off_t(offset))
+            if n >= 0 { return n }
+            guard Errno.current == .EBADF else { throw Errno.current }  // opened write-only
+        }
+        let inode = inodes.inode(node)
+        let fd: Int32
+        if !inode.handle.isEmpty {
+            var h = inode.handle.storage
+            fd = try sysCall { csys_open_by_handle(mountFD, &h, O_RDONLY | O_CLOEXEC) }
+        } else {
+            fd = try fds.withFD(inode) { (pathFD) throws(Errno) in
+                try sysCall { Glibc.open("/proc/self/fd/\(pathFD)", O_RDONLY | O_CLOEXEC) }
+            }
+        }
+        defer { close(fd) }
+        return try sysCall { pread(fd, buffer.baseAddress, buffer.count, off_t(offset)) }
+    }
+
 }
 
 func procLink(_ fd: Int32) throws(Errno) -> String {

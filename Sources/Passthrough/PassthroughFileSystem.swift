@@ -96,6 +96,20 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     private var timeout: Double { options.cacheTimeout }
 
+    /// Whether `name` under `parent` is one of `hiddenRootNames`.
+    @inline(__always) private func isHidden(_ parent: NodeID, _ name: FileName) -> Bool {
+        parent == rootNodeID && !options.hiddenRootNames.isEmpty && isHiddenRootName(name.cString)
+    }
+
+    private func isHiddenRootName(_ name: UnsafePointer<CChar>) -> Bool {
+        options.hiddenRootNames.contains { $0.withCString { strcmp($0, name) == 0 } }
+    }
+
+    /// Creating or renaming to a hidden name: refused.
+    @inline(__always) private func refuseHidden(_ parent: NodeID, _ name: FileName) throws(Errno) {
+        if isHidden(parent, name) { throw .EPERM }
+    }
+
     @inline(__always) private func inode(_ node: NodeID) -> Inode { inodes.inode(node) }
 
     @inline(__always) private func withFD<T>(_ node: NodeID, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
@@ -187,6 +201,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     // MARK: names
 
     public func lookup(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) -> Entry {
+        if isHidden(parent, name) { throw .ENOENT }
         do throws(Errno) {
             return try withFD(parent) { (dirfd) throws(Errno) in try entry(dirfd: dirfd, name: name.cString) }
         } catch .ENOENT where options.aggressiveCaching {
@@ -247,28 +262,32 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func mknod(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, device: dev_t) throws(Errno) -> Entry {
-        try withFD(parent) { (dirfd) throws(Errno) in
+        try refuseHidden(parent, name)
+        return try withFD(parent) { (dirfd) throws(Errno) in
             try asCaller(caller) { () throws(Errno) in try sysCall { mknodat(dirfd, name.cString, creationMode(mode, under: dirfd, caller), device) } }
             return try entry(dirfd: dirfd, name: name.cString)
         }
     }
 
     public func mkdir(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t) throws(Errno) -> Entry {
-        try withFD(parent) { (dirfd) throws(Errno) in
+        try refuseHidden(parent, name)
+        return try withFD(parent) { (dirfd) throws(Errno) in
             try asCaller(caller) { () throws(Errno) in try sysCall { mkdirat(dirfd, name.cString, creationMode(mode, under: dirfd, caller)) } }
             return try entry(dirfd: dirfd, name: name.cString)
         }
     }
 
     public func symlink(_ caller: Caller, target: FileName, parent: NodeID, name: FileName) throws(Errno) -> Entry {
-        try withFD(parent) { (dirfd) throws(Errno) in
+        try refuseHidden(parent, name)
+        return try withFD(parent) { (dirfd) throws(Errno) in
             try asCaller(caller) { () throws(Errno) in try sysCall { symlinkat(target.cString, dirfd, name.cString) } }
             return try entry(dirfd: dirfd, name: name.cString)
         }
     }
 
     public func link(_ caller: Caller, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
-        try withFD(node) { (fd) throws(Errno) in
+        try refuseHidden(newParent, newName)
+        return try withFD(node) { (fd) throws(Errno) in
             try withFD(newParent) { (dirfd) throws(Errno) in
                 if linkat(fd, "", dirfd, newName.cString, Int32(CSYS_AT_EMPTY_PATH)) != 0 {
                     // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH (a daemon not run by root).
@@ -283,14 +302,18 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func unlink(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) {
+        if isHidden(parent, name) { throw .ENOENT }
         try withFD(parent) { (dirfd) throws(Errno) in try sysCall { unlinkat(dirfd, name.cString, 0) } }
     }
 
     public func rmdir(_ caller: Caller, parent: NodeID, name: FileName) throws(Errno) {
+        if isHidden(parent, name) { throw .ENOENT }
         try withFD(parent) { (dirfd) throws(Errno) in try sysCall { unlinkat(dirfd, name.cString, AT_REMOVEDIR) } }
     }
 
     public func rename(_ caller: Caller, parent: NodeID, name: FileName, newParent: NodeID, newName: FileName, flags: UInt32) throws(Errno) {
+        if isHidden(parent, name) { throw .ENOENT }
+        try refuseHidden(newParent, newName)
         try withFD(parent) { (from) throws(Errno) in
             try withFD(newParent) { (to) throws(Errno) in
                 try sysCall { csys_renameat2(from, name.cString, to, newName.cString, flags) }
@@ -376,7 +399,8 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     }
 
     public func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {
-        try withFD(parent) { (dirfd) throws(Errno) in
+        try refuseHidden(parent, name)
+        return try withFD(parent) { (dirfd) throws(Errno) in
             let backing = backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW
             let mode = creationMode(mode, under: dirfd, caller)
             let fd = try asCaller(caller) { () throws(Errno) in try sysCall { openat(dirfd, name.cString, backing, mode) } }
@@ -500,6 +524,10 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                 }
                 let next = d.pointee.d_off
                 let name = direntName(d)
+                if node == rootNodeID && !options.hiddenRootNames.isEmpty && isHiddenRootName(name) {
+                    s.offset = next
+                    continue
+                }
                 let added: Bool = try { () throws(Errno) -> Bool in
                     if !plus || isDotOrDotDot(name) {
                         var st = stat()

@@ -30,6 +30,10 @@ public struct PassthroughOptions: Sendable {
     /// crash aborts the connection and serves on with a new one). Costs a
     /// lock at each open and release: off unless needed.
     public var tracksOpenFiles = false
+    /// Names at the root of the backing tree the mount never shows nor
+    /// touches (the crash layer's graveyard): lookup answers ENOENT, readdir
+    /// skips them, and creating or renaming to them fails with EPERM.
+    public var hiddenRootNames: [String] = []
     public init() {}
 
     /// Seconds the kernel may trust attributes and names.

@@ -15,6 +15,10 @@ struct MountCommand: ParsableCommand {
             noacl, relatime (default), strictatime, noatime, threads=N, fdcache=N,
             control=NAME, rules=FILE, events=FILE. remount (with ro, rw, nosuid,
             noexec, ...) changes the flags of a live faultfs mount.
+            Power loss: crashsim (names durable after an fsync of their directory,
+            as POSIX promises) or crashsim=journal (like ext4: after any fsync, or
+            5 s), crashsim_spill=DIR (where undo data goes; default /var/tmp); then
+            `echo crash > MOUNTPOINT/.faultfs/control` undoes what is not durable.
             Other options go to libfuse (allow_other, fsname=..., ro, noexec, ...);
             mount(8)-only options (auto, noauto, user, _netdev, nofail, defaults,
             x-*, ...) are ignored. default_permissions is always on.
@@ -147,6 +151,7 @@ struct MountCommand: ParsableCommand {
         // The daemon works from /: files named relative to the caller's cwd must be absolute.
         configuration.rulesFile = configuration.rulesFile.map(Path.absolute)
         configuration.eventsFile = configuration.eventsFile.map(Path.absolute)
+        configuration.crashSpillDirectory = configuration.crashSpillDirectory.map(Path.absolute)
         return MountRequest(source: source, mountpoint: mountpoint, configuration: configuration,
                             logFile: log.map(Path.absolute),
                             options: options.flatMap(MountOptionParser.splitOptions).filter { !$0.isEmpty })

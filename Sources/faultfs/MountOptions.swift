@@ -1,5 +1,6 @@
 // Pure parsing of `-o` options: no I/O, no libfuse, so it can be unit tested.
 import Passthrough
+import FaultRules
 
 /// Everything a mount was asked for, after `-o` and the flags are parsed.
 struct MountConfiguration: Equatable, Sendable {
@@ -20,6 +21,10 @@ struct MountConfiguration: Equatable, Sendable {
     var controlName: String?
     var rulesFile: String?
     var eventsFile: String?
+    /// `-o crashsim[=posix|journal]`: power-loss simulation and its name model.
+    var crashSimulation: NameDurability?
+    /// `-o crashsim_spill=DIR`: where the crash layer's spill file lives.
+    var crashSpillDirectory: String?
 
     /// Options handed to libfuse as one `-o` list, still comma-escaped.
     var fuseOptions: [String] = []
@@ -77,6 +82,13 @@ enum MountOptionParser {
             case "control": config.controlName = try string(key, value)
             case "rules": config.rulesFile = try string(key, value)
             case "events": config.eventsFile = try string(key, value)
+            case "crashsim":
+                guard let model = value.map(unescape) else { config.crashSimulation = .posix; break }
+                guard let names = NameDurability(rawValue: model) else {
+                    throw MountOptionError(description: "option crashsim=\(model): expected crashsim (names as POSIX promises), crashsim=posix or crashsim=journal")
+                }
+                config.crashSimulation = names
+            case "crashsim_spill": config.crashSpillDirectory = try string(key, value)
             case "fsname": fsname = value ?? ""  // kept escaped: it goes back to libfuse
             case "subtype":
                 // The fstype must stay fuse.faultfs: `umount` and the
@@ -100,6 +112,9 @@ enum MountOptionParser {
             config.maxThreads = threads
         }
         config.maxIdleThreads = min(config.maxIdleThreads, config.maxThreads)
+        if config.crashSpillDirectory != nil && config.crashSimulation == nil {
+            throw MountOptionError(description: "option crashsim_spill=DIR needs crashsim (or crashsim=journal) as well")
+        }
 
         // The kernel checks permissions against our attributes, as on a real
         // file system; the passthrough then acts with the caller's identity.

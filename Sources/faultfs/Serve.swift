@@ -22,6 +22,9 @@ func makeFileSystem(root: Int32, request: MountRequest,
     let faults: FaultLayer
     final class ResolverSlot: Sendable { let resolver = Mutex<BlockResolver?>(nil) }  // set once the engine exists
     let resolverSlot = ResolverSlot()
+    // A crash graveyard left by a daemon killed with -9 goes, crashsim or not.
+    let rootDirectory = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    if rootDirectory >= 0 { FaultLayer.removeCrashGraveyard(rootFD: rootDirectory); close(rootDirectory) }
     do {
         var options = configuration.faultLayerOptions
         var passthroughOptions = configuration.passthroughOptions
@@ -62,6 +65,7 @@ extension MountConfiguration {
         options.fdCacheCapacity = fdCacheCapacity
         options.posixACLs = posixACLs
         options.accessTimes = accessTimes
+        if crashSimulation != nil { options.hiddenRootNames = [FaultLayer.crashGraveyardName] }
         return options
     }
 
@@ -70,6 +74,9 @@ extension MountConfiguration {
         if let controlName { options.controlName = controlName }
         options.eventsPath = eventsFile
         options.writebackCache = writebackCache
+        options.crashSimulation = crashSimulation
+        if let crashSpillDirectory { options.crashSpillDirectory = crashSpillDirectory }
+        options.log = { logger.notice("\($0)") }
         return options
     }
 
@@ -80,6 +87,7 @@ extension MountConfiguration {
             + "fdcache=\(fdCacheCapacity) acl=\(posixACLs ? "on" : "off") atime=\(accessTimes.rawValue) threads=\(maxIdleThreads) idle/\(maxThreads) max"
             + (controlName.map { " control=\($0)" } ?? "") + (rulesFile.map { " rules=\($0)" } ?? "")
             + (eventsFile.map { " events=\($0)" } ?? "")
+            + (crashSimulation.map { " crashsim=\($0.rawValue)" } ?? "") + (crashSpillDirectory.map { " crashsim_spill=\($0)" } ?? "")
             + " fuse: -o \(fuseOptions.joined(separator: ","))"
     }
 }

@@ -1,6 +1,7 @@
 // `faultfs umount`: unmount a faultfs mount, including one whose daemon died
 // (every access then fails with ENOTCONN, "Transport endpoint is not connected").
 import ArgumentParser
+import FaultLayer
 import FaultRules
 import Glibc
 import Synchronization
@@ -54,11 +55,23 @@ struct UnmountCommand: ParsableCommand {
         if umount2(path, 0) != 0 {
             try unmountFailed(path, errno: errno)
         }
+        if daemons.isEmpty { Self.removeCrashGraveyard(source: top.source) }
         // So that a script may reuse the directory, or the source, at once.
         let running = waitForExit(daemons, seconds: 10)
         if !running.isEmpty {
             printError("faultfs: unmounted, but the daemon (pid \(running.map(String.init).joined(separator: " "))) still runs after 10 s")
         }
+    }
+
+    /// A dead daemon left its crash graveyard in the backing root (a live
+    /// one removes it itself at unmount). The source is the mount's fsname:
+    /// SOURCE unless `-o fsname=` named it otherwise.
+    static func removeCrashGraveyard(source: String) {
+        guard source.hasPrefix("/") else { return }
+        let root = open(source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard root >= 0 else { return }
+        FaultLayer.removeCrashGraveyard(rootFD: root)
+        close(root)
     }
 
     private func unmountFailed(_ path: String, errno: Int32) throws(CLIError) {
