@@ -82,8 +82,9 @@ def run(a):
               "opened": False}
 
     def save():
-        with open(a.report, "w") as f:
+        with open(a.report + ".tmp", "w") as f:
             json.dump(report, f, indent=1)
+        os.replace(a.report + ".tmp", a.report)    # whole, even when a crash kills this process
 
     # The driver's phase releases a stall a few seconds after this file appears.
     started = os.path.join(os.path.dirname(a.acks), "fault-started")
@@ -146,6 +147,8 @@ def run(a):
             st["ok"] += 1
             consecutive[0] = 0
         log_ack(rec)
+        if a.crash_flag:
+            save()     # the crash kills this process: what it did so far stays told
         if app.checkpoint_every and (op_index + 1) % app.checkpoint_every == 0:
             try:
                 db.checkpoint()

@@ -20,6 +20,9 @@ class Client:
         if create:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         c = self.sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        # First: the unsafe setting covers the database's creation too.
+        # Unsafe: SQLite never syncs (a commit is acknowledged once it is in the page cache).
+        c.execute("PRAGMA synchronous=%s" % ("OFF" if self.unsafe else "FULL"))
         if create:
             c.execute("PRAGMA journal_mode=%s" % ("WAL" if self.mode == "wal" else "DELETE"))
             c.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
@@ -27,8 +30,6 @@ class Client:
             # The default (1000 pages) is never reached by this small workload;
             # 100 pages makes checkpoints (the main file's writes) happen in the fault window.
             c.execute("PRAGMA wal_autocheckpoint=100")
-        # Unsafe: SQLite never syncs (a commit is acknowledged once it is in the page cache).
-        c.execute("PRAGMA synchronous=%s" % ("OFF" if self.unsafe else "FULL"))
         self.conn = c
 
     def put(self, k, v):
