@@ -5,7 +5,7 @@ import System
 import Synchronization
 
 /// Checks every request against the rule engine, then fails, delays,
-/// stalls, drops, shortens or passes it on.
+/// stalls, drops, shortens, corrupts or passes it on.
 ///
 /// The check costs one relaxed atomic load (the engine's armed-ops mask)
 /// plus a relaxed counter increment when no rule targets the operation: no
@@ -40,11 +40,20 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
         func processID() -> Int32? { gatheredProcessID }
     }
 
-    /// Checks one request; returns `.drop`/`.short` for a write to act on,
-    /// nil to pass it on, or throws the injected errno.
+    /// A decision the request's own handler carries out (drop, short,
+    /// corrupt), with what its event names.
+    struct Injection {
+        let decision: Decision
+        let info: RequestInfo
+        let path: String?
+        let comm: String?
+    }
+
+    /// Checks one request; returns a drop, short or corrupt for the handler
+    /// to act on, nil to pass it on, or throws the injected errno.
     @inline(__always)
     private func check(_ op: FaultOp, _ caller: Caller, node: NodeID, name: FileName? = nil,
-                       offset: off_t = -1, length: Int64 = 0) throws(Errno) -> FaultAction? {
+                       offset: off_t = -1, length: Int64 = 0) throws(Errno) -> Injection? {
         stats[op].seen.add(1, ordering: .relaxed)
         guard engine.armedOps.contains(op) else { return nil }
         return try inject(op, caller, node: node, name: name, offset: offset, length: length)
@@ -52,7 +61,7 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
 
     @inline(never)
     private func inject(_ op: FaultOp, _ caller: Caller, node: NodeID, name: FileName?,
-                        offset: off_t, length: Int64) throws(Errno) -> FaultAction? {
+                        offset: off_t, length: Int64) throws(Errno) -> Injection? {
         let info = RequestInfo(op: op, inode: name == nil ? recorder.inodeNumber(of: node) : 0,
                                offset: Int64(offset), length: length, pid: caller.pid)
         let ticket = gate.ticket()  // before the decision: see StallGate
@@ -92,12 +101,33 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
         case .drop:
             counters.dropped.add(1, ordering: .relaxed)
             record(.drop)
-            return decision.action
         case .short:
             counters.shortened.add(1, ordering: .relaxed)
             record(.short)
-            return decision.action
+        case .corrupt:
+            break  // counted and recorded once the data has been changed (`corrupt`)
         }
+        return Injection(decision: decision, info: info, path: path, comm: comm)
+    }
+
+    /// Changes `data` as the corrupt rule of `injection` says.
+    private func corrupt(_ data: inout [UInt8], _ injection: Injection) -> Corruption.Outcome {
+        guard case .corrupt(let bytes, let pattern) = injection.decision.action else { return Corruption.Outcome(changed: 0, firstPositions: []) }
+        return data.withUnsafeMutableBytes {
+            Corruption.apply(to: $0, bytes: bytes, pattern: pattern, seed: injection.decision.corruptionSeed)
+        }
+    }
+
+    /// Counts and records a corruption that took effect: the event names the
+    /// data's offset and length (a read near the end of a file returns less
+    /// than it asked) and what changed.
+    private func record(_ outcome: Corruption.Outcome, of injection: Injection, length: Int) {
+        stats[injection.info.op].corrupted.add(1, ordering: .relaxed)
+        var info = injection.info
+        info.length = Int64(length)
+        let start = max(info.offset, 0)
+        recorder.record(injection.decision.ruleID, .corrupt, info, path: injection.path, comm: injection.comm,
+                        changed: Int64(outcome.changed), changedOffsets: outcome.firstPositions.map { start + Int64($0) })
     }
 
     // MARK: lifecycle
@@ -176,13 +206,19 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
     }
 
     func read(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, size: Int) throws(Errno) -> ReadData {
-        _ = try check(.read, caller, node: node, offset: offset, length: Int64(size))
-        return try inner.read(caller, node: node, handle: handle, offset: offset, size: size)
+        let injection = try check(.read, caller, node: node, offset: offset, length: Int64(size))
+        let data = try inner.read(caller, node: node, handle: handle, offset: offset, size: size)
+        guard let injection, case .corrupt = injection.decision.action else { return data }
+        // Only now, and only for this read, is the data copied into memory.
+        var bytes = try data.inMemory()
+        record(corrupt(&bytes, injection), of: injection, length: bytes.count)
+        return .bytes(bytes)
     }
 
     func write(_ caller: Caller, node: NodeID, handle: UInt64, data: WriteSource, offset: off_t, fromWriteback: Bool) throws(Errno) -> Int {
         let op: FaultOp = fromWriteback ? .writeback : .syncwrite
-        switch try check(op, caller, node: node, offset: offset, length: Int64(data.count)) {
+        let injection = try check(op, caller, node: node, offset: offset, length: Int64(data.count))
+        switch injection?.decision.action {
         case .drop?:
             return data.count  // acknowledged, never stored: a lost write
         case .short(let bytes)?:
@@ -190,6 +226,16 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
             return try data.withPrefix(stored) { (prefix) throws(Errno) in
                 try inner.write(caller, node: node, handle: handle, data: prefix, offset: offset, fromWriteback: fromWriteback)
             }
+        case .corrupt?:
+            // Only now, and only for this write, is the data copied into memory.
+            // A write that then fails (ENOSPC below us, say) corrupted nothing and records nothing.
+            var bytes = try data.bytes(limit: data.count)
+            let outcome = corrupt(&bytes, injection!)
+            let stored = try WriteSource.withBytes(bytes) { (source) throws(Errno) in
+                try inner.write(caller, node: node, handle: handle, data: source, offset: offset, fromWriteback: fromWriteback)
+            }
+            record(outcome, of: injection!, length: bytes.count)
+            return stored
         default:
             return try inner.write(caller, node: node, handle: handle, data: data, offset: offset, fromWriteback: fromWriteback)
         }

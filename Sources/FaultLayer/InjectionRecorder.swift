@@ -44,11 +44,12 @@ final class InjectionRecorder: @unchecked Sendable {
         session?.extendSize(of: eventsNode, to: size, lastByte: UInt8(ascii: "\n"))
     }
 
-    func record(_ ruleID: String, _ action: InjectionEvent.Action, _ info: RequestInfo, path: String?, comm: String?, errno: Int32 = 0) {
+    func record(_ ruleID: String, _ action: InjectionEvent.Action, _ info: RequestInfo, path: String?, comm: String?,
+                errno: Int32 = 0, changed: Int64 = 0, changedOffsets: [Int64] = []) {
         append(InjectionEvent(
             timeNs: SystemClock.realtimeNanoseconds(), ruleID: ruleID, action: action, op: info.op, path: path,
             inode: info.inode, offset: info.offset, length: info.length, errno: errno, pid: info.pid,
-            comm: comm, writeback: info.op == .writeback))
+            comm: comm, writeback: info.op == .writeback, changed: changed, changedOffsets: changedOffsets))
     }
 
     /// Capacity exhausted: counted and logged like an injected ENOSPC.

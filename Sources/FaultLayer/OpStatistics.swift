@@ -2,7 +2,7 @@ import FaultRules
 import Synchronization
 
 /// Per-operation counters for `.faultfs/stats`: requests seen, failed
-/// (injected errors), delayed, stalled right now. Relaxed atomics: no lock
+/// (injected errors), delayed, stalled right now, dropped, shortened, corrupted. Relaxed atomics: no lock
 /// on the request path.
 final class OpStatistics: Sendable {
     final class Counters: Sendable {
@@ -13,6 +13,7 @@ final class OpStatistics: Sendable {
         let stalledTotal = Atomic<UInt64>(0)
         let dropped = Atomic<UInt64>(0)
         let shortened = Atomic<UInt64>(0)
+        let corrupted = Atomic<UInt64>(0)
     }
     private let counters: [Counters] = FaultOp.allCases.map { _ in Counters() }
 
@@ -23,12 +24,13 @@ final class OpStatistics: Sendable {
             c.seen.store(0, ordering: .relaxed); c.failed.store(0, ordering: .relaxed)
             c.delayed.store(0, ordering: .relaxed); c.stalledTotal.store(0, ordering: .relaxed)
             c.dropped.store(0, ordering: .relaxed); c.shortened.store(0, ordering: .relaxed)
+            c.corrupted.store(0, ordering: .relaxed)
         }
     }
 
     /// One line per operation, aligned columns.
     func render() -> String {
-        let header = ["op", "seen", "failed", "delayed", "stalled_now", "stalled_total", "dropped", "shortened"]
+        let header = ["op", "seen", "failed", "delayed", "stalled_now", "stalled_total", "dropped", "shortened", "corrupted"]
         var out = row(header)
         for op in FaultOp.allCases {
             let c = self[op]
@@ -36,7 +38,7 @@ final class OpStatistics: Sendable {
                 Int64(c.seen.load(ordering: .relaxed)), Int64(c.failed.load(ordering: .relaxed)),
                 Int64(c.delayed.load(ordering: .relaxed)), c.stalledNow.load(ordering: .relaxed),
                 Int64(c.stalledTotal.load(ordering: .relaxed)), Int64(c.dropped.load(ordering: .relaxed)),
-                Int64(c.shortened.load(ordering: .relaxed)),
+                Int64(c.shortened.load(ordering: .relaxed)), Int64(c.corrupted.load(ordering: .relaxed)),
             ]
             out += row([op.name] + values.map { String($0) })
         }

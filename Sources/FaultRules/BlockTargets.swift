@@ -151,7 +151,7 @@ public enum BlockRuleRewriter {
     public static func parse(_ line: String) throws(BlockRuleError) -> BlockRuleRequest {
         var words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         var request = BlockRuleRequest(words: words)
-        guard let action = words.first, ["fail", "delay", "stall", "drop", "short"].contains(action) else {
+        guard let action = words.first, ruleActionWords.contains(action) else {
             return request
         }
         if words.count > 1 {
@@ -198,7 +198,7 @@ public enum BlockRuleRewriter {
     /// The rule for the daemon: the kept words, the image's name as `path=`
     /// (its directory may hold other files) and the resolved ranges.
     public static func line(_ request: BlockRuleRequest, imageName: String, ranges: ByteRangeSet?) -> String {
-        guard request.words.count > 1, ["fail", "delay", "stall", "drop", "short"].contains(request.words[0]) else {
+        guard request.words.count > 1, ruleActionWords.contains(request.words[0]) else {
             return request.words.joined(separator: " ")
         }
         var words = request.words

@@ -1,6 +1,6 @@
 // The control language: one command per line.
 //
-//   ACTION OPS [ERRNO] [key=value ...]      add a rule (see Rule)
+//   ACTION OPS [ERRNO|DURATION] [key=value ...]   add a rule (see Rule)
 //   clear [ID] | release [ID] | capacity SIZE|off | reset-counters
 //   crash [torn] [seed=N] [sector=512|4096]
 //
@@ -144,15 +144,20 @@ func tokenize(_ line: Substring) -> [Token] {
 
 // MARK: - Vocabulary
 
-private let ruleActions = ["fail", "delay", "stall", "drop", "short"]
+/// The words that add a rule (`FaultAction.name`s); block mode rewrites these lines.
+public let ruleActionWords = ["fail", "delay", "stall", "drop", "short", "corrupt"]
+private let ruleActions = ruleActionWords
 private let commandWords = ruleActions + ["clear", "release", "capacity", "reset-counters", "crash"]
 private let ruleKeys = ["id", "path", "offset", "ranges", "comm", "pid", "after", "every", "count",
-                        "prob", "seed", "timeout", "bytes"]
+                        "prob", "seed", "timeout", "bytes", "pattern"]
 private let knownOpWords = OpSet.vocabulary.map(\.word).joined(separator: ", ")
 
 private let expectedErrno = "an errno name such as ENOSPC or EIO, or a number in 1...511"
 private let expectedDuration = "a number and a unit (ns, us, ms, s, m, h), such as 200ms or 1.5s"
 private let expectedSize = "a size such as 4096, 512K, 64M or 2GiB"
+private let expectedPattern = CorruptionPattern.allCases.map(\.rawValue).joined(separator: ", ")
+/// The ops whose requests carry data that `corrupt` can change.
+private let corruptibleOps = OpSet.write.union(.of(.read))
 
 /// Linux truncates process names to 15 bytes (TASK_COMM_LEN - 1).
 private let maxCommBytes = 15
@@ -332,6 +337,7 @@ struct LineParser {
         var seen: [String: Token] = [:]   // key → its token, for repeats and later checks
         var timeout: UInt64?
         var bytes: Int64?
+        var pattern = CorruptionPattern.flip
         var idColumn = actionToken.column
         while let token = next() {
             guard let equals = token.text.unicodeScalars.firstIndex(of: "=") else {
@@ -381,7 +387,15 @@ struct LineParser {
                 guard let size = parseSize(value.text) else {
                     throw error(at: value.column, "bad bytes \(quoted(value)); expected \(expectedSize)")
                 }
+                guard size > 0 || actionWord != "corrupt" else {
+                    throw error(at: value.column, "bad bytes \(quoted(value)); corrupt changes 1 or more bytes")
+                }
                 bytes = size
+            case "pattern":
+                guard let named = CorruptionPattern(rawValue: value.text.lowercased()) else {
+                    throw error(at: value.column, "bad pattern \(quoted(value)); expected one of \(expectedPattern)")
+                }
+                pattern = named
             default:
                 preconditionFailure("key \(key) is in ruleKeys but not handled")
             }
@@ -391,15 +405,23 @@ struct LineParser {
         if let timeoutToken = seen["timeout"], actionWord != "stall" {
             throw error(at: timeoutToken.column, "timeout= only applies to stall, not \(actionWord)")
         }
-        if let bytesToken = seen["bytes"], actionWord != "short" {
-            throw error(at: bytesToken.column, "bytes= only applies to short, not \(actionWord)")
+        if let bytesToken = seen["bytes"], actionWord != "short" && actionWord != "corrupt" {
+            throw error(at: bytesToken.column, "bytes= only applies to short and corrupt, not \(actionWord)")
         }
-        if let seedToken = seen["seed"], rule.probability == nil {
-            throw error(at: seedToken.column, "seed= only applies together with prob=")
+        if let patternToken = seen["pattern"], actionWord != "corrupt" {
+            throw error(at: patternToken.column, "pattern= only applies to corrupt, not \(actionWord)")
+        }
+        // A corrupt rule also draws from its generator which bytes to change.
+        if let seedToken = seen["seed"], rule.probability == nil, actionWord != "corrupt" {
+            throw error(at: seedToken.column, "seed= only applies together with prob=, or to corrupt")
         }
         if actionWord == "drop" || actionWord == "short",
            let word = opList.first(where: { !OpSet.write.isSuperset(of: $0.ops) }) {
             throw error(at: word.token.column, "\(actionWord) only applies to writes; \(quoted(word.token)) is not one (expected write, writeback or syncwrite)")
+        }
+        if actionWord == "corrupt", let word = opList.first(where: { !corruptibleOps.isSuperset(of: $0.ops) }) {
+            let what = word.ops.isDisjoint(with: corruptibleOps) ? "does not" : "names ops that do not"
+            throw error(at: word.token.column, "corrupt only applies to ops that carry data (read, write, writeback, syncwrite); \(quoted(word.token)) \(what)")
         }
 
         switch actionWord {
@@ -407,6 +429,7 @@ struct LineParser {
         case "delay": rule.action = .delay(nanoseconds: delay)
         case "stall": rule.action = .stall(timeoutNanoseconds: timeout)
         case "drop": rule.action = .drop
+        case "corrupt": rule.action = .corrupt(bytes: bytes ?? Corruption.defaultBytes, pattern: pattern)
         default: rule.action = .short(bytes: bytes)
         }
         return LocatedCommand(command: .add(rule), line: number, idColumn: idColumn)

@@ -13,6 +13,9 @@ public enum FaultAction: Sendable, Equatable {
     case drop
     /// Store and acknowledge only part of a write; nil means the default (see `shortWriteLength`).
     case short(bytes: Int64?)
+    /// Let a read or write succeed with `bytes` bytes of its data changed
+    /// (silent corruption; see `Corruption`).
+    case corrupt(bytes: Int64, pattern: CorruptionPattern)
 
     /// The action's word in the control language and in events.
     public var name: String {
@@ -22,6 +25,7 @@ public enum FaultAction: Sendable, Equatable {
         case .stall: "stall"
         case .drop: "drop"
         case .short: "short"
+        case .corrupt: "corrupt"
         }
     }
 
@@ -127,6 +131,10 @@ public struct Rule: Sendable, Equatable, CustomStringConvertible {
         add("seed", seed.map { String($0) })
         if case .stall(let timeout?) = action { add("timeout", formatDuration(timeout)) }
         if case .short(let bytes?) = action { add("bytes", formatSize(bytes)) }
+        if case .corrupt(let bytes, let pattern) = action {
+            add("bytes", bytes == Corruption.defaultBytes ? nil : formatSize(bytes))
+            add("pattern", pattern == .flip ? nil : pattern.rawValue)
+        }
         return words.joined(separator: " ")
     }
 

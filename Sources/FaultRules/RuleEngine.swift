@@ -84,10 +84,14 @@ public extension RequestDetails {
 public struct Decision: Sendable, Equatable {
     public let ruleID: String
     public let action: FaultAction
+    /// For `corrupt`: the seed of this request's choice of bytes, the rule's
+    /// next draw (so `seed=` makes it reproducible); 0 otherwise.
+    public let corruptionSeed: UInt64
 
-    public init(ruleID: String, action: FaultAction) {
+    public init(ruleID: String, action: FaultAction, corruptionSeed: UInt64 = 0) {
         self.ruleID = ruleID
         self.action = action
+        self.corruptionSeed = corruptionSeed
     }
 }
 
@@ -153,9 +157,10 @@ public final class RuleEngine: Sendable {
                       table.rules[index].matches(info, &lazyDetails),
                       table.rules[index].countAndSelect()
                 else { continue }
+                let seed = table.rules[index].isCorrupt ? table.rules[index].draw() : 0
                 let rule = table.rules[index]
                 if rule.isDormant { publishArmedOps(table) }
-                return Decision(ruleID: rule.id, action: rule.rule.action)
+                return Decision(ruleID: rule.id, action: rule.rule.action, corruptionSeed: seed)
             }
             return nil
         }
@@ -405,9 +410,17 @@ struct ActiveRule: Sendable {
         return false
     }
 
+    var isCorrupt: Bool {
+        if case .corrupt = rule.action { return true }
+        return false
+    }
+
     mutating func resetCounters() {
         self = ActiveRule(rule)
     }
+
+    /// The rule's next random number (after `prob=`'s draw, if any).
+    mutating func draw() -> UInt64 { random.next() }
 
     /// The filters: op, caller, offset, path. Cheapest checks first; the
     /// path and comm are fetched only if a filter needs them.

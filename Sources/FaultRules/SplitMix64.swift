@@ -20,4 +20,10 @@ struct SplitMix64: Sendable {
     mutating func nextUnitInterval() -> Double {
         Double(next() >> 11) * 0x1p-53
     }
+
+    /// Uniform enough in 0..<bound (bound > 0): the high half of a 128-bit
+    /// product, bias below bound / 2^64.
+    mutating func below(_ bound: UInt64) -> UInt64 {
+        next().multipliedFullWidth(by: bound).high
+    }
 }

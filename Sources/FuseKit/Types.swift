@@ -106,6 +106,30 @@ public enum ReadData {
     case bytes([UInt8])
 }
 
+extension ReadData {
+    /// The answer's bytes in memory: a `.file` answer is read now (pread
+    /// until `count` bytes or end of file). For a decorator that must change
+    /// the data (the fault layer's `corrupt read`); other reads keep the splice.
+    public func inMemory() throws(Errno) -> [UInt8] {
+        switch self {
+        case .bytes(let bytes):
+            return bytes
+        case .file(let fd, let offset, let count):
+            var out = [UInt8](repeating: 0, count: count)
+            var filled = 0
+            while filled < count {
+                let n = try sysCall {
+                    out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + filled, count - filled, offset + off_t(filled)) }
+                }
+                if n == 0 { break }
+                filled += n
+            }
+            out.removeLast(count - filled)
+            return out
+        }
+    }
+}
+
 /// getxattr/listxattr answer the size needed when asked with size 0.
 public enum XattrReply {
     case size(Int)

@@ -18,6 +18,8 @@ struct CampaignVerdict {
     var mode: String { fields["mode"] ?? "" }
     var plan: String { fields["plan"] ?? "" }
     var verdict: String { fields["verdict"] ?? "" }
+    /// safe, or unsafe (campaign --unsafe / --configs).
+    var config: String { fields["config"] ?? "" }
     /// How often the plan acted (injections with an errno, writes dropped or stalled); -1 when not said.
     var fired: Int { Int(fields["fired"] ?? "") ?? -1 }
     /// What it did, e.g. "EIO:1" or "drop:40".
@@ -241,6 +243,33 @@ extension AllMountTests {
             #expect(!loops.contains(name), "loop devices left behind: \(loops)")
             let states = (try? FileManager.default.contentsOfDirectory(atPath: "/var/lib/faultfs/block")) ?? []
             #expect(!states.contains { $0.contains(name) }, "block state left behind: \(states)")
+        }
+
+        @Test("sqlite WAL power-loss: the safe configuration keeps every acknowledged key, synchronous=OFF loses them")
+        func sqlitePowerLoss() throws {
+            guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
+            // A small workload (20 keys, a crash among the next 20 commits), one run per configuration.
+            let (result, verdicts, out) = try runCampaign(["sqlite", "--modes", "wal", "--plans", "power-loss",
+                                                           "--configs", "safe,unsafe", "--no-monitor",
+                                                           "--sizes", "20,20,5"], limitSeconds: 300)
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            #expect(result.status == 0, "\(result)")
+            #expect(verdicts.map(\.config) == ["safe", "unsafe"], "\(result.stdout)")
+            for v in verdicts {
+                expectConsistent(v, result.stderr)
+                // The crash is the plan acting: one crash event from the mount.
+                #expect(v.fired == 1 && v.injected == "crash:1", "\(v.fields)")
+            }
+            if let safe = verdicts.first(where: { $0.config == "safe" }) {
+                #expect(safe.verdict == "correct" && safe.fields["outcome"] == "survived", "\(safe.fields)")
+            }
+            // Nothing was ever synced: the power loss takes acknowledged keys with it.
+            if let unsafe = verdicts.first(where: { $0.config == "unsafe" }) {
+                #expect(lostData.contains(unsafe.verdict) && unsafe.fields["outcome"] == "lost", "\(unsafe.fields)")
+                #expect(unsafe.count("key_not_found") + unsafe.count("old_value") > 0, "\(unsafe.fields)")
+            }
+            #expect(!result.stdout.contains("SELF-TEST FAILED"), "\(result.stdout)")
+            #expect(leftovers(out).isEmpty, "mounts left behind: \(leftovers(out))")
         }
 
         @Test("a campaign that fails half-way names the step and leaves nothing behind")

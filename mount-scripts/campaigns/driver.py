@@ -20,12 +20,25 @@ Usage: mount-scripts/campaign [options] APP      (as root)
   --plans LIST      comma list of plans (baseline, wb-eio, wb-enospc,
                     wb-eio-data, fsync-eio, flush-eio, capacity, stall,
                     selftest-drop, selftest-seeded; with --fs: blk-data-eio,
-                    blk-journal-eio, blk-flush-eio, blk-full, blk-stall); a
-                    plan that cannot apply to the file system is reported
-                    "not applicable" with the reason
+                    blk-journal-eio, blk-flush-eio, blk-full, blk-stall; in
+                    either mode: power-loss, power-loss-torn, corrupt-read,
+                    corrupt-write); a plan that cannot apply to the file
+                    system is reported "not applicable" with the reason
+  --unsafe          run the applications' unsafe configuration (SQLite
+                    synchronous=OFF, Redis appendfsync no, PostgreSQL
+                    fsync=off, LevelDB sync=False, LMDB MDB_NOSYNC): under
+                    power-loss it must lose acknowledged keys (a self-test)
+  --configs LIST    safe, unsafe or safe,unsafe (default safe; --unsafe is
+                    --configs unsafe)
+  --seed N          the power-loss plans' seed (default 1): each run's crash
+                    point and torn sectors come from it and the run number
+  --crash-model M   posix (default) or journal: the mount's -o crashsim model
   --modes LIST      comma list of the application's modes (default: all of them)
   --runs N          repeat every case N times (default 1)
   --quick           small workload and a reduced plan (CI)
+  --sizes P,O,A     the workload's sizes: P keys preloaded, O operations in
+                    the fault window, A after it (default 100,150,30;
+                    --quick 30,40,10)
   --out DIR         where runs and results go (default /tmp/faultfs-campaign)
   --faultfs PATH    use this faultfs binary (default: build REPO/.build-camp)
   --no-monitor      do not wrap the fault phase in `faultfs run` (no monitor report)
@@ -70,6 +83,7 @@ BLOCK_STANDARD_PLANS = ["baseline", "selftest-seeded", "blk-data-eio", "blk-jour
                         "blk-full", "blk-stall"]
 STALL_RELEASE_AFTER = 3   # seconds a stall lasts
 STALL_PLANS = ("stall", "blk-stall")
+CONFIGS = ("safe", "unsafe")
 
 
 class UsageError(Exception):
@@ -90,6 +104,10 @@ class Options:
     keep: bool = False
     plan_lines: dict = dataclasses.field(default_factory=dict)   # --plan-line PLAN=LINE
     fs: str = "fuse"     # --fs: fuse, or a block-mode file system (plans.FILE_SYSTEMS)
+    configs: list = dataclasses.field(default_factory=lambda: ["safe"])   # safe, unsafe
+    seed: int = 1        # --seed: the power-loss plans' crash points and torn sectors
+    crash_model: str = "posix"
+    workload_sizes: tuple = ()   # --sizes: (preload, ops, after)
     help: bool = False
 
     @property
@@ -98,9 +116,9 @@ class Options:
 
     def sizes(self):
         """The workload's sizes (workload.py options)."""
-        if self.quick:
-            return ["--preload", "30", "--ops", "40", "--after", "10", "--give-up", "8"]
-        return ["--preload", "100", "--ops", "150", "--after", "30"]
+        preload, ops, after = self.workload_sizes or ((30, 40, 10) if self.quick else (100, 150, 30))
+        give_up = ["--give-up", "8"] if self.quick or self.workload_sizes else []
+        return ["--preload", str(preload), "--ops", str(ops), "--after", str(after)] + give_up
 
 
 def parse_args(argv):
@@ -133,6 +151,11 @@ def parse_args(argv):
             o.runs = int(runs)
         elif a == "--quick":
             o.quick = True
+        elif a == "--sizes":
+            sizes = value(a)
+            if not re.fullmatch(r"[1-9][0-9]*,[1-9][0-9]*,[0-9]+", sizes):
+                raise UsageError("--sizes wants PRELOAD,OPS,AFTER (e.g. 20,20,5)")
+            o.workload_sizes = tuple(int(x) for x in sizes.split(","))
         elif a == "--out":
             o.out = value(a)
         elif a == "--faultfs":
@@ -143,6 +166,21 @@ def parse_args(argv):
             doc = a == "--doc"
         elif a == "--keep":
             o.keep = True
+        elif a == "--unsafe":
+            o.configs = ["unsafe"]
+        elif a == "--configs":
+            o.configs = [c for c in value(a).split(",") if c]
+            if not o.configs or any(c not in CONFIGS for c in o.configs):
+                raise UsageError("--configs wants safe, unsafe or safe,unsafe")
+        elif a == "--seed":
+            seed = value(a)
+            if not re.fullmatch(r"[0-9]+", seed):
+                raise UsageError("--seed wants a number")
+            o.seed = int(seed)
+        elif a == "--crash-model":
+            o.crash_model = value(a)
+            if o.crash_model not in ("posix", "journal"):
+                raise UsageError("--crash-model wants posix or journal")
         elif a == "--plan-line":
             plan, eq, line = value(a).partition("=")
             if not eq or not plans.known(plan):
@@ -182,23 +220,28 @@ def parse_args(argv):
     return o
 
 
-def run_dir(out, app, mode, plan, n):
-    return os.path.join(out, app, mode, re.sub(r"[^A-Za-z0-9_.=-]", "_", plan), "run%d" % n)
+def run_dir(out, app, mode, plan, n, config="safe"):
+    folder = mode if config == "safe" else mode + "-" + config
+    return os.path.join(out, app, folder, re.sub(r"[^A-Za-z0-9_.=-]", "_", plan), "run%d" % n)
 
 
 def cases(o):
-    """The runs, in order: (app, mode, plan, n); and the notes about modes an application lacks (pure)."""
+    """The runs, in order: (app, mode, config, plan, n); and the notes about
+    modes an application lacks (pure)."""
     out, notes = [], []
     for name in o.apps:
         app = APPS[name]
-        for mode in o.modes or app.modes:
-            if mode not in app.modes:
-                notes.append("%s has no mode %s (modes: %s)" % (name, mode, " ".join(app.modes)))
-                continue
-            for plan in o.plans:
-                if plan == "selftest-seeded" and app.tamper is None:
+        for config in o.configs:
+            modes = app.modes_for(config == "unsafe")
+            for mode in o.modes or modes:
+                if mode not in modes:
+                    notes.append("%s has no mode %s%s (modes: %s)" % (
+                        name, mode, "" if config == "safe" else " when " + config, " ".join(modes)))
                     continue
-                out += [(name, mode, plan, n) for n in range(1, o.runs + 1)]
+                for plan in o.plans:
+                    if plan == "selftest-seeded" and app.tamper is None:
+                        continue
+                    out += [(name, mode, config, plan, n) for n in range(1, o.runs + 1)]
     return out, notes
 
 
@@ -249,9 +292,11 @@ def is_mounted(path):
 
 # ---------------------------------------------------------------- block mode
 
-def block_mount(o, image, data):
-    """The --fs file system on IMAGE (made when new, reused after the crash) at DATA."""
-    r = run([o.faultfs, "mount", *plans.block_mount_arguments(o.fs), "--image", image, data],
+def block_mount(o, image, data, crashsim=False):
+    """The --fs file system on IMAGE (made when new, reused after the crash) at
+    DATA; crashsim: the disk keeps what `faultfs crash` needs to undo."""
+    crash = ["-o", plans.crashsim_option(o.crash_model)] if crashsim else []
+    r = run([o.faultfs, "mount", *plans.block_mount_arguments(o.fs), *crash, "--image", image, data],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise StepFailed("faultfs mount --fs %s %s failed: %s" % (o.fs, data, r.stdout.strip()))
@@ -297,13 +342,14 @@ class Campaign:
         self.o = o
         self.child = None      # the running `faultfs run`, killed on the way out
 
-    def run_case(self, name, mode, plan, n):
+    def run_case(self, name, mode, config, plan, n):
         """One run: prepare, fault phase, re-mount, restart, check. Raises StepFailed."""
         o = self.o
-        rundir = run_dir(o.out, name, mode, plan, n)
+        rundir = run_dir(o.out, name, mode, plan, n, config)
         data = os.path.join(rundir, "data")
         image = os.path.join(rundir, "disk.img")     # block mode: the disk, kept across the crash
-        app = APPS[name](rundir)
+        unsafe = config == "unsafe"
+        app = APPS[name](rundir, unsafe=unsafe)
         step = [""]
 
         def at(what):
@@ -322,13 +368,18 @@ class Campaign:
             if o.block:
                 # The application's files are made on the file system under test.
                 at("mount %s on %s (faultfs mount --fs)" % (o.fs, data))
-                block_mount(o, image, data)
+                block_mount(o, image, data, crashsim=plans.is_crash(plan))
             at("prepare " + name)
             try:
                 app.prepare(data, mode, o.out)
             except (OSError, subprocess.CalledProcessError) as e:
                 write("prepare.log", traceback.format_exc())
                 raise StepFailed("preparing %s failed: %s" % (name, e))
+            if o.block and plans.is_crash(plan):
+                # The empty database is on the disk before the power can go
+                # (in FUSE mode it is made before the crash-simulating mount).
+                os.sync()
+            write("config", "%s%s" % (config, (": " + app.unsafe_setting) if unsafe else ""))
             write("plan", plan)
             write("plan-description", plans.describe(plan))
             # The mount's events: the checker counts from them how often the plan fired.
@@ -338,7 +389,7 @@ class Campaign:
             # they are copied to EVENTS before the unmount takes that mount away.
             live_events = block_events_file(o.faultfs, data) if o.block else events
             at("fault phase (start %s, workload, fault, crash)" % name)
-            self.fault_phase(name, mode, plan, rundir, data, live_events)
+            self.fault_phase(name, mode, config, plan, n, rundir, data, live_events)
             if o.block:
                 at("save the disk's events, unmount %s" % o.fs)
                 save_block_events(plan, live_events, events, acks)
@@ -368,7 +419,8 @@ class Campaign:
             with open(os.path.join(rundir, "check.log"), "w") as f:
                 r = run([PY, os.path.join(HERE, "workload.py"), "check", "--app", name, "--mode", mode,
                          "--data", data, "--acks", acks, "--out", os.path.join(rundir, "verdict.json"),
-                         "--plan", plan, "--events", events, "--tamper-log", os.path.join(rundir, "tamper.txt")],
+                         "--plan", plan, "--events", events, "--tamper-log", os.path.join(rundir, "tamper.txt"),
+                         *(["--unsafe"] if unsafe else [])],
                         stdout=f, stderr=subprocess.STDOUT)
             if r.returncode != 0:
                 raise StepFailed("the checker failed (exit %d, see %s/check.log)" % (r.returncode, rundir))
@@ -403,26 +455,38 @@ class Campaign:
                 if os.path.exists(image):
                     os.unlink(image)
 
-    def fault_phase(self, name, mode, plan, rundir, data, events):
+    def fault_phase(self, name, mode, config, plan, n, rundir, data, events):
         """The application started, the workload with its fault window, the
         crash: under `faultfs run` (which mounts DATA and records the monitor's
-        report) or on a plain `faultfs mount`."""
+        report) or on a plain `faultfs mount`. A power-loss plan's mount
+        simulates crashes (-o crashsim) and the phase runs `faultfs crash`."""
         o = self.o
-        phase = [PY, os.path.abspath(__file__), "--phase", name, mode, plan, rundir, events,
-                 json.dumps(o.sizes() + [a for p, line in o.plan_lines.items() for a in ("--plan-line", p + "=" + line)])]
+        extra = o.sizes() + [a for p, line in o.plan_lines.items() for a in ("--plan-line", p + "=" + line)]
+        if config == "unsafe":
+            extra.append("--unsafe")
+        crash = {}
+        if plans.is_crash(plan):
+            seed = plans.crash_seed(o.seed, n)
+            sizes = dict(zip(o.sizes()[::2], o.sizes()[1::2]))
+            crash = {"faultfs": o.faultfs, "seed": seed,
+                     "point": plans.crash_point(seed, int(sizes["--preload"]), int(sizes["--ops"]))}
+            extra += ["--crash-flag", os.path.join(rundir, "crash-requested")]
+        options = "allow_other" + ("," + plans.crashsim_option(o.crash_model) if crash else "")
+        phase = [PY, os.path.abspath(__file__), "--phase", name, mode, plan, rundir, events, json.dumps(extra),
+                 json.dumps(crash)]
         with open(os.path.join(rundir, "phase.log"), "w") as logf:
             if o.block:
                 # DATA is mounted already; the plan is armed through `faultfs ctl`.
                 status = run(phase, stdout=logf, stderr=subprocess.STDOUT,
                              env=dict(os.environ, FAULTFS_DIR=data, CAMPAIGN_BLOCK_FAULTFS=o.faultfs)).returncode
             elif o.monitor:
-                self.child = subprocess.Popen([o.faultfs, "run", "--dir", data, "-o", "allow_other", "--out",
+                self.child = subprocess.Popen([o.faultfs, "run", "--dir", data, "-o", options, "--out",
                                                os.path.join(rundir, "monitor"), "--quiet", "--", *phase],
                                               stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT)
                 status = self.child.wait()
                 self.child = None
             else:
-                if run([o.faultfs, "mount", "-o", "allow_other,events=" + events, data, data]).returncode != 0:
+                if run([o.faultfs, "mount", "-o", options + ",events=" + events, data, data]).returncode != 0:
                     raise StepFailed("faultfs mount %s failed" % data)
                 status = run(phase, stdout=logf, stderr=subprocess.STDOUT,
                              env=dict(os.environ, FAULTFS_DIR=data)).returncode
@@ -487,22 +551,22 @@ class Campaign:
         for note in notes:
             log(note)
         failures = 0
-        for name, mode, plan, n in todo:
-            case = "%s/%s/%s/run%d" % (name, mode, plan, n)
-            rundir = run_dir(o.out, name, mode, plan, n)
+        for name, mode, config, plan, n in todo:
+            case = "%s/%s%s/%s/run%d" % (name, mode, "" if config == "safe" else "-" + config, plan, n)
+            rundir = run_dir(o.out, name, mode, plan, n, config)
             why_not = plans.not_applicable(plan, o.fs)
             if why_not:
                 log("%s: not applicable on %s: %s" % (case, o.fs, why_not))
-                report.not_applicable(o.out, rundir, name, mode, plan, n, o.fs, why_not)
+                report.not_applicable(o.out, rundir, name, mode, plan, n, o.fs, why_not, config)
                 continue
             log("%s: %s" % (case, plans.describe(plan)))
             try:
-                self.run_case(name, mode, plan, n)
+                self.run_case(name, mode, config, plan, n)
             except StepFailed:
                 failures += 1
                 log("%s: FAILED at step '%s' (see %s)" % (case, read(os.path.join(rundir, "step")) or "?", rundir))
             # (3: a self-test whose loss went unnoticed, or that never fired)
-            if report.record(o.out, rundir, name, mode, plan, n, o.fs) != 0:
+            if report.record(o.out, rundir, name, mode, plan, n, o.fs, config) != 0:
                 failures += 1
                 log("%s: SELF-TEST FAILED (see the VERDICT line)" % case)
         report.table(o.out, os.path.join(REPO, "docs", "app-results.md") if o.doc else None)
@@ -550,11 +614,14 @@ def read(path):
 
 # ---------------------------------------------------------------- the fault phase (under faultfs run)
 
-def fault_phase(name, mode, plan, rundir, events, extra):
+def fault_phase(name, mode, plan, rundir, events, extra, crash):
     """Runs with the mount at $FAULTFS_DIR: start the application, run the
-    workload (its own process: its crash is os._exit), kill the server."""
+    workload (its own process: its crash is os._exit), kill the server.
+    CRASH (power-loss plans): {"faultfs", "seed", "point"}: `faultfs crash
+    --kill` once the workload logged POINT operations."""
     data = os.environ["FAULTFS_DIR"]
-    app = APPS[name](rundir)
+    os.chdir(rundir)     # nothing of this process on the mount: `faultfs crash --kill` must spare it
+    app = APPS[name](rundir, unsafe="--unsafe" in extra)
 
     def at(what):
         with open(os.path.join(rundir, "phase-step"), "w") as f:
@@ -569,9 +636,16 @@ def fault_phase(name, mode, plan, rundir, events, extra):
         at("workload")
         if plan in STALL_PLANS or (plan.startswith("custom:") and "stall" in plan):
             threading.Thread(target=release_stall, args=(data, rundir), daemon=True).start()
-        r = run([PY, os.path.join(HERE, "workload.py"), "run", "--app", name, "--mode", mode, "--data", data,
-                 "--acks", os.path.join(rundir, "acks.jsonl"), "--report", os.path.join(rundir, "workload.json"),
-                 "--events", events, "--plan", plan, *extra])
+        workload = [PY, os.path.join(HERE, "workload.py"), "run", "--app", name, "--mode", mode, "--data", data,
+                    "--acks", os.path.join(rundir, "acks.jsonl"), "--report", os.path.join(rundir, "workload.json"),
+                    "--events", events, "--plan", plan, *extra]
+        if crash:
+            status, why = crash_during(workload, plan, data, rundir, crash, app)
+            if status != 0:
+                print("campaign: %s" % why, file=sys.stderr)
+                return 4
+            return 0
+        r = run(workload)
         if r.returncode != 0:
             with open(os.path.join(rundir, "phase-notes"), "a") as f:
                 f.write("workload exit %d\n" % r.returncode)
@@ -582,6 +656,69 @@ def fault_phase(name, mode, plan, rundir, events, extra):
     finally:
         app.kill()
     return 0
+
+
+def logged_operations(path, state):
+    """How many operations the acknowledgement log holds (their outcomes, not
+    the pending records), read on from STATE {"offset", "count"} (pure but for the read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(state.get("offset", 0))
+            chunk = f.read()
+    except OSError:
+        return state.get("count", 0)
+    complete = chunk[:chunk.rfind(b"\n") + 1]
+    state["offset"] = state.get("offset", 0) + len(complete)
+    state["count"] = state.get("count", 0) + sum(1 for line in complete.splitlines()
+                                                 if line.strip() and b'"pending": true' not in line)
+    return state["count"]
+
+
+def crash_during(workload, plan, data, rundir, crash, app):
+    """The workload runs; once it logged crash["point"] operations (or ended
+    first), `faultfs crash DATA --kill` pulls the plug while it goes on
+    committing. RUNDIR/crash-requested tells the workload that a failure from
+    now on is in doubt; crash.json is the crash's report, fault-applied.txt
+    says where it struck. Returns (status, why)."""
+    acks = os.path.join(rundir, "acks.jsonl")
+    child = subprocess.Popen(workload, stdin=subprocess.DEVNULL)
+    reaper = threading.Thread(target=child.wait, daemon=True)   # reaped as soon as the crash kills it
+    reaper.start()
+    state = {}
+    while reaper.is_alive() and logged_operations(acks, state) < crash["point"]:
+        time.sleep(0.01)
+    at_op = logged_operations(acks, state)
+    open(os.path.join(rundir, "crash-requested"), "w").close()
+    server = app.server_pid()
+    if server is not None:
+        # (a server started by this process: reaped when --kill ends it)
+        threading.Thread(target=reap, args=(server,), daemon=True).start()
+    args = plans.crash_arguments(plan, data, crash["seed"])
+    t0 = time.time()
+    try:
+        r = run([crash["faultfs"], *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=180)
+        status, out, err = r.returncode, r.stdout, r.stderr
+    except subprocess.TimeoutExpired:
+        status, out, err = 124, "", "faultfs crash did not return in 180 s"
+    took = time.time() - t0
+    if child.poll() is None:      # a server's client: its server is gone
+        child.kill()
+    reaper.join(10)
+    with open(os.path.join(rundir, "crash.json"), "w") as f:
+        f.write(out)
+    with open(os.path.join(rundir, "fault-applied.txt"), "w") as f:
+        f.write("faultfs %s   (after operation %d of the log, planned at %d%s; took %.1f s)\n" % (
+            " ".join(args), at_op, crash["point"], ", the workload had ended" if at_op < crash["point"] else "", took))
+    if status != 0:
+        return status, "faultfs %s failed (exit %d): %s" % (" ".join(args), status, (err or out).strip()[-500:])
+    return 0, ""
+
+
+def reap(pid):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def release_stall(data, rundir):
@@ -606,8 +743,8 @@ def release_stall(data, rundir):
 
 def main(argv):
     if argv[:1] == ["--phase"]:
-        name, mode, plan, rundir, events, extra = argv[1:7]
-        return fault_phase(name, mode, plan, rundir, events, json.loads(extra))
+        name, mode, plan, rundir, events, extra, crash = argv[1:8]
+        return fault_phase(name, mode, plan, rundir, events, json.loads(extra), json.loads(crash))
     needs = argv[:1] == ["--needs"]
     if needs:
         argv = argv[1:]

@@ -46,45 +46,165 @@ BLOCK_PLANS = {
                      "fired = the application's operations that failed with ENOSPC"),
     "blk-stall": ("stall write", "every disk write stalls for 3 s, then is released"),
 }
-# Plans that need no fault layer at all: they run in either mode.
-EITHER_MODE = ("baseline", "selftest-seeded")
+# Power loss and silent corruption (issue 12): they run in either mode. In FUSE
+# mode the mount is the disk; in block mode (--fs) `faultfs crash TARGET`
+# crashes the disk under the file system, and the corrupt rules are `faultfs
+# ctl` lines on the data files' blocks. name: (control line, description)
+CRASH_PLANS = {
+    "power-loss": ("crash", "power loss at a seeded random point of the fault window: `faultfs crash --kill` "
+                            "(the application SIGKILLed, every change not yet durable undone), then a restart"),
+    "power-loss-torn": ("crash torn", "power loss as power-loss, with torn writes: each not yet durable 4 KiB "
+                                      "sector survives or not (seeded, `faultfs crash --torn --seed N`)"),
+}
+CORRUPT_PLANS = {
+    "corrupt-read": ("corrupt read bytes=1 pattern=flip count=1 path=GLOB",
+                     "silent corruption: the next read of the main data files returns one flipped byte "
+                     "(the page cache is dropped when it is armed, so reads reach the disk)"),
+    "corrupt-write": ("corrupt write bytes=1 pattern=flip count=1 path=GLOB",
+                      "silent corruption: the next write of the main data files stores one flipped byte"),
+}
+# Block mode's corrupt lines (`faultfs ctl`: file= is the data files' blocks).
+BLOCK_CORRUPT_LINES = {
+    "corrupt-read": "corrupt read bytes=1 pattern=flip count=1 file=GLOB",
+    "corrupt-write": "corrupt write bytes=1 pattern=flip count=1 file=GLOB",
+}
+# Plans that need no fault layer at all, or that have a line for each mode: they run in either mode.
+EITHER_MODE = ("baseline", "selftest-seeded", *CRASH_PLANS, *CORRUPT_PLANS)
 FILE_SYSTEMS = ("fuse", "ext4", "ext4-journal", "xfs", "btrfs")
 # Why a block plan cannot apply to a file system (never run as a no-op).
 BLOCK_NOT_APPLICABLE = {
     ("blk-data-eio", "btrfs"): "Btrfs addresses its blocks logically: faultfs ctl cannot map file= to the disk",
     ("blk-journal-eio", "btrfs"): "Btrfs has no journal (it commits by copy-on-write): region=journal is refused",
+    ("corrupt-read", "btrfs"): "Btrfs addresses its blocks logically: faultfs ctl cannot map file= to the disk",
+    ("corrupt-write", "btrfs"): "Btrfs addresses its blocks logically: faultfs ctl cannot map file= to the disk",
 }
 
 # Plans whose loss must be caught: a verdict of "correct" is a failed self-test.
 SELF_TESTS = ("selftest-drop", "selftest-seeded")
 # Event actions that show a plan acting (besides "fail" with an errno).
-ACTING = ("drop", "stall", "short", "delay")
+ACTING = ("drop", "stall", "short", "delay", "crash", "corrupt")
 
 
 class UnknownPlan(ValueError):
     pass
 
 
+ALL_PLANS = {**PLANS, **BLOCK_PLANS, **CRASH_PLANS, **CORRUPT_PLANS}
+
+
 def known(plan):
-    return plan in PLANS or plan in BLOCK_PLANS
+    return plan in ALL_PLANS
 
 
-def lines(plan, glob, redefined=None):
+def is_crash(plan):
+    """A power-loss plan: the fault is `faultfs crash` at the crash point, not a control line."""
+    return plan in CRASH_PLANS
+
+
+def is_corrupt(plan):
+    return plan in CORRUPT_PLANS
+
+
+def lines(plan, glob, redefined=None, block=False):
     """The control lines of `plan` (custom:LINE is LINE itself); redefined:
     {plan: line} replaces a plan's own line (to test the campaign itself).
-    A block plan's lines are `faultfs ctl` lines (blk-full has none: it is a filler file)."""
+    A block plan's lines are `faultfs ctl` lines (blk-full has none: it is a filler file).
+    The crash plans have none: the driver runs `faultfs crash` (crash_arguments)."""
     if plan.startswith("custom:"):
         return [plan[len("custom:"):]]
     if not known(plan):
-        raise UnknownPlan("campaign: unknown plan %s (plans: %s)" % (plan, ", ".join(list(PLANS) + list(BLOCK_PLANS))))
-    line = (redefined or {}).get(plan, {**PLANS, **BLOCK_PLANS}[plan][0])
+        raise UnknownPlan("campaign: unknown plan %s (plans: %s)" % (plan, ", ".join(ALL_PLANS)))
+    if is_crash(plan):
+        return []
+    own = BLOCK_CORRUPT_LINES[plan] if block and is_corrupt(plan) else ALL_PLANS[plan][0]
+    line = (redefined or {}).get(plan, own)
     return [line.replace("GLOB", glob)] if line else []
 
 
 def describe(plan):
     if plan.startswith("custom:"):
         return plan[len("custom:"):]
-    return {**PLANS, **BLOCK_PLANS}[plan][1]
+    return ALL_PLANS[plan][1]
+
+
+# ---------------------------------------------------------------- power loss
+
+def crash_seed(seed, run):
+    """The run's seed (pure): the campaign's --seed and the run number, so that
+    every run of a case crashes elsewhere and the same command repeats them all."""
+    import hashlib
+    return int.from_bytes(hashlib.sha256(("%d/%d" % (seed, run)).encode()).digest()[:4], "big")
+
+
+def crash_point(seed, preload, ops):
+    """After how many logged operations the crash is requested (pure): a point
+    of the fault window drawn from the run's seed, in preload+1 .. preload+ops.
+    The workload goes on committing while `faultfs crash --kill` runs, so the
+    power goes out in the middle of a commit, not between two."""
+    import random
+    return preload + 1 + random.Random(seed).randrange(max(1, ops))
+
+
+def crash_arguments(plan, target, seed):
+    """`faultfs crash` arguments for a crash plan (pure)."""
+    args = ["crash", target, "--kill", "--json"]
+    if plan == "power-loss-torn":
+        args += ["--torn", "--seed", str(seed)]
+    return args
+
+
+def crashsim_option(model):
+    """The mount option of the crash model: posix (the default) or journal."""
+    if model not in ("posix", "journal"):
+        raise ValueError("crash model: posix or journal, not %s" % model)
+    return "crashsim" if model == "posix" else "crashsim=journal"
+
+
+# Categories that mean acknowledged data came back wrong or not at all.
+LOST = ("key not found", "old value", "key corruption", "value corruption", "database corruption")
+
+
+def power_loss_outcome(verdict, unsafe):
+    """What a power-loss run shows (pure): ("lost", why) when acknowledged keys
+    came back wrong or not at all (or the application will not start),
+    ("survived", why) otherwise; and whether that passes the self-test rule: an
+    unsafe configuration must lose (else the simulation did not bite: failed),
+    a safe one losing is a finding, not a campaign failure."""
+    cats = verdict.get("categories", [verdict.get("verdict")])
+    counts = verdict.get("counts", {})
+    lost = sum(counts.get(c, 0) for c in LOST)
+    if "application unavailable" in cats:
+        what = ("lost", "the application did not come back")
+    elif any(c in LOST for c in cats):
+        what = ("lost", "%d of %d acknowledged keys lost or wrong" % (lost, verdict.get("acked_keys", 0)))
+    else:
+        what = ("survived", "every acknowledged key came back")
+    if unsafe:
+        return what + ("self-test passed" if what[0] == "lost" else "SELF-TEST FAILED: the unsafe configuration lost nothing",)
+    return what + ("finding: a safe configuration lost data" if what[0] == "lost" else "ok",)
+
+
+# What an application says when it notices corruption (lower case).
+CORRUPTION_WORDS = ("corrupt", "checksum", "malformed", "bad file format", "invalid page", "page_notfound",
+                    "not a database", "bad magic", "crc")
+
+
+def mentions_corruption(text):
+    t = text.lower()
+    return any(w in t for w in CORRUPTION_WORDS)
+
+
+def corruption_outcome(verdict, said):
+    """A corrupt plan's outcome (pure): "detected" when the application
+    reported corruption (an error of the workload, of the restart, a failed
+    lookup or its integrity check: SAID, the texts), "silent loss" when
+    acknowledged keys came back wrong or not at all without any such report,
+    "survived" when every key came back right and nothing was reported."""
+    if any(mentions_corruption(t) for t in said):
+        return "detected"
+    if any(c in LOST or c == "application unavailable" for c in verdict.get("categories", [])):
+        return "silent loss"
+    return "survived"
 
 
 def is_block(fs):
@@ -93,8 +213,10 @@ def is_block(fs):
 
 def not_applicable(plan, fs):
     """Why `plan` cannot apply to file system `fs` (None: it applies). Pure."""
-    if plan.startswith("custom:") or plan in EITHER_MODE:
+    if plan.startswith("custom:") or plan in ("baseline", "selftest-seeded"):
         return None
+    if plan in EITHER_MODE:
+        return BLOCK_NOT_APPLICABLE.get((plan, fs)) if is_block(fs) else None
     if not is_block(fs):
         if plan in BLOCK_PLANS:
             return "a block plan: it needs a disk (--fs ext4, ext4-journal, xfs or btrfs)"
@@ -186,12 +308,16 @@ def fired_text(counts):
 def apply(mnt, plan, glob, rundir, window_bytes, redefined=None, faultfs=None):
     """Arms the plan on the mount; RUNDIR/fault-applied.txt and the result say what was applied.
     faultfs (the binary): MNT is a block-mode target, armed through `faultfs ctl`."""
-    todo = lines(plan, glob, redefined)
+    todo = lines(plan, glob, redefined, block=bool(faultfs))
+    if is_crash(plan):
+        return ["(the crash is the driver's: see crash.json)"]
     if faultfs:
         if plan == "blk-full":
             todo = [fill(mnt, capacity_headroom(window_bytes))]
         elif todo:
             ctl(faultfs, mnt, *todo)
+        if plan == "corrupt-read":
+            todo.append(drop_caches())
         with open(os.path.join(rundir, "fault-applied.txt"), "w") as f:
             f.write("\n".join(todo) + "\n")
         return todo
@@ -201,11 +327,21 @@ def apply(mnt, plan, glob, rundir, window_bytes, redefined=None, faultfs=None):
         if used is None:
             raise RuntimeError("cannot read the capacity model's used bytes of %s" % mnt)
         todo = ["capacity %d" % (used + capacity_headroom(window_bytes))]
-    with open(os.path.join(rundir, "fault-applied.txt"), "w") as f:
-        f.write("\n".join(todo) + "\n")
     if todo:
         mounts.control(mnt, *todo)
+    if plan == "corrupt-read":
+        todo.append(drop_caches())
+    with open(os.path.join(rundir, "fault-applied.txt"), "w") as f:
+        f.write("\n".join(todo) + "\n")
     return todo
+
+
+def drop_caches():
+    """corrupt-read: clean cached pages are dropped, so the application's next
+    reads reach the disk (and the rule); dirty ones stay."""
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1\n")
+    return "echo 1 > /proc/sys/vm/drop_caches"
 
 
 END_LINES = ("clear", "capacity off", "release")

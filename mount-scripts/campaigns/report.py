@@ -69,21 +69,31 @@ def monitor_line(rundir):
     return " | ".join(keep)
 
 
-def not_applicable(out, rundir, app, mode, plan, n, fs, why):
-    r = {"app": app, "mode": mode, "plan": plan, "run": int(n), "fs": fs, "fault": "",
+def not_applicable(out, rundir, app, mode, plan, n, fs, why, config="safe"):
+    r = {"app": app, "mode": mode, "plan": plan, "run": int(n), "fs": fs, "config": config, "fault": "",
          "description": plans.describe(plan), "app_reported": "not run: " + why, "restart": "ok",
          "monitor": "", "monitor_report": "", "rundir": rundir, "verdict": "not applicable",
          "categories": ["not applicable"], "reason": why}
     with open(os.path.join(out, "results.jsonl"), "a") as f:
         f.write(json.dumps(r) + "\n")
-    print("VERDICT app=%s mode=%s plan=%s run=%s fs=%s verdict=not_applicable reason=%s" % (
-        app, mode, plan, n, fs, json.dumps(why)), flush=True)
+    print("VERDICT app=%s mode=%s plan=%s run=%s fs=%s config=%s verdict=not_applicable reason=%s" % (
+        app, mode, plan, n, fs, config, json.dumps(why)), flush=True)
 
 
-def record(out, rundir, app, mode, plan, n, fs="fuse"):
+def crash_said(rundir):
+    """What `faultfs crash` undid, in a few words (crash.json, its --json report)."""
+    c = load(os.path.join(rundir, "crash.json"))
+    if not isinstance(c, dict):
+        return ""
+    c = c.get("report", c)
+    keys = ("files_reverted", "bytes_reverted", "files_truncated", "names_undone", "torn_sectors_kept", "undo_errors")
+    return "crash undid: " + ", ".join("%s %s" % (k.replace("_", " "), c[k]) for k in keys if k in c)
+
+
+def record(out, rundir, app, mode, plan, n, fs="fuse", config="safe"):
     v = load(os.path.join(rundir, "verdict.json"))
     err = read(os.path.join(rundir, "error"))
-    r = {"app": app, "mode": mode, "plan": plan, "run": int(n), "fs": fs,
+    r = {"app": app, "mode": mode, "plan": plan, "run": int(n), "fs": fs, "config": config,
          "fault": read(os.path.join(rundir, "fault-applied.txt")),
          "description": read(os.path.join(rundir, "plan-description")),
          "app_reported": app_said(rundir, app),
@@ -95,6 +105,10 @@ def record(out, rundir, app, mode, plan, n, fs="fuse"):
     tamper = read(os.path.join(rundir, "tamper.txt"))
     if tamper:
         r["tamper"] = tamper
+    crashed = crash_said(rundir)
+    if crashed:
+        r["crash"] = crashed
+        r["app_reported"] = crashed + "; " + r["app_reported"]
     restart_log = read(os.path.join(rundir, "server-restart-summary.txt"))
     if restart_log:
         r["restart_log"] = restart_log
@@ -116,7 +130,12 @@ def record(out, rundir, app, mode, plan, n, fs="fuse"):
         r["notes"] = v.get("notes", [])
         r["examples"] = v.get("examples", {})
         r["fired"] = v.get("fired", {"total": 0})
-    selftest_failed = plan in plans.SELF_TESTS and r["verdict"] in ("correct", "not exercised")
+        r["in_doubt_ops"] = v.get("in_doubt_ops", 0)
+        if v.get("outcome"):
+            r["outcome"] = v["outcome"]
+        if v.get("corruption_reported"):
+            r["corruption_reported"] = v["corruption_reported"]
+    selftest_failed = is_failed_self_test(plan, config, r)
     if selftest_failed:
         r["selftest_failed"] = True
     with open(os.path.join(out, "results.jsonl"), "a") as f:
@@ -125,17 +144,33 @@ def record(out, rundir, app, mode, plan, n, fs="fuse"):
     fired = r.get("fired")
     fired_fields = " fired=%d injected=%s" % (fired["total"], ",".join(
         "%s:%d" % (k, c) for k, c in sorted(fired.items()) if k != "total") or "-") if fired else ""
-    print("VERDICT app=%s mode=%s plan=%s run=%s fs=%s verdict=%s acked=%s failed_ops=%s%s %s%s" % (
-        app, mode, plan, n, fs, r["verdict"].replace(" ", "_"), r.get("acked_keys", "-"),
-        r.get("failed_ops", "-"), fired_fields, counts, (" error=" + json.dumps(r["error"])) if "error" in r else ""),
-        flush=True)
+    outcome = (" outcome=" + r["outcome"][0].replace(" ", "_")) if r.get("outcome") else ""
+    print("VERDICT app=%s mode=%s plan=%s run=%s fs=%s config=%s verdict=%s acked=%s failed_ops=%s%s%s %s%s" % (
+        app, mode, plan, n, fs, config, r["verdict"].replace(" ", "_"), r.get("acked_keys", "-"),
+        r.get("failed_ops", "-"), fired_fields, outcome, counts,
+        (" error=" + json.dumps(r["error"])) if "error" in r else ""), flush=True)
     print("  app reported: " + r["app_reported"], flush=True)
+    if r.get("outcome") and len(r["outcome"]) > 2 and r["outcome"][2] != "ok":
+        print("  " + r["outcome"][2], flush=True)
     if selftest_failed:
-        print("SELF-TEST FAILED app=%s mode=%s plan=%s run=%s: %s" % (
-            app, mode, plan, n, "the loss went unnoticed (verdict correct)" if r["verdict"] == "correct"
+        print("SELF-TEST FAILED app=%s mode=%s plan=%s run=%s config=%s: %s" % (
+            app, mode, plan, n, config, "the unsafe configuration lost nothing at the power loss"
+            if plans.is_crash(plan) and r["verdict"] != "not exercised"
+            else "the loss went unnoticed (verdict correct)" if r["verdict"] == "correct"
             else "it never fired: the checker was not tested"), flush=True)
         return 3
     return 0
+
+
+def is_failed_self_test(plan, config, r):
+    """A self-test whose loss went unnoticed or that never fired (pure): the
+    self-test plans, and an unsafe configuration under power loss, which must
+    lose acknowledged keys (else the simulation did not bite)."""
+    if plan in plans.SELF_TESTS:
+        return r["verdict"] in ("correct", "not exercised")
+    if plans.is_crash(plan) and config == "unsafe" and r["verdict"] != "campaign error":
+        return r["verdict"] == "not exercised" or r.get("outcome", ["survived"])[0] != "lost"
+    return False
 
 
 def fired_cell(rs):
@@ -177,19 +212,66 @@ def plans_severity(category):
     return order.index(category) if category in order else len(order)
 
 
-def table(out, doc):
+def mode_label(r):
+    return r["mode"] + ("" if r.get("config", "safe") == "safe" else " (%s)" % r["config"])
+
+
+def power_loss_table(rs):
+    """The "Power loss" table (pure): one row per run of a power-loss or
+    corrupt plan: application, configuration, mode, file system, plan,
+    acknowledged keys, lost (key not found + old value + corrupted), the
+    verdict and the outcome."""
+    lines = ["| application | config | mode | fs | plan | acknowledged | lost | in doubt | verdict | outcome |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rs:
+        if not (plans.is_crash(r["plan"]) or plans.is_corrupt(r["plan"])):
+            continue
+        counts = r.get("counts", {})
+        lost = sum(counts.get(c, 0) for c in plans.LOST if c != "database corruption")
+        outcome = r.get("outcome") or []
+        lines.append("| %s | %s | %s | %s | `%s` | %s | %s | %s | %s | %s |" % (
+            r["app"], r.get("config", "safe"), r["mode"], r.get("fs", "fuse"), r["plan"], r.get("acked_keys", "-"),
+            lost if "acked_keys" in r else "-", r.get("in_doubt_ops", "-"),
+            r["verdict"] + ("".join(" + " + c for c in r.get("categories", []) if c not in (r["verdict"], "correct"))),
+            ("; ".join(outcome[:2]) if outcome else r.get("error", "")).replace("|", "\\|")))
+    return "\n".join(lines) + "\n"
+
+
+def load_results(out):
     rs = []
     with open(os.path.join(out, "results.jsonl")) as f:
         for line in f:
             if line.strip():
                 rs.append(json.loads(line))
+    return rs
+
+
+def is_power_loss_row(r):
+    return plans.is_crash(r["plan"]) or plans.is_corrupt(r["plan"])
+
+
+def replace_block(doc, begin, end, text, heading="# Applications under faultfs"):
+    """Puts TEXT between the markers BEGIN and END of DOC (appended when absent)."""
+    old = read(doc) if os.path.exists(doc) else ""
+    block = begin + "\n" + text + end
+    if begin in old and end in old:
+        new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda m: block, old, flags=re.S)
+    else:
+        new = (old + "\n\n" if old else heading + "\n\n") + block + "\n"
+    with open(doc, "w") as f:
+        f.write(new if new.endswith("\n") else new + "\n")
+
+
+def table(out, doc):
+    rs = load_results(out)
     meta = read(os.path.join(out, "meta.txt"))
-    lines = ["Generated by `mount-scripts/campaign` from real runs (%s)." % meta.replace("\n", "; "), "",
+    generated = "Generated by `mount-scripts/campaign` from real runs (%s)." % meta.replace("\n", "; ")
+    lines = [generated, "",
              "| application | mode | fault plan | fault fired (runs: what) | verdict k/N runs (keys) | what the application reported (run 1) |",
              "|---|---|---|---|---|---|"]
     groups = {}
     for r in rs:
-        groups.setdefault((r["app"], r["mode"], r["plan"], r.get("fs", "fuse")), []).append(r)
+        groups.setdefault((r["app"], mode_label(r), r["plan"], r.get("fs", "fuse")), []).append(r)
     for (app, mode, plan, fs), g in groups.items():
         said = g[0]["app_reported"].replace("|", "\\|")
         if len({r.get("window_failed") for r in g}) > 1:
@@ -201,17 +283,42 @@ def table(out, doc):
         lines.append("| %s | %s | `%s`%s | %s | %s | %s |" % (app, mode, plan, on, fired_cell(g), verdict_cell(g), said))
     lines.append("")
     lines.append("Fault plans: " + "; ".join(sorted({"`%s`: %s" % (r["plan"], r["description"]) for r in rs})) + ".")
+    power = [r for r in rs if is_power_loss_row(r)]
+    if power:
+        lines += ["", "Power loss and silent corruption, one row per run:", "", power_loss_table(power)]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
     if doc:
-        old = read(doc) if os.path.exists(doc) else ""
-        block = BEGIN + "\n" + text + END
-        if BEGIN in old and END in old:
-            new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda m: block, old, flags=re.S)
-        else:
-            new = (old + "\n\n" if old else "# Applications under faultfs\n\n") + block + "\n"
-        with open(doc, "w") as f:
-            f.write(new if new.endswith("\n") else new + "\n")
+        if any(not is_power_loss_row(r) for r in rs):
+            replace_block(doc, BEGIN, END, text)
+        if power:
+            power_loss_doc(doc, [out])
     print(text)
 
+
+PL_BEGIN, PL_END = "<!-- power-loss:begin -->", "<!-- power-loss:end -->"
+
+
+def power_loss_doc(doc, outs):
+    """The power-loss block of DOC from the results of one or more campaigns
+    (OUT folders): their commands, then one row per run."""
+    rs, commands = [], []
+    for out in outs:
+        rs += [r for r in load_results(out) if is_power_loss_row(r)]
+        meta = read(os.path.join(out, "meta.txt"))
+        commands.append(meta.replace("\n", "; "))
+    text = ("Generated by `mount-scripts/campaign` from real runs (%s).\n\n" % " | ".join(commands)
+            + power_loss_table(rs))
+    replace_block(doc, PL_BEGIN, PL_END, text)
+    return text
+
+
+if __name__ == "__main__":
+    import sys
+    # report.py power-loss-doc DOC OUT...: the power-loss block of DOC from several campaigns.
+    if len(sys.argv) >= 4 and sys.argv[1] == "power-loss-doc":
+        print(power_loss_doc(sys.argv[2], sys.argv[3:]))
+    else:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)

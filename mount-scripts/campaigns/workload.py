@@ -82,8 +82,9 @@ def run(a):
               "opened": False}
 
     def save():
-        with open(a.report, "w") as f:
+        with open(a.report + ".tmp", "w") as f:
             json.dump(report, f, indent=1)
+        os.replace(a.report + ".tmp", a.report)    # whole, even when a crash kills this process
 
     # The driver's phase releases a stall a few seconds after this file appears.
     started = os.path.join(os.path.dirname(a.acks), "fault-started")
@@ -94,6 +95,11 @@ def run(a):
         report["open_error"] = short(e)
         save()
         return 3
+    def log_ack(rec):
+        acks.write(json.dumps(rec) + "\n")
+        acks.flush()
+        os.fsync(acks.fileno())
+
     versions = {}
     next_key = [0]
     consecutive = [0]
@@ -109,6 +115,11 @@ def run(a):
         versions[k] = ver
         v = make_value(k, ver, rng)
         t0 = time.time()
+        if a.crash_flag:
+            # Power loss: the crash may cut this operation short; its key is in
+            # doubt until the final record below replaces this one.
+            log_ack({"key": k, "version": ver, "value": v, "ok": None, "pending": True, "phase": phase,
+                     "t": round(t0, 3)})
         err = None
         try:
             db.put(k, v)
@@ -118,6 +129,11 @@ def run(a):
         st["seconds"] += dt
         rec = {"key": k, "version": ver, "value": v, "ok": err is None, "phase": phase,
                "t": round(t0, 3), "dt": round(dt, 4)}
+        if err and a.crash_flag and os.path.exists(a.crash_flag):
+            # It failed once the crash was requested: the server died under it,
+            # maybe after its commit. In doubt, not failed.
+            rec["ok"] = None
+            rec["in_doubt"] = "the crash"
         if err:
             rec["error"] = err
             st["failed"] += 1
@@ -130,9 +146,9 @@ def run(a):
         else:
             st["ok"] += 1
             consecutive[0] = 0
-        acks.write(json.dumps(rec) + "\n")
-        acks.flush()
-        os.fsync(acks.fileno())
+        log_ack(rec)
+        if a.crash_flag:
+            save()     # the crash kills this process: what it did so far stays told
         if app.checkpoint_every and (op_index + 1) % app.checkpoint_every == 0:
             try:
                 db.checkpoint()
@@ -237,13 +253,19 @@ def load_acks(path):
             try:
                 r = json.loads(line)
             except ValueError:
-                continue
-            hist.setdefault(r["key"], []).append(r)
+                continue   # (a line cut short by the crash)
+            h = hist.setdefault(r["key"], [])
+            if h and h[-1].get("pending") and h[-1]["version"] == r["version"] and not r.get("pending"):
+                h[-1] = r      # the operation's outcome replaces its pending record
+            else:
+                h.append(r)
     return hist
 
 
 def classify_key(key, history, got):
-    """One key: history is its operations in order; got is what the app returned (None: absent)."""
+    """One key: history is its operations in order; got is what the app returned (None: absent).
+    An operation whose outcome is unknown (ok None: the crash cut it short)
+    may or may not be there: either is correct."""
     acked = [h for h in history if h["ok"]]
     last_ok = acked[-1] if acked else None
     if got is None:
@@ -265,6 +287,8 @@ def classify_key(key, history, got):
         return "value corruption"
     h = match[-1]
     later_ok = last_ok is not None and last_ok["version"] > h["version"]
+    if h["ok"] is None and not later_ok:
+        return "correct"           # in doubt, and present
     if not h["ok"] and not later_ok:
         return "false failure"     # told failed, data present
     return "old value"              # an older acknowledged (or an overwritten failed) value
@@ -274,7 +298,7 @@ def example(key, history, got):
     g = got if got is None else (bytes(got).decode(errors="replace") if not isinstance(got, str) else got)
     return {"key": key, "got": g and g.rstrip(".")[:80],
             "acked": [x["value"].rstrip(".")[:60] for x in history if x["ok"]][-2:],
-            "failed": [x["value"].rstrip(".")[:60] for x in history if not x["ok"]][-2:]}
+            "failed": [x["value"].rstrip(".")[:60] for x in history if x["ok"] is False][-2:]}
 
 
 def classify(hist, reading, fired=None):
@@ -316,7 +340,8 @@ def classify(hist, reading, fired=None):
     present = [c for c in SEVERITY if counts[c]]
     return {"verdict": present[0] if present else "correct", "categories": present or ["correct"],
             "counts": counts, "examples": examples, "acked_keys": acked,
-            "failed_ops": sum(1 for h in hist.values() for x in h if not x["ok"])}
+            "failed_ops": sum(1 for h in hist.values() for x in h if x["ok"] is False),
+            "in_doubt_ops": sum(1 for h in hist.values() for x in h if x["ok"] is None)}
 
 
 def encode(v):
@@ -392,6 +417,19 @@ def read_in_child(a):
     return reading
 
 
+def reported_texts(reading, workload_report):
+    """Everything the application said went wrong: its errors during the run
+    (the workload's report), at the restart, in lookups and its integrity check."""
+    said = [reading.get("unavailable") or ""] + list(reading.get("lookup_errors", {}).values())
+    said += list(reading.get("integrity", [])) + list(reading.get("notes", []))
+    try:
+        with open(workload_report) as f:
+            said += list(json.load(f).get("errors", {}))
+    except (OSError, ValueError):
+        pass
+    return [t for t in said if t]
+
+
 def check(a):
     hist = load_acks(a.acks)
     reading = read_in_child(a)
@@ -401,10 +439,16 @@ def check(a):
         fired["total"] += 1
     verdict = classify(hist, reading, fired if plans.fault_expected(a.plan) else None)
     verdict.update({"app": a.app, "mode": a.mode, "plan": a.plan, "keys_logged": len(hist), "fired": fired,
-                    "notes": reading.get("notes", [])})
+                    "notes": reading.get("notes", []), "config": "unsafe" if a.unsafe else "safe"})
+    if plans.is_crash(a.plan):
+        verdict["outcome"] = list(plans.power_loss_outcome(verdict, a.unsafe))
+    elif plans.is_corrupt(a.plan):
+        said = reported_texts(reading, os.path.join(os.path.dirname(a.acks), "workload.json"))
+        verdict["outcome"] = [plans.corruption_outcome(verdict, said)]
+        verdict["corruption_reported"] = [t[:200] for t in said if plans.mentions_corruption(t)][:5]
     with open(a.out, "w") as f:
         json.dump(verdict, f, indent=1)
-    print(json.dumps({k: verdict[k] for k in ("verdict", "categories", "acked_keys", "failed_ops", "fired")}))
+    print(json.dumps({k: verdict.get(k) for k in ("verdict", "categories", "acked_keys", "failed_ops", "fired", "outcome")}))
 
 
 def main():
@@ -427,6 +471,9 @@ def main():
     p.add_argument("--tamper-log", default="", help="check: the seeded self-test's log (non-empty: it fired)")
     p.add_argument("--plan-line", action="append", default=[], help="run: PLAN=LINE arms LINE for PLAN")
     p.add_argument("--give-up", type=int, default=20, help="stop a phase after this many failures in a row")
+    p.add_argument("--unsafe", action="store_true", help="the application's unsafe configuration (apps/APP.py)")
+    p.add_argument("--crash-flag", default="", help="run: power loss: log each operation before it (pending) "
+                                                     "and count a failure once FILE exists as in doubt")
     a = p.parse_args()
     if a.cmd == "run":
         sys.exit(run(a))

@@ -21,10 +21,19 @@ class App:
     server = False
     port = 0
     checkpoint_every = 0  # the workload runs a CHECKPOINT every N operations (0: never)
+    # The unsafe configuration (campaign --unsafe): what it turns off, and its
+    # modes (default: the same as the safe ones).
+    unsafe_setting = ""
+    unsafe_modes = None
 
-    def __init__(self, rundir):
+    def __init__(self, rundir, unsafe=False):
         self.rundir = rundir
+        self.unsafe = unsafe
         self.pidfile = os.path.join(rundir, "server.pid")
+
+    @classmethod
+    def modes_for(cls, unsafe):
+        return (cls.unsafe_modes or cls.modes) if unsafe else cls.modes
 
     def prepare(self, data, mode, out):
         """Create the empty database on the (unmounted) data directory."""

@@ -1,6 +1,7 @@
 """LevelDB (Debian's python3-plyvel, libleveldb): a library; every put with
 sync=True (the log is fsync'd before the put returns); 64 KiB memtable so
-that table files (*.ldb) are written during the run."""
+that table files (*.ldb) are written during the run. Unsafe: sync=False (a
+put returns once the log record is written, not synced)."""
 import os
 
 from .base import App as Library
@@ -12,6 +13,7 @@ class Client:
         self.plyvel = plyvel
         self.errors = (plyvel.Error, OSError)
         self.path = os.path.join(a.data, "leveldb")
+        self.sync = not getattr(a, "unsafe", False)
         self.db = None
 
     def open(self, create):
@@ -20,7 +22,7 @@ class Client:
         self.db = self.plyvel.DB(self.path, create_if_missing=create, write_buffer_size=64 << 10)
 
     def put(self, k, v):
-        self.db.put(k.encode(), v.encode(), sync=True)
+        self.db.put(k.encode(), v.encode(), sync=self.sync)
 
     def scan(self):
         return {k.decode(errors="replace"): v for k, v in self.db.iterator()}, []
@@ -35,6 +37,7 @@ class Client:
 class App(Library):
     name = "leveldb"
     data_glob = "leveldb/*.ldb"
+    unsafe_setting = "put(sync=False)"
     packages = ("python3-plyvel",)
     Client = Client
 

@@ -1,4 +1,5 @@
-"""LMDB (Debian's python3-lmdb, liblmdb): a library; sync=True, metasync=True, no writemap."""
+"""LMDB (Debian's python3-lmdb, liblmdb): a library; sync=True, metasync=True, no writemap.
+Unsafe: sync=False (MDB_NOSYNC: a commit does not flush)."""
 import os
 
 from .base import App as Library
@@ -10,13 +11,14 @@ class Client:
         self.lmdb = lmdb
         self.errors = (lmdb.Error, OSError)
         self.path = os.path.join(a.data, "lmdb")
+        self.sync = not getattr(a, "unsafe", False)
         self.env = None
 
     def open(self, create):
         if create:
             os.makedirs(self.path, exist_ok=True)
         # Defaults: sync=True (fdatasync at every commit), no writemap.
-        self.env = self.lmdb.open(self.path, map_size=64 << 20, sync=True, metasync=True)
+        self.env = self.lmdb.open(self.path, map_size=64 << 20, sync=self.sync, metasync=self.sync)
 
     def put(self, k, v):
         with self.env.begin(write=True) as txn:
@@ -37,6 +39,7 @@ class Client:
 class App(Library):
     name = "lmdb"
     data_glob = "lmdb/data.mdb"
+    unsafe_setting = "MDB_NOSYNC (sync=False)"
     packages = ("python3-lmdb",)
     Client = Client
 

@@ -1,7 +1,8 @@
 """PostgreSQL 15 (Debian's postgresql): our own cluster, as user postgres, on
 127.0.0.1:54329 (socket in /tmp), data directory MNT/pgdata.
 Modes: default settings (data_sync_retry=off: PANIC when an fsync fails),
-and data_sync_retry=on (report the failed fsync, retry at the next checkpoint)."""
+and data_sync_retry=on (report the failed fsync, retry at the next checkpoint).
+Unsafe: fsync=off (nothing is ever flushed; data_sync_retry then means nothing)."""
 import os, re, shutil, subprocess
 
 from .base import App as Server
@@ -106,6 +107,8 @@ class App(Server):
     server = True
     port = PORT
     checkpoint_every = 40
+    unsafe_setting = "fsync=off"
+    unsafe_modes = ("default",)
     Client = Client
 
     def prepare(self, data, mode, out):
@@ -138,6 +141,9 @@ class App(Server):
         if mode == "retry":
             with open(os.path.join(pgdata, "postgresql.conf"), "a") as f:
                 f.write("data_sync_retry = on\n")
+        if self.unsafe:
+            with open(os.path.join(pgdata, "postgresql.conf"), "a") as f:
+                f.write("fsync = off\n")
 
     def start(self, data, mode, log):
         pgdata = os.path.join(data, "pgdata")

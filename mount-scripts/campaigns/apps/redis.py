@@ -1,5 +1,6 @@
 """Redis 7 (Debian's redis-server), AOF on, RDB off, 127.0.0.1:63790, data MNT/redis.
-Modes: appendfsync always (fsync before every reply) and everysec."""
+Modes: appendfsync always (fsync before every reply) and everysec; unsafe:
+appendfsync no (the kernel decides when the AOF reaches the disk)."""
 import collections, os, re, subprocess, time
 
 from .base import App as Server
@@ -64,6 +65,8 @@ class App(Server):
     modes = ("always", "everysec")
     data_glob = "redis/**"
     disk_glob = "redis/appendonlydir/*"
+    unsafe_setting = "appendfsync no"
+    unsafe_modes = ("no",)      # the mode is the appendfsync setting
     packages = ("redis-server", "redis-tools", "python3-redis")
     server = True
     port = PORT

@@ -1,5 +1,6 @@
 """SQLite (Debian's libsqlite3 through python3's sqlite3 module): a library,
-no server. Rollback journal (journal_mode=DELETE) and WAL, synchronous=FULL."""
+no server. Rollback journal (journal_mode=DELETE) and WAL, synchronous=FULL
+(unsafe: synchronous=OFF)."""
 import json, os
 
 from .base import App as Library, short
@@ -12,12 +13,16 @@ class Client:
         self.errors = (sqlite3.Error, OSError)
         self.path = os.path.join(a.data, "sqlite", "test.db")
         self.mode = a.mode
+        self.unsafe = getattr(a, "unsafe", False)
         self.conn = None
 
     def open(self, create):
         if create:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
         c = self.sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        # First: the unsafe setting covers the database's creation too.
+        # Unsafe: SQLite never syncs (a commit is acknowledged once it is in the page cache).
+        c.execute("PRAGMA synchronous=%s" % ("OFF" if self.unsafe else "FULL"))
         if create:
             c.execute("PRAGMA journal_mode=%s" % ("WAL" if self.mode == "wal" else "DELETE"))
             c.execute("CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
@@ -25,7 +30,6 @@ class Client:
             # The default (1000 pages) is never reached by this small workload;
             # 100 pages makes checkpoints (the main file's writes) happen in the fault window.
             c.execute("PRAGMA wal_autocheckpoint=100")
-        c.execute("PRAGMA synchronous=FULL")
         self.conn = c
 
     def put(self, k, v):
@@ -87,6 +91,7 @@ class App(Library):
     name = "sqlite"
     modes = ("rollback", "wal")
     data_glob = "sqlite/test.db"
+    unsafe_setting = "PRAGMA synchronous=OFF"
     packages = ("sqlite3", "python3")
     Client = Client
 

@@ -59,15 +59,16 @@ class Cases(unittest.TestCase):
         o = driver.parse_args(["sqlite", "lmdb", "--quick", "--plans", "baseline,selftest-seeded", "--runs", "2"])
         todo, notes = driver.cases(o)
         self.assertEqual(notes, [])
-        self.assertEqual(todo, [("sqlite", "rollback", "baseline", 1), ("sqlite", "rollback", "baseline", 2),
-                                ("sqlite", "rollback", "selftest-seeded", 1), ("sqlite", "rollback", "selftest-seeded", 2),
-                                ("sqlite", "wal", "baseline", 1), ("sqlite", "wal", "baseline", 2),
-                                ("sqlite", "wal", "selftest-seeded", 1), ("sqlite", "wal", "selftest-seeded", 2),
-                                ("lmdb", "default", "baseline", 1), ("lmdb", "default", "baseline", 2)])
+        self.assertEqual(todo, [("sqlite", "rollback", "safe", "baseline", 1), ("sqlite", "rollback", "safe", "baseline", 2),
+                                ("sqlite", "rollback", "safe", "selftest-seeded", 1),
+                                ("sqlite", "rollback", "safe", "selftest-seeded", 2),
+                                ("sqlite", "wal", "safe", "baseline", 1), ("sqlite", "wal", "safe", "baseline", 2),
+                                ("sqlite", "wal", "safe", "selftest-seeded", 1), ("sqlite", "wal", "safe", "selftest-seeded", 2),
+                                ("lmdb", "default", "safe", "baseline", 1), ("lmdb", "default", "safe", "baseline", 2)])
 
     def test_a_mode_an_application_lacks_is_a_note(self):
         todo, notes = driver.cases(driver.parse_args(["sqlite", "redis", "--modes", "wal", "--plans", "baseline"]))
-        self.assertEqual(todo, [("sqlite", "wal", "baseline", 1)])
+        self.assertEqual(todo, [("sqlite", "wal", "safe", "baseline", 1)])
         self.assertEqual(notes, ["redis has no mode wal (modes: always everysec)"])
 
     def test_run_folders(self):
