@@ -1,0 +1,277 @@
+import FaultRules
+
+// "Who was told, by which call, or never": every call an application can
+// learn of an I/O error from, joined with the injections.
+//
+// What the trace gives (see docs/kernel-behaviour.md, "Who is told"):
+// - `syscalls:sys_exit_<call>` filtered in the kernel on `ret < 0`: the
+//   thread and the errno of every failing close, fsync, fdatasync, msync,
+//   sync_file_range, syncfs, write, pwrite64, writev. No fd, no file.
+// - `syscalls:sys_enter_<call>` for the calls taking an fd (not the write
+//   family: too many): the fd, resolved to the file with the sampled
+//   /proc/PID/fd of that process.
+// - `filemap:file_check_and_advance_wb_err` inside the same syscall of the
+//   same thread: the file (dev, ino) an fsync-family call reported on.
+// - the fault layer's injection carries the requesting thread (the FUSE
+//   header's pid): an error replied to a request (not to writeback) is
+//   returned by that thread's call.
+// - `sched:sched_process_exit`: a process that ends with the file open has
+//   it closed by the kernel (exit_files), whose flush error goes nowhere:
+//   "lost at exit". sys_exit_close does not fire for those closes.
+
+/// The files on the mount one process had open at one sample.
+public struct OpenFiles: Sendable, Equatable {
+    public var timeNs: Int64
+    /// The process (thread group) id.
+    public var pid: Int32
+    public var comm: String
+    public var files: [OpenFile]
+    public init(timeNs: Int64, pid: Int32, comm: String, files: [OpenFile]) {
+        self.timeNs = timeNs; self.pid = pid; self.comm = comm; self.files = files
+    }
+
+    public func jsonLine() -> String {
+        "{\"kind\":\"open_files\",\"time_ns\":\(timeNs),\"pid\":\(pid),\"comm\":" + jsonString(comm)
+            + ",\"files\":[" + files.map { "[\($0.fd),\($0.ino)]" }.joined(separator: ",") + "]}"
+    }
+
+    init?(json o: JSONValue) {
+        guard let t = o["time_ns"]?.int64, let pid = o["pid"]?.integer(as: Int32.self), let list = o["files"]?.array else { return nil }
+        var files: [OpenFile] = []
+        for f in list {
+            guard let pair = f.array, pair.count == 2, let fd = pair[0].integer(as: Int32.self),
+                  let ino = pair[1].integer(as: UInt64.self) else { return nil }
+            files.append(OpenFile(fd: fd, ino: ino))
+        }
+        self.init(timeNs: t, pid: pid, comm: o["comm"]?.string ?? "", files: files)
+    }
+}
+
+public struct OpenFile: Sendable, Equatable, Hashable {
+    public var fd: Int32
+    public var ino: UInt64
+    public init(fd: Int32, ino: UInt64) { self.fd = fd; self.ino = ino }
+}
+
+/// One failing call the trace saw, with the file it concerned when known.
+public struct ErrorReturn: Sendable, Equatable {
+    public var task: String
+    /// The thread.
+    public var tid: Int32
+    /// The process, when the trace recorded it (record-tgid).
+    public var tgid: Int32?
+    public var timeNs: Int64
+    /// "close", "fsync", "msync", "write", ...
+    public var call: String
+    /// Positive errno returned.
+    public var errno: Int32
+    public var fd: Int32?
+    /// The file's inode on the mount, when known.
+    public var ino: UInt64?
+    /// Hashed struct file (errseq reports only).
+    public var file: String?
+    /// How the file was found.
+    public var resolvedBy: Resolution
+    /// The process id to match against /proc samples.
+    public var process: Int32 { tgid ?? tid }
+
+    public enum Resolution: String, Sendable, Equatable {
+        /// file_check_and_advance_wb_err in the same call names the file.
+        case errseq
+        /// The call's fd, found in the process's sampled /proc/PID/fd.
+        case fd
+        /// Not resolved (fd not seen in a sample, or no fd traced).
+        case unknown
+    }
+}
+
+/// A process that had the file open when the error was recorded.
+public struct Holder: Sendable, Equatable, Hashable {
+    public var pid: Int32
+    public var comm: String
+}
+
+/// The answer for one injection.
+public struct Telling: Sendable, Equatable {
+    public enum Status: String, Sendable, Equatable {
+        case told
+        /// Nobody was told, and a process holding the file exited with it
+        /// open: the kernel closed it, the flush error went nowhere.
+        case lostAtExit = "lost at exit"
+        /// Recorded by the kernel, and no traced call returned it.
+        case neverTold = "never told"
+        /// Not a writeback error and no failing call seen for it (or no tracing).
+        case notRecorded = "not recorded"
+    }
+
+    public struct Told: Sendable, Equatable {
+        public var call: ErrorReturn
+        public var delayMs: Double
+        /// How many injections this one call reported (errseq and the
+        /// legacy AS_EIO flag both coalesce).
+        public var coversInjections: Int
+    }
+
+    public struct Lost: Sendable, Equatable {
+        public var holder: Holder
+        public var exitNs: Int64
+        public var delayMs: Double
+    }
+
+    public var path: ErrorPath
+    public var told: [Told]
+    public var lostAtExit: [Lost]
+    /// Processes that had the file open at the time (sampled /proc).
+    public var holders: [Holder]
+    public var status: Status {
+        if !told.isEmpty { return .told }
+        if !lostAtExit.isEmpty { return .lostAtExit }
+        return path.recorded == nil ? .notRecorded : .neverTold
+    }
+}
+
+extension Derivation {
+    /// Calls whose legacy close() report (AS_EIO/AS_ENOSPC) carries any writeback error.
+    static let closeErrnos: Set<Int32> = [5, 28]
+
+    /// Every failing call in the trace, attributed to a file on the mount
+    /// where possible. Failing calls are the sys_exit events with ret < 0;
+    /// the fd comes from the same thread's last sys_enter of that call.
+    public static func errorReturns(traceEvents: [TraceEvent], openFiles: [OpenFiles], mountDevice: DeviceID?) -> [ErrorReturn] {
+        struct Pending { var enter: SyscallEnter?; var check: CheckAndAdvanceWbErr?; var checkEvent: TraceEvent? }
+        var pending: [Int32: Pending] = [:]
+        var out: [ErrorReturn] = []
+        let snapshots = Dictionary(grouping: openFiles, by: \.pid)
+        let sorted = traceEvents.enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }.map(\.element)
+        for ev in sorted {
+            switch ev.payload {
+            case .syscallEnter(let e):
+                pending[ev.pid] = Pending(enter: e, check: nil)
+            case .checkAndAdvance(let c) where (mountDevice == nil || c.dev == mountDevice) && c.reported:
+                pending[ev.pid, default: Pending()].check = c
+                pending[ev.pid]?.checkEvent = ev
+            case .syscallExit(let x):
+                let p = pending.removeValue(forKey: ev.pid) ?? Pending()
+                guard x.errno != 0 else { continue }
+                let fd = p.enter?.call == x.call ? p.enter?.fd : nil
+                var r = ErrorReturn(task: ev.task, tid: ev.pid, tgid: ev.tgid, timeNs: ev.timeNs, call: x.call, errno: x.errno,
+                                    fd: fd, ino: nil, file: nil, resolvedBy: .unknown)
+                if let c = p.check {
+                    r.ino = c.ino; r.file = c.file; r.resolvedBy = .errseq
+                } else if let fd, let ino = inode(of: fd, pid: r.process, before: ev.timeNs, in: snapshots[r.process] ?? []) {
+                    r.ino = ino; r.resolvedBy = .fd
+                }
+                out.append(r)
+            default: break
+            }
+        }
+        // Reporting checks with no traced exit (syscall events unavailable):
+        // the call is one of the fsync family, which one unknown.
+        for (tid, p) in pending {
+            guard let c = p.check, let ev = p.checkEvent else { continue }
+            out.append(ErrorReturn(task: ev.task, tid: tid, tgid: ev.tgid, timeNs: ev.timeNs, call: fsyncFamily, errno: c.reportedErrno,
+                                   fd: nil, ino: c.ino, file: c.file, resolvedBy: .errseq))
+        }
+        return out.sorted { $0.timeNs < $1.timeNs }
+    }
+
+    /// The inode behind `fd` in the process's last sample before `t` (or
+    /// its first one after, for a file opened between two samples).
+    static func inode(of fd: Int32, pid: Int32, before t: Int64, in list: [OpenFiles]) -> UInt64? {
+        let before = list.last { $0.timeNs <= t }
+        if let f = before?.files.first(where: { $0.fd == fd }) { return f.ino }
+        return list.first { $0.timeNs > t }?.files.first { $0.fd == fd }?.ino
+    }
+
+    /// Who was told of each injected error, by which call, or why nobody was.
+    public static func tellings(injections: [InjectionEvent], traceEvents: [TraceEvent], openFiles: [OpenFiles],
+                                mountDevice: DeviceID?, slackNs: Int64 = 0) -> [Telling] {
+        let paths = errorPaths(injections: injections, traceEvents: traceEvents, mountDevice: mountDevice, slackNs: slackNs)
+        let returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        let snapshots = Dictionary(grouping: openFiles, by: \.pid)
+        var exits: [Int32: Int64] = [:]
+        var closes: [Int32: [(Int64, Int32)]] = [:]   // tid → (time, fd) of every close entered
+        for ev in traceEvents {
+            switch ev.payload {
+            case .processExit(let x) where x.groupDead != false:
+                let pid = ev.tgid ?? x.pid
+                exits[pid] = min(exits[pid] ?? .max, ev.timeNs)
+            case .syscallEnter(let e) where e.call == "close":
+                if let fd = e.fd { closes[ev.tgid ?? ev.pid, default: []].append((ev.timeNs, fd)) }
+            default: break
+            }
+        }
+
+        var tellings: [Telling] = []
+        var covers: [Int: Int] = [:]     // index in `returns` → injections covered
+        var used: [[Int]] = []
+        for path in paths {
+            let inj = path.injection
+            var t = Telling(path: path, told: [], lostAtExit: [], holders: [])
+            var indices: [Int] = []
+            if let rec = path.recorded {
+                // Writeback error: errseq tells each open file once; the
+                // legacy flag tells the first close() (or fsync that misses errseq).
+                var files = Set<String>()
+                var legacyTold = false
+                for (i, r) in returns.enumerated() where r.timeNs >= rec.timeNs && r.ino == path.kernelIno {
+                    if let f = r.file {
+                        guard files.insert(f).inserted else { continue }
+                    } else {
+                        guard !legacyTold, closeErrnos.contains(r.errno) else { continue }
+                        legacyTold = true
+                    }
+                    indices.append(i)
+                }
+                t.holders = holders(of: path.kernelIno, at: rec.timeNs, snapshots: snapshots)
+            } else {
+                // Replied to a request: that thread's next failing call returned it.
+                if inj.pid != 0, let i = returns.firstIndex(where: {
+                    ($0.tid == inj.pid || $0.tgid == inj.pid) && $0.timeNs >= inj.timeNs - slackNs && $0.errno == abs(inj.errno)
+                }) { indices.append(i) }
+                t.holders = holders(of: path.kernelIno, at: inj.timeNs, snapshots: snapshots)
+            }
+            for i in indices {
+                covers[i, default: 0] += 1
+                t.told.append(.init(call: returns[i], delayMs: ms(returns[i].timeNs - inj.timeNs), coversInjections: 0))
+            }
+            // Lost at exit: a holder nobody told that ended with the file still open.
+            if path.recorded != nil {
+                let toldProcesses = Set(t.told.map(\.call.process))
+                for h in t.holders where !toldProcesses.contains(h.pid) {
+                    guard let exit = exits[h.pid], exit >= (path.recorded?.timeNs ?? inj.timeNs) else { continue }
+                    let list = snapshots[h.pid] ?? []
+                    guard let last = list.last(where: { $0.timeNs <= exit }),
+                          let open = last.files.first(where: { $0.ino == path.kernelIno }) else { continue }
+                    let closed = (closes[h.pid] ?? []).contains { $0.0 >= last.timeNs && $0.0 <= exit && $0.1 == open.fd }
+                    if !closed { t.lostAtExit.append(.init(holder: h, exitNs: exit, delayMs: ms(exit - inj.timeNs))) }
+                }
+            }
+            tellings.append(t)
+            used.append(indices)
+        }
+        for k in tellings.indices {
+            for j in tellings[k].told.indices { tellings[k].told[j].coversInjections = covers[used[k][j]] ?? 1 }
+        }
+        return tellings
+    }
+
+    /// Processes whose sample nearest `t` (the last before, else the first
+    /// after) shows `ino` open.
+    static func holders(of ino: UInt64, at t: Int64, snapshots: [Int32: [OpenFiles]]) -> [Holder] {
+        var out: [Holder] = []
+        for (pid, list) in snapshots {
+            let s = list.last { $0.timeNs <= t } ?? list.first { $0.timeNs > t }
+            let after = list.first { $0.timeNs > t }
+            if s?.files.contains(where: { $0.ino == ino }) == true || after?.files.contains(where: { $0.ino == ino }) == true {
+                out.append(Holder(pid: pid, comm: (s ?? after)?.comm ?? ""))
+            }
+        }
+        return out.sorted { $0.pid < $1.pid }
+    }
+
+    /// "FUSE", or "ext4 (block mode)": the file system whose call told the application.
+    public static func tellingLayer(blockFileSystem: String?) -> String {
+        blockFileSystem.map { $0 + " (block mode)" } ?? "FUSE"
+    }
+}
