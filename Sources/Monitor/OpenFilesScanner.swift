@@ -10,13 +10,14 @@ import MonitorCore
 final class OpenFilesScanner {
     let device: DeviceID
     private var last: [Int32: [OpenFile]] = [:]
+    private var comms: [Int32: String] = [:]
     private let ownPid = getpid()
 
     init(device: DeviceID) { self.device = device }
 
     /// The processes whose open files changed since the last scan (a
     /// process that closed them all reports an empty list; one that is gone
-    /// is forgotten: its exit is in the trace).
+    /// gets an empty list once).
     func scan(pids: [Int32], timeNs: Int64) -> [OpenFiles] {
         var out: [OpenFiles] = []
         var seen = Set<Int32>()
@@ -36,9 +37,15 @@ final class OpenFilesScanner {
             if files == (last[pid] ?? []) { continue }
             last[pid] = files
             let comm = (File.readText("/proc/\(pid)/comm") ?? "").split(separator: "\n").first.map(String.init) ?? ""
+            comms[pid] = comm
             out.append(OpenFiles(timeNs: timeNs, pid: pid, comm: comm, files: files))
         }
-        for pid in last.keys where !seen.contains(pid) { last[pid] = nil }
+        // Gone (or out of the tree): an empty list, so the report does not
+        // count it as holding the file later on.
+        for (pid, files) in last where !seen.contains(pid) {
+            last[pid] = nil
+            if !files.isEmpty { out.append(OpenFiles(timeNs: timeNs, pid: pid, comm: comms[pid] ?? "", files: [])) }
+        }
         return out
     }
 

@@ -91,6 +91,60 @@ public struct Holder: Sendable, Equatable, Hashable {
     public var comm: String
 }
 
+/// Who held which file when, and the facts that decide it.
+public struct HoldingIndex: Sendable {
+    public var holdings: [Holding]
+    /// filemap_set_wb_err times per inode of the mount.
+    public var recordings: [UInt64: [Int64]]
+
+    public init(traceEvents: [TraceEvent], openFiles: [OpenFiles], mountDevice: DeviceID?) {
+        var exits: [Int32: Int64] = [:]
+        var closes: [Int32: [(timeNs: Int64, fd: Int32)]] = [:]
+        var recordings: [UInt64: [Int64]] = [:]
+        for ev in traceEvents {
+            switch ev.payload {
+            case .processExit(let x) where x.groupDead != false:
+                let pid = ev.tgid ?? x.pid
+                exits[pid] = min(exits[pid] ?? .max, ev.timeNs)
+            case .syscallEnter(let e) where e.call == "close":
+                if let fd = e.fd { closes[ev.tgid ?? ev.pid, default: []].append((ev.timeNs, fd)) }
+            case .setWbErr(let w) where mountDevice == nil || w.dev == mountDevice:
+                recordings[w.ino, default: []].append(ev.timeNs)
+            default: break
+            }
+        }
+        self.recordings = recordings
+        holdings = Derivation.holdings(openFiles: openFiles, exits: exits, closes: closes)
+    }
+
+    /// The processes holding `ino` at `t`. One that exited with it open
+    /// still counts for the first recording after its exit: the kernel's
+    /// close at exit writes the dirty pages back, and that writeback is
+    /// what failed.
+    public func holding(_ ino: UInt64, at t: Int64) -> [Holding] {
+        holdings.filter { h in
+            guard h.ino == ino, h.fromNs <= t else { return false }
+            guard let until = h.untilNs, until < t else { return true }
+            return h.endedByExit && (recordings[ino] ?? []).filter { $0 >= until }.min() == t
+        }
+    }
+}
+
+/// One process holding one file open (by one fd).
+public struct Holding: Sendable, Equatable {
+    public var pid: Int32
+    public var comm: String
+    public var ino: UInt64
+    public var fd: Int32
+    /// The first sample that showed it.
+    public var fromNs: Int64
+    /// Closed (traced close, or the first sample without it) or exited;
+    /// nil: open until the end of the recording.
+    public var untilNs: Int64?
+    /// The process exited with it open: the kernel closed it.
+    public var endedByExit: Bool
+}
+
 /// The answer for one injection.
 public struct Telling: Sendable, Equatable {
     public enum Status: String, Sendable, Equatable {
@@ -188,19 +242,8 @@ extension Derivation {
                                 mountDevice: DeviceID?, slackNs: Int64 = 0) -> [Telling] {
         let paths = errorPaths(injections: injections, traceEvents: traceEvents, mountDevice: mountDevice, slackNs: slackNs)
         let returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
-        let snapshots = Dictionary(grouping: openFiles, by: \.pid)
-        var exits: [Int32: Int64] = [:]
-        var closes: [Int32: [(Int64, Int32)]] = [:]   // tid → (time, fd) of every close entered
-        for ev in traceEvents {
-            switch ev.payload {
-            case .processExit(let x) where x.groupDead != false:
-                let pid = ev.tgid ?? x.pid
-                exits[pid] = min(exits[pid] ?? .max, ev.timeNs)
-            case .syscallEnter(let e) where e.call == "close":
-                if let fd = e.fd { closes[ev.tgid ?? ev.pid, default: []].append((ev.timeNs, fd)) }
-            default: break
-            }
-        }
+        let index = HoldingIndex(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        func holding(_ ino: UInt64, at t: Int64) -> [Holding] { index.holding(ino, at: t) }
 
         var tellings: [Telling] = []
         var covers: [Int: Int] = [:]     // index in `returns` → injections covered
@@ -223,29 +266,25 @@ extension Derivation {
                     }
                     indices.append(i)
                 }
-                t.holders = holders(of: path.kernelIno, at: rec.timeNs, snapshots: snapshots)
+                let holds = holding(path.kernelIno, at: rec.timeNs)
+                t.holders = uniqueHolders(holds)
+                // Lost at exit: a holder nobody told that ended with the file still open.
+                let toldProcesses = Set(indices.map { returns[$0].process })
+                var lost = Set<Int32>()
+                for h in holds where h.endedByExit && !toldProcesses.contains(h.pid) && lost.insert(h.pid).inserted {
+                    t.lostAtExit.append(.init(holder: Holder(pid: h.pid, comm: h.comm), exitNs: h.untilNs ?? 0,
+                                              delayMs: ms((h.untilNs ?? 0) - inj.timeNs)))
+                }
             } else {
                 // Replied to a request: that thread's next failing call returned it.
                 if inj.pid != 0, let i = returns.firstIndex(where: {
                     ($0.tid == inj.pid || $0.tgid == inj.pid) && $0.timeNs >= inj.timeNs - slackNs && $0.errno == abs(inj.errno)
                 }) { indices.append(i) }
-                t.holders = holders(of: path.kernelIno, at: inj.timeNs, snapshots: snapshots)
+                t.holders = uniqueHolders(holding(path.kernelIno, at: inj.timeNs))
             }
             for i in indices {
                 covers[i, default: 0] += 1
                 t.told.append(.init(call: returns[i], delayMs: ms(returns[i].timeNs - inj.timeNs), coversInjections: 0))
-            }
-            // Lost at exit: a holder nobody told that ended with the file still open.
-            if path.recorded != nil {
-                let toldProcesses = Set(t.told.map(\.call.process))
-                for h in t.holders where !toldProcesses.contains(h.pid) {
-                    guard let exit = exits[h.pid], exit >= (path.recorded?.timeNs ?? inj.timeNs) else { continue }
-                    let list = snapshots[h.pid] ?? []
-                    guard let last = list.last(where: { $0.timeNs <= exit }),
-                          let open = last.files.first(where: { $0.ino == path.kernelIno }) else { continue }
-                    let closed = (closes[h.pid] ?? []).contains { $0.0 >= last.timeNs && $0.0 <= exit && $0.1 == open.fd }
-                    if !closed { t.lostAtExit.append(.init(holder: h, exitNs: exit, delayMs: ms(exit - inj.timeNs))) }
-                }
             }
             tellings.append(t)
             used.append(indices)
@@ -256,18 +295,40 @@ extension Derivation {
         return tellings
     }
 
-    /// Processes whose sample nearest `t` (the last before, else the first
-    /// after) shows `ino` open.
-    static func holders(of ino: UInt64, at t: Int64, snapshots: [Int32: [OpenFiles]]) -> [Holder] {
-        var out: [Holder] = []
-        for (pid, list) in snapshots {
-            let s = list.last { $0.timeNs <= t } ?? list.first { $0.timeNs > t }
-            let after = list.first { $0.timeNs > t }
-            if s?.files.contains(where: { $0.ino == ino }) == true || after?.files.contains(where: { $0.ino == ino }) == true {
-                out.append(Holder(pid: pid, comm: (s ?? after)?.comm ?? ""))
+    static func uniqueHolders(_ list: [Holding]) -> [Holder] {
+        var seen = Set<Int32>()
+        return list.filter { seen.insert($0.pid).inserted }.map { Holder(pid: $0.pid, comm: $0.comm) }.sorted { $0.pid < $1.pid }
+    }
+
+    /// Who held which file when, from the /proc samples: from the first
+    /// sample showing it to the traced close(2) of its fd, else the
+    /// process's exit (the kernel closed it), else the first sample
+    /// without it.
+    public static func holdings(openFiles: [OpenFiles], exits: [Int32: Int64],
+                                closes: [Int32: [(timeNs: Int64, fd: Int32)]]) -> [Holding] {
+        var out: [Holding] = []
+        for (pid, list) in Dictionary(grouping: openFiles, by: \.pid) {
+            let samples = list.sorted { $0.timeNs < $1.timeNs }
+            var open: [OpenFile: (from: Int64, last: Int64, comm: String)] = [:]
+            func end(_ f: OpenFile, _ o: (from: Int64, last: Int64, comm: String), next: Int64?) {
+                var h = Holding(pid: pid, comm: o.comm, ino: f.ino, fd: f.fd, fromNs: o.from, untilNs: next, endedByExit: false)
+                if let c = (closes[pid] ?? []).first(where: { $0.fd == f.fd && $0.timeNs >= o.last && (next == nil || $0.timeNs <= next!) }) {
+                    h.untilNs = c.timeNs
+                } else if let e = exits[pid], e >= o.last {
+                    h.untilNs = e; h.endedByExit = true
+                }
+                out.append(h)
             }
+            for s in samples {
+                let now = Set(s.files)
+                for (f, o) in open where !now.contains(f) { end(f, o, next: s.timeNs); open[f] = nil }
+                for f in s.files {
+                    if let o = open[f] { open[f] = (o.from, s.timeNs, s.comm) } else { open[f] = (s.timeNs, s.timeNs, s.comm) }
+                }
+            }
+            for (f, o) in open { end(f, o, next: nil) }
         }
-        return out.sorted { $0.pid < $1.pid }
+        return out.sorted { ($0.fromNs, $0.pid, $0.fd) < ($1.fromNs, $1.pid, $1.fd) }
     }
 
     /// "FUSE", or "ext4 (block mode)": the file system whose call told the application.

@@ -129,10 +129,10 @@ func innerFileSystemLines(_ run: RunData, layer: String) -> [String] {
     for e in run.traceEvents {
         if case .setWbErr(let s) = e.payload, run.mountDevice == nil || s.dev == run.mountDevice { recorded[s.ino] = recorded[s.ino] ?? e.timeNs }
     }
-    let snapshots = Dictionary(grouping: run.openFiles, by: \.pid)
+    let index = HoldingIndex(traceEvents: run.traceEvents, openFiles: run.openFiles, mountDevice: run.mountDevice)
     var never: [String] = []
     for (ino, t) in recorded.sorted(by: { $0.key < $1.key }) where !returns.contains(where: { $0.ino == ino && $0.timeNs >= t }) {
-        let holders = Derivation.holders(of: ino, at: t, snapshots: snapshots)
+        let holders = Derivation.uniqueHolders(index.holding(ino, at: t))
         never.append("ino \(ino)" + (holders.isEmpty ? "" : " (open in " + holders.map { processLabel($0.comm, $0.pid) }.joined(separator: ", ") + ")"))
     }
     out.append("never told: " + (never.isEmpty ? "none" : never.joined(separator: "; ") + " (recorded by \(layer), no traced call returned it)"))
