@@ -197,11 +197,20 @@ extension Derivation {
         var out: [ErrorReturn] = []
         let snapshots = Dictionary(grouping: openFiles, by: \.pid)
         let sorted = traceEvents.enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }.map(\.element)
+        // A reporting check with no traced exit after it (syscall events
+        // unavailable): the call is one of the fsync family, which one unknown.
+        func unmatched(_ p: Pending?) {
+            guard let c = p?.check, let ev = p?.checkEvent else { return }
+            out.append(ErrorReturn(task: ev.task, tid: ev.pid, tgid: ev.tgid, timeNs: ev.timeNs, call: fsyncFamily, errno: c.reportedErrno,
+                                   fd: nil, ino: c.ino, file: c.file, resolvedBy: .errseq))
+        }
         for ev in sorted {
             switch ev.payload {
             case .syscallEnter(let e):
+                unmatched(pending[ev.pid])
                 pending[ev.pid] = Pending(enter: e, check: nil)
             case .checkAndAdvance(let c) where (mountDevice == nil || c.dev == mountDevice) && c.reported:
+                unmatched(pending[ev.pid])
                 pending[ev.pid, default: Pending()].check = c
                 pending[ev.pid]?.checkEvent = ev
             case .syscallExit(let x):
@@ -219,13 +228,7 @@ extension Derivation {
             default: break
             }
         }
-        // Reporting checks with no traced exit (syscall events unavailable):
-        // the call is one of the fsync family, which one unknown.
-        for (tid, p) in pending {
-            guard let c = p.check, let ev = p.checkEvent else { continue }
-            out.append(ErrorReturn(task: ev.task, tid: tid, tgid: ev.tgid, timeNs: ev.timeNs, call: fsyncFamily, errno: c.reportedErrno,
-                                   fd: nil, ino: c.ino, file: c.file, resolvedBy: .errseq))
-        }
+        for p in pending.values { unmatched(p) }
         return out.sorted { $0.timeNs < $1.timeNs }
     }
 

@@ -75,7 +75,7 @@ func toldSummaryLines(_ run: RunData) -> [String] {
         let covered = r.reduce(0) { $0 + $1.coversInjections }
         let delay = r.count == 1 ? "after \(formatFixed(delays[0], 2)) ms"
             : "\(r.count) times, after \(formatFixed(delays.min()!, 2))–\(formatFixed(delays.max()!, 2)) ms"
-        out.append("told: thread \(k.task)[\(k.tid)] got \(errnoLabel(k.errno)) via \(k.call) \(delay) (told by \(layer))"
+        out.append("told: thread \(k.task)[\(k.tid)] got \(errnoLabel(k.errno)) via \(k.call) \(delay), told by \(layer)"
             + (covered > r.count ? " (covering \(covered) injections)" : ""))
     }
     let lost = tellings.filter { $0.status == .lostAtExit }
@@ -122,7 +122,7 @@ func innerFileSystemLines(_ run: RunData, layer: String) -> [String] {
     for k in order {
         let n = counts[k]!.count
         out.append("told: thread \(k.task)[\(k.tid)] got \(errnoLabel(k.errno)) via \(k.call)" + (n > 1 ? " \(n) times" : "")
-            + " on " + (k.ino.map { "ino \($0)" } ?? "an unidentified file") + " (told by \(layer))")
+            + " on " + (k.ino.map { "ino \($0)" } ?? "an unidentified file") + ", told by \(layer)")
     }
     // Errors the inner file system recorded on a file that no call returned.
     var recorded: [UInt64: Int64] = [:]
