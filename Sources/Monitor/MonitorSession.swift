@@ -49,6 +49,9 @@ public final class MonitorSession: @unchecked Sendable {
     private let stopFlag = Atomic<Bool>(false)
     private let loopDone = Atomic<Bool>(false)
     private let watched = Mutex<[WatchedProcess]>([])
+    /// Used by the sampling thread only.
+    private let openFilesScanner: OpenFilesScanner?
+    private var scanRound = 0
 
     /// Creates the folder and files, records the settings, starts tracing
     /// and the sampling thread.
@@ -65,6 +68,7 @@ public final class MonitorSession: @unchecked Sendable {
         files = Mutex(Files(samplesJSON: try appender("samples.jsonl"), samplesCSV: try appender("samples.csv"),
                             events: try appender("events.jsonl"), series: series))
         sampler = Sampler(device: dev)
+        openFilesScanner = dev.map { OpenFilesScanner(device: $0) }
         sampler.cgroupMemoryStat = options.cgroupMemoryStat
         files.withLock { f in f.samplesCSV.line(series.csvHeader()) }
 
@@ -134,6 +138,7 @@ public final class MonitorSession: @unchecked Sendable {
         sampler.processes = watched.withLock { $0 }
         let (sample, states) = sampler.sample()
         tailInjections()
+        let opened = scanOpenFiles(timeNs: sample.timeNs)
         files.withLock { f in
             guard !f.closed else { return }
             f.samples += 1
@@ -141,6 +146,7 @@ public final class MonitorSession: @unchecked Sendable {
             f.maxLateNs = max(f.maxLateNs, lateNs)
             f.samplesJSON.line(f.series.jsonLine(sample))
             f.samplesCSV.line(f.series.csvRow(sample))
+            for o in opened { f.events.line(EventLog.jsonLine(.openFiles(o))) }
             for st in states {
                 if let last = f.lastStates[st.role], last.sameAs(st) { continue }
                 f.lastStates[st.role] = st
@@ -157,6 +163,30 @@ public final class MonitorSession: @unchecked Sendable {
             // Keep what is on disk current (a run cut short still has its data).
             if f.samples % 10 == 0 { f.samplesJSON.flush(); f.samplesCSV.flush(); f.events.flush() }
         }
+    }
+
+    /// The workload's process tree every sample; without a workload
+    /// (`faultfs monitor`) every process, once a second.
+    /// The tracer then follows the threads of the processes holding files.
+    private func scanOpenFiles(timeNs: Int64) -> [OpenFiles] {
+        guard let scanner = openFilesScanner else { return [] }
+        let workload = watched.withLock { $0.first { $0.role == "workload" } }
+        let changes: [OpenFiles]
+        if let w = workload {
+            changes = scanner.scan(pids: Spawn.tree(w.pid), timeNs: timeNs)
+        } else {
+            scanRound += 1
+            guard (scanRound - 1) % max(1, Int(1_000_000_000 / max(1, options.intervalNs))) == 0 else { return [] }
+            changes = scanner.scan(pids: OpenFilesScanner.allProcesses(), timeNs: timeNs)
+        }
+        if let tracer {
+            var threads = Set<Int32>()
+            for pid in scanner.holders {
+                for t in File.names(inDirectory: "/proc/\(pid)/task") ?? [] { if let tid = Int32(t) { threads.insert(tid) } }
+            }
+            tracer.follow(threads: threads)
+        }
+        return changes
     }
 
     /// Reads what the fault layer appended since last time.

@@ -76,7 +76,9 @@ public final class Tracer: @unchecked Sendable {
             ("writeback/balance_dirty_pages", "bdi == \"\(device)\""),
             // No device in this event: reclaim throttling is machine-wide.
             ("vmscan/mm_vmscan_throttled", nil),
-        ]
+        ] + Self.reportingCalls
+        // The thread group id in every line: fds and /proc are per process.
+        if Sys.write(instance + "/options/record-tgid", "1") != nil { notes.append("option record-tgid refused: threads not mapped to processes") }
         for (event, filter) in plan {
             let dir = "\(instance)/events/\(event)"
             guard Sys.exists(dir + "/enable") else { notes.append("trace event \(event) does not exist on this kernel"); continue }
@@ -91,6 +93,45 @@ public final class Tracer: @unchecked Sendable {
         _ = Sys.write(instance + "/trace", "", create: true)
         _ = Sys.write(instance + "/tracing_on", "1")
     }
+
+    /// The entry events' filter until `follow` names threads: pid 0 (the
+    /// idle task) makes no system calls.
+    static let nobody = "common_pid == 0"
+    /// At most this many threads in a filter; beyond, entries are recorded unfiltered.
+    static let maxFollowed = 200
+    private var followed: Set<Int32> = []
+
+    /// Limits the sys_enter_* events to these threads (those of the
+    /// processes holding files on the mount, from the /proc samples):
+    /// unfiltered, close(2) alone is thousands of events a second on a busy
+    /// machine. A thread that opens and closes a file between two samples
+    /// is not followed; its close is not tied to a file. Called from one
+    /// thread (the sampler).
+    func follow(threads: Set<Int32>) {
+        guard threads != followed else { return }
+        followed = threads
+        let filter = threads.isEmpty ? Self.nobody
+            : threads.count > Self.maxFollowed ? "0" : threads.sorted().map { "common_pid == \($0)" }.joined(separator: " || ")
+        for (event, _) in enabled where event.hasPrefix("syscalls:sys_enter_") {
+            _ = Sys.write("\(instance)/events/\(event.replacingOccurrences(":", "/"))/filter", filter)
+        }
+    }
+
+    /// Every call that can return a writeback or I/O error to the
+    /// application. Exits are filtered in the kernel to failures (EAGAIN and
+    /// EINTR left out: sockets and pipes return them all day). Entries are
+    /// traced for the calls taking an fd except the write family, and only
+    /// for the threads `follow` names (no filter can pick the mount's fds in
+    /// the kernel). A failing write is tied to its file through the
+    /// injection's requesting thread instead.
+    static let reportingCalls: [(String, String?)] = {
+        let exitFilter = "ret < 0 && ret != -11 && ret != -4"
+        let exits = ["close", "fsync", "fdatasync", "msync", "sync_file_range", "syncfs", "write", "pwrite64", "writev"]
+            .map { ("syscalls/sys_exit_" + $0, Optional(exitFilter)) }
+        let enters = ["close", "fsync", "fdatasync", "sync_file_range", "syncfs"].map { ("syscalls/sys_enter_" + $0, Optional(nobody)) }
+        // A process ending with the file open: its files are closed by the kernel, not by close(2).
+        return exits + enters + [("sched/sched_process_exit", "group_dead == 1")]
+    }()
 
     private func readLoop() {
         let fd = open(instance + "/trace_pipe", O_RDONLY | O_NONBLOCK | O_CLOEXEC)

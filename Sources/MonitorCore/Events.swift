@@ -66,6 +66,9 @@ public enum RunEvent: Sendable, Equatable {
     case control(timeNs: Int64, line: String, result: String)
     /// A watched process changed state or wchan (written on change only).
     case process(timeNs: Int64, ProcessState)
+    /// The files on the mount a process has open (written on change; an
+    /// empty list when it closed them all).
+    case openFiles(OpenFiles)
 }
 
 /// A watched process as seen at one sample: state letter and the kernel
@@ -106,6 +109,8 @@ public enum EventLog {
                 + s("state", p.state) + (p.wchan.map { s("wchan", $0) } ?? "") + "}"
         case .trace(let t):
             return "{\"kind\":\"trace\",\"time_ns\":\(t.timeNs)" + s("line", t.raw) + "}"
+        case .openFiles(let o):
+            return o.jsonLine()
         case .note(let t, let text):
             return "{\"kind\":\"note\"" + (t.map { ",\"time_ns\":\($0)" } ?? "") + s("text", text) + "}"
         }
@@ -140,6 +145,8 @@ public enum EventLog {
             guard let line = o["line"]?.string, var ev = TraceParser.parse(line) else { return nil }
             if let t { ev.timeNs = t }   // the writer may have shifted it onto the run clock
             return .trace(ev)
+        case "open_files":
+            return OpenFiles(json: o).map { .openFiles($0) }
         case "note":
             guard let text = o["text"]?.string else { return nil }
             return .note(timeNs: t, text: text)

@@ -101,12 +101,19 @@ public func renderHTML(run: RunData) -> String {
         + "The kernel events are tracepoints: <code>filemap:filemap_set_wb_err</code> (the kernel records a writeback error on the file; "
         + "it fires in the thread whose reply to the writeback request failed, a faultfs daemon thread) and "
         + "<code>filemap:file_check_and_advance_wb_err</code> (an fsync-family call checks for it). A thread is shown as name[thread id]. "
-        + "\"Told\" means an fsync-family call (fsync, fdatasync, msync(MS_SYNC), sync_file_range with WAIT) returned the error. "
-        + "close() can report EIO/ENOSPC through legacy flags that have no tracepoint, so \"never told\" means never told by such a call.</p>\n"
+        + "\"Told\" means a traced call returned the error: <code>syscalls:sys_exit_*</code> of close, fsync, fdatasync, msync, "
+        + "sync_file_range, syncfs, write, pwrite64 and writev, filtered in the kernel on a negative return; the file is the one the "
+        + "errseq event of the same call names, else the call's fd in the sampled /proc/PID/fd, else (an error replied to a request) "
+        + "the injection's requesting thread. \"Lost at exit\": nobody was told and a process that had the file open exited with it open "
+        + "(the kernel closed it; the error went nowhere). \"Never told\": no traced call returned it; the processes that had the file "
+        + "open (sampled /proc) are listed.</p>\n"
     if paths.isEmpty {
         h += "<p class=\"muted\">No errors were injected.</p>\n"
     } else {
-        let groups = Derivation.group(paths)
+        let tellingGroups = Derivation.group(Derivation.tellings(injections: run.injections, traceEvents: run.traceEvents,
+                                                                  openFiles: run.openFiles, mountDevice: run.mountDevice))
+        let layer = Derivation.tellingLayer(blockFileSystem: blockFileSystem(run))
+        let groups = tellingGroups.map(\.paths)
         h += "<table class=\"paths\">\n<tr><th>#</th><th>t (s)</th><th>count</th><th>rule</th><th>op</th><th>path (ino)</th><th>injected</th><th>recorded by the kernel</th><th>told to (thread, call, delay, errno got)</th></tr>\n"
         for (n, g) in groups.prefix(Report.maxTableRows).enumerated() {
             let p = g.first
@@ -124,20 +131,7 @@ public func renderHTML(run: RunData) -> String {
                 h += "<span class=\"muted\">" + (run.traceAvailable ? "not recorded (no filemap_set_wb_err: returned directly by the call)" : "unknown (no tracing)") + "</span>"
             }
             h += "</td><td>"
-            switch p.status {
-            case .told:
-                h += p.told.indices.map { k in
-                    let t = p.told[k]
-                    let delays = g.paths.compactMap { $0.told.indices.contains(k) ? $0.told[k].delayMs : nil }
-                    let reports = Set(g.paths.compactMap { $0.told.indices.contains(k) ? $0.told[k].timeNs : nil }).count
-                    return "<span class=\"told\">thread " + xmlEscape(t.task) + "[\(t.pid)]</span>, " + xmlEscape(t.call)
-                        + " (kernel event <code>filemap:file_check_and_advance_wb_err</code>), +" + delayRange(delays) + " ms, got " + errnoLabel(t.reportedErrno)
-                        + (g.count > reports ? " (\(reports == 1 ? "one report" : "\(reports) reports") for \(g.count) injections)"
-                           : (t.coversInjections > 1 ? " (one report for \(t.coversInjections) injections)" : ""))
-                }.joined(separator: "<br/>")
-            case .neverTold: h += "<span class=\"never\">never told</span>"
-            case .notRecorded: h += "<span class=\"muted\">—</span>"
-            }
+            h += toldCellHTML(tellingGroups[n], layer: layer)
             h += "</td></tr>\n"
         }
         h += "</table>\n"
@@ -244,41 +238,10 @@ public func renderSummary(run: RunData) -> String {
     for i in run.injections { byRule[i.ruleID, default: 0] += 1 }
     out.append("injections: \(run.injections.count)" + (byRule.isEmpty ? "" : " (" + byRule.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ") + ")"))
 
-    let paths = Derivation.errorPaths(injections: run.injections, traceEvents: run.traceEvents, mountDevice: run.mountDevice)
     if !run.traceAvailable {
         out.append("tracefs not available: the told/never-told table is empty")
     } else {
-        // One line per (process, errno), aggregating its reports; a report
-        // may cover several injections.
-        struct Key: Hashable { var task: String; var pid: Int32; var errno: Int32 }
-        var reports: [Key: [Told]] = [:]
-        var order: [Key] = []
-        var seen = Set<String>()
-        for p in paths {
-            for t in p.told where seen.insert("\(t.timeNs)|\(t.pid)|\(t.file)").inserted {
-                let k = Key(task: t.task, pid: t.pid, errno: t.reportedErrno)
-                if reports[k] == nil { order.append(k) }
-                reports[k, default: []].append(t)
-            }
-        }
-        for k in order {
-            let r = reports[k]!
-            let delays = r.map(\.delayMs)
-            let covered = r.reduce(0) { $0 + $1.coversInjections }
-            let delay = r.count == 1 ? "after \(formatFixed(delays[0], 2)) ms"
-                : "\(r.count) times, after \(formatFixed(delays.min()!, 2))–\(formatFixed(delays.max()!, 2)) ms"
-            out.append("told: thread \(k.task)[\(k.pid)] got \(errnoLabel(k.errno)) via \(Derivation.fsyncFamily) \(delay)"
-                + (covered > r.count ? " (covering \(covered) injections)" : ""))
-        }
-        let never = paths.filter { $0.status == .neverTold }
-        if never.isEmpty {
-            out.append("never told: none")
-        } else {
-            let files = Set(never.map { "\($0.injection.pathText) (ino \($0.kernelIno))" }).sorted()
-            out.append("never told: \(never.count) injection(s) on " + files.joined(separator: ", "))
-        }
-        let unrec = paths.filter { $0.status == .notRecorded }.count
-        if unrec > 0 { out.append("not recorded by the kernel: \(unrec) injection(s) (not writeback errors: returned directly by the call)") }
+        out += toldSummaryLines(run)
     }
     for o in run.workloadOutput where o.totalLines > 0 {
         let shown = o.lastLines.suffix(Report.summaryOutputLines)

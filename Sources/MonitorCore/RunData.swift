@@ -34,6 +34,8 @@ public struct RunData: Sendable {
     public var processStates: [(timeNs: Int64, state: ProcessState)] = []
     /// The end of the workload's stdout and stderr (see `WorkloadOutput`).
     public var workloadOutput: [WorkloadOutput] = []
+    /// Sampled /proc/PID/fd of processes with files on the mount, in time order.
+    public var openFiles: [OpenFiles] = []
 
     public init(settings: [Setting] = [], samples: [Sample] = [], injections: [InjectionEvent] = [],
                 traceEvents: [TraceEvent] = [], workload: WorkloadInfo = WorkloadInfo(), notes: [String] = [],
@@ -99,6 +101,7 @@ public struct RunData: Sendable {
         case .note(_, let text): notes.append(text)
         case .control(let t, let line, let result): controls.append(ControlStep(timeNs: t, line: line, result: result))
         case .process(let t, let p): processStates.append((t, p))
+        case .openFiles(let o): openFiles.append(o)
         }
     }
 }

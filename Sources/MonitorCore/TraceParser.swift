@@ -67,6 +67,12 @@ public enum TracePayload: Sendable, Equatable {
     /// balance_dirty_pages: pause/period/think are in ms, limit/dirty in pages.
     case balanceDirtyPages(KeyValueFields)
     case vmscanThrottled(KeyValueFields)
+    /// `syscalls:sys_enter_*`: the call and its file descriptor argument.
+    case syscallEnter(SyscallEnter)
+    /// `syscalls:sys_exit_*`: the call and what it returned.
+    case syscallExit(SyscallExit)
+    /// `sched:sched_process_exit`.
+    case processExit(ProcessExit)
     /// Any other event (or a known one whose fields did not parse).
     case other
 }
@@ -75,6 +81,9 @@ public struct TraceEvent: Sendable, Equatable {
     public var task: String
     public var pid: Int32
     public var cpu: Int32
+    /// The thread group (process) id, when the instance records it
+    /// (option record-tgid: "comm-tid (tgid) [cpu]").
+    public var tgid: Int32? = nil
     /// The trace timestamp in ns, on the trace clock (exact, not via Double).
     public var traceTimeNs: Int64
     /// The time on the run's clock. Equal to `traceTimeNs` unless the caller
@@ -110,7 +119,13 @@ public enum TraceParser {
             i += 1
         }
         guard cpuOpen > 0 else { return nil }
-        let head = String(decoding: chars[0..<cpuOpen], as: UTF8.self).trimmingSpaces()
+        var head = String(decoding: chars[0..<cpuOpen], as: UTF8.self).trimmingSpaces()
+        // record-tgid: "comm-tid (  tgid)" ("(-------)" when unknown).
+        var tgid: Int32?
+        if head.hasSuffix(")"), let open = head.lastIndex(of: "(") {
+            tgid = Int32(head[head.index(after: open)..<head.index(before: head.endIndex)].trimmingSpaces())
+            head = String(head[..<open]).trimmingSpaces()
+        }
         guard let dash = head.lastIndex(of: "-"), let pid = Int32(head[head.index(after: dash)...]),
               let cpu = Int32(String(decoding: chars[(cpuOpen + 1)..<cpuClose], as: UTF8.self)) else { return nil }
         let task = String(head[..<dash])
@@ -124,6 +139,10 @@ public enum TraceParser {
         }
         guard let ts else { return nil }
         rest = rest.drop(while: { $0 == " " })
+        if let call = parseSyscall(rest) {
+            return TraceEvent(task: task, pid: pid, cpu: cpu, tgid: tgid, traceTimeNs: ts, timeNs: ts, name: call.name,
+                              fieldsText: String(rest), fields: KeyValueFields(), payload: call.payload, raw: line)
+        }
         // Event name ends at the first ": " (or at end of line for events with no fields).
         let name: Substring, fieldsText: Substring
         if let r = rest.firstRange(of: ": ") {
@@ -135,7 +154,7 @@ public enum TraceParser {
 
         let kv = parseKeyValues(fieldsText)
         let payload = makePayload(name: name, fieldsText: fieldsText, kv: kv)
-        return TraceEvent(task: task, pid: pid, cpu: cpu, traceTimeNs: ts, timeNs: ts, name: String(name),
+        return TraceEvent(task: task, pid: pid, cpu: cpu, tgid: tgid, traceTimeNs: ts, timeNs: ts, name: String(name),
                           fieldsText: String(fieldsText), fields: kv, payload: payload, raw: line)
     }
 
@@ -223,6 +242,9 @@ public enum TraceParser {
             return .balanceDirtyPages(kv)
         case "mm_vmscan_throttled":
             return .vmscanThrottled(kv)
+        case "sched_process_exit":
+            guard let pid = kv["pid"].flatMap({ Int32($0) }) else { return .other }
+            return .processExit(ProcessExit(pid: pid, groupDead: kv["group_dead"].map { $0 == "true" || $0 == "1" }))
         default:
             return .other
         }
@@ -234,5 +256,62 @@ extension TraceEvent {
     public var balanceDirtyPagesPauseMs: Int64? {
         if case .balanceDirtyPages(let kv) = payload { return kv.int("pause") }
         return nil
+    }
+}
+
+/// `sys_enter_close` & co.: "sys_close(fd: 3)" (the fd in hex or decimal).
+public struct SyscallEnter: Sendable, Equatable {
+    /// "close", "fsync", "msync", ...
+    public var call: String
+    /// The fd argument; nil for calls without one (msync takes an address).
+    public var fd: Int32?
+}
+
+/// `sys_exit_close` & co.: "sys_close -> 0xfffffffffffffffb".
+public struct SyscallExit: Sendable, Equatable {
+    public var call: String
+    /// The return value (negative errno on failure).
+    public var ret: Int64
+    /// Positive errno, 0 when the call succeeded.
+    public var errno: Int32 { ret < 0 && ret >= -4095 ? Int32(-ret) : 0 }
+}
+
+/// `sched:sched_process_exit`: "comm=python3 pid=14026 prio=120 group_dead=true".
+public struct ProcessExit: Sendable, Equatable {
+    /// The exiting thread.
+    public var pid: Int32
+    /// True when the whole process is gone (kernels that print it).
+    public var groupDead: Bool?
+}
+
+extension TraceParser {
+    /// Syscall events print without "name: ": "sys_close(fd: 3)" on entry
+    /// and "sys_close -> 0x0" on exit. Named after their tracefs events
+    /// ("sys_enter_close", "sys_exit_close").
+    static func parseSyscall(_ text: Substring) -> (name: String, payload: TracePayload)? {
+        guard text.hasPrefix("sys_") else { return nil }
+        if let arrow = text.firstRange(of: " -> ") {
+            let call = text[text.index(text.startIndex, offsetBy: 4)..<arrow.lowerBound]
+            let v = text[arrow.upperBound...].trimmingSpaces()
+            guard !call.isEmpty, !call.contains(" "), let ret = parseRegisterValue(Substring(v)) else { return nil }
+            return ("sys_exit_" + call, .syscallExit(SyscallExit(call: String(call), ret: ret)))
+        }
+        guard let paren = text.firstIndex(of: "("), text.hasSuffix(")") else { return nil }
+        let call = text[text.index(text.startIndex, offsetBy: 4)..<paren]
+        guard !call.isEmpty, !call.contains(" ") else { return nil }
+        var fd: Int32?
+        for arg in text[text.index(after: paren)..<text.index(before: text.endIndex)].split(separator: ",") {
+            let kv = arg.split(separator: ":", maxSplits: 1)
+            if kv.count == 2, kv[0].trimmingSpaces() == "fd", let v = parseRegisterValue(Substring(kv[1].trimmingSpaces())) {
+                fd = Int32(truncatingIfNeeded: v)
+            }
+        }
+        return ("sys_enter_" + call, .syscallEnter(SyscallEnter(call: String(call), fd: fd)))
+    }
+
+    /// "0xfffffffffffffffb" → -5 (a 64-bit register), "3" → 3.
+    static func parseRegisterValue(_ s: Substring) -> Int64? {
+        if s.hasPrefix("0x") { return UInt64(s.dropFirst(2), radix: 16).map { Int64(bitPattern: $0) } }
+        return Int64(s)
     }
 }

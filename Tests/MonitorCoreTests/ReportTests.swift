@@ -154,8 +154,8 @@ func tsString(_ ns: Int64) -> String {
         #expect(s.contains("peak Dirty 907.6 MiB at 333.3 s"))
         #expect(s.contains("peak Writeback 37.0 MiB"))
         #expect(s.contains("injections: 30 (r1: 30)"))
-        #expect(s.contains("told: thread python3[200] got EIO via fsync/fdatasync/msync 29 times, after 3.00–3.00 ms\n"))
-        #expect(s.contains("never told: 1 injection(s) on /data/x.db (ino 16)"))
+        #expect(s.contains("told: thread python3[200] got EIO via fsync/fdatasync/msync 29 times, after 3.00–3.00 ms, told by FUSE\n"))
+        #expect(s.contains("never told: 1 injection(s) on /data/x.db (ino 16) by any traced call"))
         #expect(s.contains("longest pause 290 ms"))
         #expect(s.contains("kernel 6.18.0, mount 0:39, bdi max_ratio=1 strict_limit=1"))
     }

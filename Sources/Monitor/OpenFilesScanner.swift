@@ -1,0 +1,59 @@
+// Which processes have files on the mount open: /proc/PID/fd, stat'ed, kept
+// where st_dev is the mount's. Recorded on change only. This is what ties a
+// failing close(fd) to its file, and what names the processes that had a
+// file open when nobody was told. A file opened and closed between two
+// samples is never seen.
+import Glibc
+import System
+import MonitorCore
+
+final class OpenFilesScanner {
+    let device: DeviceID
+    private var last: [Int32: [OpenFile]] = [:]
+    private var comms: [Int32: String] = [:]
+    private let ownPid = getpid()
+
+    init(device: DeviceID) { self.device = device }
+
+    /// The processes whose open files changed since the last scan (a
+    /// process that closed them all reports an empty list; one that is gone
+    /// gets an empty list once).
+    func scan(pids: [Int32], timeNs: Int64) -> [OpenFiles] {
+        var out: [OpenFiles] = []
+        var seen = Set<Int32>()
+        for pid in pids where pid != ownPid && seen.insert(pid).inserted {
+            guard let names = File.names(inDirectory: "/proc/\(pid)/fd") else { continue }
+            var files: [OpenFile] = []
+            for n in names {
+                guard let fd = Int32(n) else { continue }
+                var st = stat()
+                guard stat("/proc/\(pid)/fd/\(n)", &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { continue }
+                let d = UInt64(st.st_dev)
+                let major = UInt32(((d >> 8) & 0xfff) | ((d >> 32) & ~UInt64(0xfff)))
+                let minor = UInt32((d & 0xff) | ((d >> 12) & ~UInt64(0xff)))
+                if major == device.major && minor == device.minor { files.append(OpenFile(fd: fd, ino: UInt64(st.st_ino))) }
+            }
+            files.sort { $0.fd < $1.fd }
+            if files == (last[pid] ?? []) { continue }
+            last[pid] = files
+            let comm = (File.readText("/proc/\(pid)/comm") ?? "").split(separator: "\n").first.map(String.init) ?? ""
+            comms[pid] = comm
+            out.append(OpenFiles(timeNs: timeNs, pid: pid, comm: comm, files: files))
+        }
+        // Gone (or out of the tree): an empty list, so the report does not
+        // count it as holding the file later on.
+        for (pid, files) in last where !seen.contains(pid) {
+            last[pid] = nil
+            if !files.isEmpty { out.append(OpenFiles(timeNs: timeNs, pid: pid, comm: comms[pid] ?? "", files: [])) }
+        }
+        return out
+    }
+
+    /// The processes that had files on the mount open at the last scan.
+    var holders: [Int32] { last.filter { !$0.value.isEmpty }.map(\.key) }
+
+    /// Every process id in /proc (for `faultfs monitor`, which has no workload tree).
+    static func allProcesses() -> [Int32] {
+        (File.names(inDirectory: "/proc") ?? []).compactMap { Int32($0) }
+    }
+}
