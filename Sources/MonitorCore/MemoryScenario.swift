@@ -279,8 +279,9 @@ extension RunData {
         for t in workloadReclaimThrottles(from: from, to: to) { byReason[t.reason, default: 0] += Double(t.delayedUs) / 1e6 }
         let reclaim = byReason.values.reduce(0, +)
         let tasks = workloadTasks
-        let bdi = traceEvents.filter { $0.timeNs >= from && $0.timeNs <= to && (tasks.isEmpty || tasks.contains($0.pid)) }
-            .compactMap(\.balanceDirtyPagesPauseMs).filter { $0 > 0 }.reduce(0, +)
+        let pauses = traceEvents.filter { $0.timeNs >= from && $0.timeNs <= to && (tasks.isEmpty || tasks.contains($0.pid)) }
+            .filter { ($0.balanceDirtyPagesPauseMs ?? 0) > 0 }
+        let bdi = pauses.compactMap(\.balanceDirtyPagesPauseMs).reduce(0, +)
         let bdiSeconds = Double(bdi) / 1e3
         let threshold = 0.1
         if reclaim >= threshold && reclaim >= bdiSeconds {
@@ -288,8 +289,10 @@ extension RunData {
                                        alsoBdiSeconds: bdiSeconds >= threshold ? bdiSeconds : 0)
         }
         if bdiSeconds >= threshold {
-            let inFlight = samples.filter { $0.timeNs >= from && $0.timeNs <= to }
-                .compactMap { s in s[Metric.bdiReclaimable].flatMap { r in s[Metric.bdiWriteback].map { r + $0 } } }.max()
+            // What the mount had in flight while the writer paused: the sample before each pause.
+            let inFlight = pauses.compactMap { p in
+                samples.last { $0.timeNs <= p.timeNs }.flatMap { s in s[Metric.bdiReclaimable].flatMap { r in s[Metric.bdiWriteback].map { r + $0 } } }
+            }.max()
             return .throttledByBdi(seconds: bdiSeconds, peakInFlightBytes: inFlight,
                                    alsoReclaimSeconds: reclaim >= threshold ? reclaim : 0)
         }
