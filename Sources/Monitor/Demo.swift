@@ -6,7 +6,12 @@
 //   3. fsync reports it once, a second fsync says all is well;
 //   4. the backing file lacks the data (checked after unmount);
 //   5. a stall: Dirty/Writeback climb to the bdi limit, the writer is
-//      throttled in balance_dirty_pages; then the release.
+//      throttled in balance_dirty_pages; then the release;
+//   6. can a stuck disk exhaust memory? The bdi limit lifted (the writer
+//      sets max_ratio 100, strict_limit 0 itself; the monitor samples the
+//      change, and the mount takes it away), a stall, and the writer in a
+//      small memory cgroup: dirty pages fill the cgroup and the writer is
+//      throttled in reclaim; then the release.
 import FaultRules
 import Glibc
 import System
@@ -15,6 +20,13 @@ import MonitorCore
 public enum Demo {
     public static let phase1 = "[demo] phase 1"
     public static let phase2 = "[demo] phase 2"
+    public static let phase3 = "[demo] phase 3"
+    public static let memoryFile = "mem.dat"
+    /// The writer's memory cgroup, and what phase 3 writes into it (more than fits).
+    public static let memoryLimit: Int64 = 128 << 20
+    public static let memoryBytes = 192 << 20
+    /// How long phase 3 stalls before the plan releases it.
+    public static let memoryStallSeconds = 8
     public static let errorFile = "demo.dat"
     public static let stallFile = "stall.dat"
     public static let errorBytes = 8 << 20
@@ -29,11 +41,15 @@ public enum Demo {
         when /phase 2/: stall writeback path=\(stallFile)
         at 12s: clear
         at 12s: release
+        when /phase 3: can/: stall writeback path=\(memoryFile)
+        when /phase 3: \(memoryStallSeconds) s/: clear
+        when /phase 3: \(memoryStallSeconds) s/: release
         """
 
     public static func options(outDir: String, intervalNs: Int64 = 100_000_000) throws(MonitorError) -> RunOptions {
         var o = RunOptions(outDir: outDir, command: [ProcFS.selfExecutable(), "demo-writer"])
         o.intervalNs = intervalNs
+        o.memoryLimit = memoryLimit
         do { o.plan = try Plan.parse(planText) } catch { throw MonitorError(error.description) }
         return o
     }
@@ -42,7 +58,8 @@ public enum Demo {
     public static func run(outDir: String, intervalNs: Int64 = 100_000_000) throws(MonitorError) -> RunResult {
         try Runner.run(try options(outDir: outDir, intervalNs: intervalNs)) { dir in
             [check(dir + "/" + errorFile, expected: errorBytes, name: errorFile, note: "writeback failed: the data never reached it"),
-             check(dir + "/" + stallFile, expected: stallBytes, name: stallFile, note: "stalled, then released: all of it arrived")]
+             check(dir + "/" + stallFile, expected: stallBytes, name: stallFile, note: "stalled, then released: all of it arrived"),
+             check(dir + "/" + memoryFile, expected: memoryBytes, name: memoryFile, note: "stalled with the bdi limit lifted, then released: all of it arrived")]
         }
     }
 
@@ -74,7 +91,7 @@ public enum DemoWriter {
     public static func run(dir: String) -> Int32 {
         setThreadName("demo-writer")
         let start = SystemClock.monotonicNanoseconds()
-        func say(_ s: String) {
+        @Sendable func say(_ s: String) {
             let t = formatFixed(Double(SystemClock.monotonicNanoseconds() - start) / 1e9, 2)
             var line = "[\(t)s] \(s)\n"
             line.withUTF8 { _ = write(STDOUT_FILENO, $0.baseAddress, $0.count) }
@@ -137,7 +154,59 @@ public enum DemoWriter {
         rc = fsync(sfd)
         say("fsync -> \(result(Int(rc))) after \(formatFixed(Double(SystemClock.monotonicNanoseconds() - t0) / 1e9, 2)) s (the stall was released)")
         close(sfd)
-        say("[demo] done: \(total >> 20) MiB written to \(Demo.stallFile)")
-        return 0
+        say("phase 2 done: \(total >> 20) MiB written to \(Demo.stallFile)")
+        let rc3 = memoryPhase(dir: dir, buffer: &buffer, say: say, result: result)
+        say("[demo] done")
+        return rc3
+    }
+
+    /// Phase 3: the bdi limit lifted, writeback stalled, the writer in a
+    /// small memory cgroup (the demo's --memory-limit).
+    static func memoryPhase(dir: String, buffer: inout [UInt8], say: @escaping @Sendable (String) -> Void,
+                            result: (Int) -> String) -> Int32 {
+        let limit = Demo.memoryLimit >> 20, bytes = Demo.memoryBytes >> 20
+        say("\(Demo.phase3): can a stuck disk exhaust memory? Lifting the mount's bdi limit, stalling writeback of \(Demo.memoryFile), writing \(bytes) MiB in a \(limit) MiB memory cgroup")
+        var st = stat()
+        guard stat(dir, &st) == 0 else { say("stat \(dir): \(Errno.current.description)"); return 1 }
+        let d = UInt64(st.st_dev)
+        let bdi = "/sys/class/bdi/\((d >> 8) & 0xfff):\((d & 0xff) | ((d >> 12) & 0xfff00))"
+        var lifted: [(file: String, before: String, now: String)] = []
+        for (file, value) in [("max_ratio", "100"), ("strict_limit", "0")] {
+            let before = (File.readText(bdi + "/" + file) ?? "?").split(separator: "\n").first.map(String.init) ?? "?"
+            do { try File.write(bdi + "/" + file, value); lifted.append((file, before, value)) } catch {
+                say("\(bdi)/\(file): \(error.description) (the bdi limit stays)")
+            }
+        }
+        if !lifted.isEmpty { say("\(bdi): " + lifted.map { "\($0.file) \($0.before) -> \($0.now)" }.joined(separator: ", ") + " (what faultfs run --bdi-max-ratio 100 --bdi-strict-limit off does)") }
+        SystemClock.sleep(nanoseconds: 500_000_000)
+        // The plan releases the stall on this line: the writer may be stuck in write() by then.
+        startThread {
+            SystemClock.sleep(nanoseconds: Int64(Demo.memoryStallSeconds) * 1_000_000_000)
+            say("\(Demo.phase3): \(Demo.memoryStallSeconds) s of it; releasing the stall")
+        }
+        let path = dir + "/" + Demo.memoryFile
+        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { say("open \(path): \(Errno.current.description)"); return 1 }
+        let chunk = buffer.count
+        var total = 0, slowest: Int64 = 0, slowAt = 0
+        for c in 0..<(Demo.memoryBytes / chunk) {
+            for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
+            let t0 = SystemClock.monotonicNanoseconds()
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress, chunk) }
+            let took = SystemClock.monotonicNanoseconds() - t0
+            if n != chunk { say("write -> \(result(-1))"); break }
+            total += n
+            if took > slowest { slowest = took; slowAt = total >> 20 }
+            if (total >> 20) % 32 == 0 { say("written \(total >> 20) MiB") }
+        }
+        say("slowest write: \(formatFixed(Double(slowest) / 1e9, 1)) s, at \(slowAt) MiB"
+            + (slowest > 1_000_000_000 ? "   <- the cgroup was full of pages waiting for the stalled writeback: throttled in reclaim" : ""))
+        let rc = fsync(fd)
+        say("fsync -> \(result(Int(rc)))")
+        close(fd)
+        for l in lifted.reversed() { try? File.write(bdi + "/" + l.file, l.before) }
+        say("phase 3 done: \(total >> 20) MiB written, not OOM-killed; the bdi limit is back ("
+            + lifted.map { "\($0.file) \($0.before)" }.joined(separator: ", ") + ")")
+        return rc == 0 ? 0 : 1
     }
 }

@@ -17,6 +17,8 @@ public struct MonitorOptions: Sendable {
     public var injectionsPath: String?
     /// A memory cgroup's memory.stat to record.
     public var cgroupMemoryStat: String?
+    /// The workload's memory cgroup: usage, limit and events are sampled.
+    public var memoryCgroup: MemoryCgroup?
     /// Prints a live one-line summary to stderr (a terminal).
     public var live = false
     /// Extra settings for the report (rules, plan, command...).
@@ -70,6 +72,7 @@ public final class MonitorSession: @unchecked Sendable {
         sampler = Sampler(device: dev)
         openFilesScanner = dev.map { OpenFilesScanner(device: $0) }
         sampler.cgroupMemoryStat = options.cgroupMemoryStat
+        sampler.memoryWatch = MemoryWatch(device: dev, cgroup: options.memoryCgroup)
         files.withLock { f in f.samplesCSV.line(series.csvHeader()) }
 
         var settings = sampler.settings()
@@ -231,6 +234,7 @@ public final class MonitorSession: @unchecked Sendable {
         while !loopDone.load(ordering: .acquiring) && rounds < 500 { SystemClock.sleep(nanoseconds: 10_000_000); rounds += 1 }
         tailInjections()
         tracer?.stop()
+        if let t = sampler.memoryWatch?.tasksSetting { record(.setting(t)) }
         tracer = nil
         sampler.close()
         if options.live { _ = "\r\u{1B}[K".withCString { Glibc.write(STDERR_FILENO, $0, 4) } }

@@ -22,6 +22,8 @@ public struct RunOptions: Sendable {
     public var trace = true
     /// Block mode (`--fs`): the directory becomes this file system on a disk faultfs serves.
     public var block: BlockRunOptions?
+    /// The mount's bdi limits for the run (restored afterwards).
+    public var bdiLimits: BdiLimits?
     public init(outDir: String, command: [String]) { self.outDir = outDir; self.command = command }
 }
 
@@ -51,6 +53,9 @@ public enum Runner {
     ///   mount is gone (the demo compares the files there); its lines are
     ///   printed and recorded as notes.
     public static func run(_ o: RunOptions, afterUnmount: ((String) -> [String])? = nil) throws(MonitorError) -> RunResult {
+        if o.block != nil && !(o.bdiLimits?.isEmpty ?? true) {
+            throw MonitorError("--bdi-* options apply to the FUSE mount's bdi; with --fs the file system's bdi is the loop device's, which outlives the run")
+        }
         var signals = blockStopSignals()
         let out = Path.absolute(o.outDir)
         guard Sys.makeDirectories(out) else { throw MonitorError("cannot create \(out): \(Errno.current.description)") }
@@ -108,6 +113,7 @@ public enum Runner {
         mo.intervalNs = o.intervalNs
         mo.injectionsPath = injections
         mo.cgroupMemoryStat = cgroup?.statFile
+        mo.memoryCgroup = cgroup
         mo.live = o.live && isatty(STDERR_FILENO) != 0
         mo.trace = o.trace
         mo.settings = [Setting("run.dir", dir + (madeTemp ? " (temporary)" : "")), Setting("run.mount", mountArgv.joined(separator: " "))]
@@ -124,6 +130,7 @@ public enum Runner {
             throw error
         }
         for n in notes { monitor.record(.note(timeNs: nil, text: n)) }
+        let bdiOverride = setBdiLimits(o.bdiLimits, monitor: monitor)
         if !hasFaultLayer && !o.plan.isEmpty {
             monitor.record(.note(timeNs: nil, text: "\(control) does not exist: this faultfs has no fault layer, the plan was not applied"))
         }
@@ -238,6 +245,7 @@ public enum Runner {
 
         // Unmount (release anything stalled first, or the unmount waits forever).
         if hasFaultLayer { _ = writeControl("clear"); _ = writeControl("release") }
+        if let b = bdiOverride { monitor.record(.note(timeNs: SystemClock.realtimeNanoseconds(), text: b.restore())) }
         let unmountProblem = unmountDir()
         kernelLog?.stop()  // after the unmount: its last errors are ours too
         if let p = unmountProblem { monitor.record(.note(timeNs: SystemClock.realtimeNanoseconds(), text: p)) }
@@ -256,6 +264,23 @@ public enum Runner {
         let summary = try ReportWriter.write(runDir: out)
         return RunResult(exitCode: exitCode, summary: summary, reportPath: out + "/report.html", checks: checks,
                          planProblems: planProblems)
+    }
+
+    /// Sets the run's bdi limits on the mount, noting each change; nil when none asked.
+    static func setBdiLimits(_ limits: BdiLimits?, monitor: MonitorSession) -> BdiOverride? {
+        guard let limits, !limits.isEmpty else { return nil }
+        monitor.record(.setting(Setting(SettingKey.bdiRequested, limits.description)))
+        guard let dev = monitor.device else {
+            monitor.record(.note(timeNs: nil, text: "bdi limits not set: the mount's device is unknown"))
+            return nil
+        }
+        let (o, lines) = BdiOverride.apply(limits, device: dev)
+        let t = SystemClock.realtimeNanoseconds()
+        for l in lines {
+            monitor.record(.note(timeNs: t, text: l))
+            printError("faultfs run: " + l)
+        }
+        return o
     }
 
     /// What the daemon said about a refused control line: the `# error:`

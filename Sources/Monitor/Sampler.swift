@@ -22,6 +22,8 @@ public final class Sampler: @unchecked Sendable {
     private var fuseConnectionDir: String?
     /// cgroup memory.stat of the run's cgroup, if any.
     public var cgroupMemoryStat: String?
+    /// The memory scenario's counters: the cgroup's usage and events, the bdi knobs.
+    public var memoryWatch: MemoryWatch?
     public var processes: [WatchedProcess] = []
     private let pageSize = Sys.pageSize()
 
@@ -90,6 +92,7 @@ public final class Sampler: @unchecked Sendable {
         }
         for r in ["io", "memory"] { if let t = File.readText("/proc/pressure/\(r)") { s.record(Pressure.parse(t), resource: r) } }
         if let p = cgroupMemoryStat, let t = File.readText(p) { s.record(CgroupMemoryStat.parse(t)) }
+        memoryWatch?.sample(into: &s)
         var states: [ProcessState] = []
         for w in processes {
             guard let st = File.readText("/proc/\(w.pid)/stat").flatMap(ProcStat.parse) else { continue }

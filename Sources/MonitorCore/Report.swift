@@ -195,6 +195,7 @@ public func renderSummary(run: RunData) -> String {
     }
     out.append("kernel \(run.setting(SettingKey.kernelRelease) ?? "?"), mount \(run.setting(SettingKey.mountDevice) ?? "?"), \(bdiSummary(run))")
     out.append("duration \(formatFixed(run.durationSeconds, 1)) s" + (run.workload.status.map { ", " + statusText(run, $0) } ?? ""))
+    out += run.memorySummaryLines
     for (key, name) in [(Metric.dirty, "Dirty"), (Metric.writeback, "Writeback")] {
         if let (v, t) = peak(run, key) {
             out.append("peak \(name) \(formatMiB(v)) at \(formatFixed(Double(t - run.startNs) / 1e9, 1)) s")
@@ -254,11 +255,8 @@ public func renderSummary(run: RunData) -> String {
 
 // MARK: - helpers
 
-private func bdiSummary(_ run: RunData, prefix: Bool = true) -> String {
-    let parts = [("max_ratio", SettingKey.bdiMaxRatio), ("strict_limit", SettingKey.bdiStrictLimit), ("max_bytes", SettingKey.bdiMaxBytes)]
-        .compactMap { name, key in run.setting(key).map { "\(name)=\($0)" } }
-    return parts.isEmpty ? "bdi settings unknown" : (prefix ? "bdi " : "") + parts.joined(separator: " ")
-}
+/// The bdi limits at the start and every change seen (MemoryScenario.swift).
+private func bdiSummary(_ run: RunData, prefix: Bool = true) -> String { run.bdiLimitsText(prefix: prefix) }
 
 /// From each plan line starting with "stall" to the next "release" (or the end).
 func stallWindows(_ run: RunData) -> [(line: String, from: Int64, to: Int64)] {
@@ -360,6 +358,7 @@ func buildCharts(_ run: RunData) -> [BuiltChart] {
     ], markers: markers, xRange: xr),
         note: run.samples.contains { $0[Metric.fuseWaiting] != nil } ? nil
             : "FUSE connection counters not recorded (mount -t fusectl none /sys/fs/fuse/connections)."))
+    out += memoryCharts(run, xRange: xr, markers: markers)
     return out
 }
 

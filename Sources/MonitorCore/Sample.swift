@@ -83,6 +83,7 @@ public enum Metric {
         c += [cgDirty, cgWriteback, cgFile, cgAnon]
         c += [procRssPages, procUtimeTicks, procStimeTicks, procBlocked]
         c += ["rss_pages", "utime_ticks", "stime_ticks", "blocked"].map { proc("daemon", $0) }
+        c += memoryScenarioColumns
         return c
     }()
 }

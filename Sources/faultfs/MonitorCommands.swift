@@ -104,6 +104,15 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customShort("o"), help: ArgumentHelp("Extra mount options.", valueName: "OPTS"))
     var mountOptions: [String] = []
 
+    @Option(name: .customLong("bdi-max-ratio"), help: ArgumentHelp("Set the mount's bdi max_ratio (percent of the dirty limit; FUSE's default is 1) for the run.", valueName: "N"))
+    var bdiMaxRatio: String?
+
+    @Option(name: .customLong("bdi-max-bytes"), help: ArgumentHelp("Set the mount's bdi max_bytes (the same limit in bytes) for the run.", valueName: "SIZE"))
+    var bdiMaxBytes: String?
+
+    @Option(name: .customLong("bdi-strict-limit"), help: ArgumentHelp("Turn the mount's bdi strict_limit on or off (FUSE's default: on) for the run.", valueName: "on|off"))
+    var bdiStrictLimit: String?
+
     @Flag(help: "No live status line.")
     var quiet = false
 
@@ -136,7 +145,8 @@ struct RunCommand: ParsableCommand {
         do {
             // The order of --fault and its triggers matters, so read them from the raw arguments.
             let raw = Array(CommandLine.arguments.dropFirst())
-            o.plan = try Plan.fromArguments(raw, valued: ["--dir", "--out", "--interval", "--plan", "--memory-limit", "-o", "--fs", "--size"],
+            o.plan = try Plan.fromArguments(raw, valued: ["--dir", "--out", "--interval", "--plan", "--memory-limit", "-o", "--fs", "--size",
+                                                     "--bdi-max-ratio", "--bdi-max-bytes", "--bdi-strict-limit"],
                                           blockMode: fs != nil)
             if let plan {
                 guard let text = File.readText(plan) else { throw ValidationError("--plan \(plan): cannot read it") }
@@ -147,6 +157,7 @@ struct RunCommand: ParsableCommand {
             guard let b = parseSize(m), b > 0 else { throw ValidationError("--memory-limit \(m): expected a size such as 256M") }
             o.memoryLimit = b
         }
+        o.bdiLimits = try bdiLimits()
         var status: Int32 = 1
         try reportingFailures {
             do {
@@ -162,6 +173,28 @@ struct RunCommand: ParsableCommand {
             } catch { throw CLIError("\(error)") }
         }
         if status != 0 { throw ExitCode(status) }
+    }
+}
+
+extension RunCommand {
+    /// --bdi-max-ratio, --bdi-max-bytes, --bdi-strict-limit; nil when none is given.
+    func bdiLimits() throws -> BdiLimits? {
+        var l = BdiLimits()
+        if let r = bdiMaxRatio {
+            guard let v = Int64(r), (0...100).contains(v) else { throw ValidationError("--bdi-max-ratio \(r): expected a percentage, 0 to 100") }
+            l.maxRatio = v
+        }
+        if let b = bdiMaxBytes {
+            guard let v = parseSize(b) else { throw ValidationError("--bdi-max-bytes \(b): expected a size such as 512M") }
+            l.maxBytes = v
+        }
+        if let s = bdiStrictLimit {
+            guard let v = BdiLimits.parseSwitch(s) else { throw ValidationError("--bdi-strict-limit \(s): expected on or off") }
+            l.strictLimit = v
+        }
+        if l.isEmpty { return nil }
+        if fs != nil { throw ValidationError("--bdi-* options need a FUSE mount: with --fs the bdi is the loop device's, which outlives the run") }
+        return l
     }
 }
 
