@@ -690,8 +690,12 @@ def generated_section(r):
         out += ["### Standard workloads", "",
                 "%s, ioengine=psync, numjobs=1, direct=0; cold = after `sync; echo 3 > /proc/sys/vm/drop_caches`, "
                 "warm = the second pass over the same file, reopened. Metadata: %s files of %s bytes in %s directories, "
-                "one C process (bench.d/meta.c)." % (r.setting("fio_version"), r.setting("meta_files"),
-                                                     r.setting("meta_size"), r.setting("meta_dirs")), ""]
+                "one C process (bench.d/meta.c).%s%s" % (
+                    r.setting("fio_version"), r.setting("meta_files"), r.setting("meta_size"), r.setting("meta_dirs"),
+                    " readdir: one directory of %s files listed after a cache drop (cold), then the median of five more "
+                    "listings (warm)." % r.setting("readdir_files") if r.setting("readdir_files") else "",
+                    " Each cell: the median of %d interleaved rounds (min-max); ratios of the medians; the best peer is "
+                    "the fastest of %s." % (r.rounds, ", ".join(PEERS)) if r.rounds else ""), ""]
         out += standard_markdown(r) + [""]
         if r.facts["meta_error"]:
             out += ["Failed runs:", ""] + meta_failures(r) + [""]
