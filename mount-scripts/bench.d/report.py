@@ -12,7 +12,11 @@ What the bench records in its raw folder RAW (nothing here measures anything):
   settings        key=value lines: sizes, targets, options, the load at the start
   facts           "KEY VALUE..." lines appended during the run (timestamps, counts,
                   why a metadata run failed)
-  TARGET.NAME.json        fio's JSON output;  TARGET.meta[_b].txt  bench.d/meta.c's output
+  TARGET.NAME.ROUND.json  fio's JSON output;  TARGET.meta[_b].ROUND.txt  bench.d/meta.c's output
+                  (create, stat, unlink, with per-call latency percentiles);
+                  TARGET.readdir.ROUND.txt  meta.c's readdir phase (first listing, median of
+                  five more). Rounds are 1..`rounds` of settings; a run recorded before there
+                  were rounds (no `rounds` setting) has one, without the .ROUND part.
   faultfs_rules.WORKLOAD{round}{armed}.json   the A B A B runs with rules armed or not
   monitor-INTERVAL.samples.jsonl / .events.jsonl   the monitor's output at each interval
   million.status.{start,after_walk,final}   the daemon's /proc/PID/status; million.samples
@@ -24,17 +28,34 @@ import json, math, os, re, subprocess, sys, time
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 BLOCK_BEGIN, BLOCK_END = "<!-- bench-block:begin -->", "<!-- bench-block:end -->"
-TARGETS = ("plain", "passthrough_ll", "faultfs")
-FIO_WORKLOADS = ("seqwrite", "seqread_cold", "seqread_warm", "randwrite", "randread_warm")
+TARGETS = ("plain", "passthrough_ll", "bindfs", "mergerfs", "faultfs", "faultfs-crashsim")
+# the FUSE passthroughs users pick, which faultfs is measured against
+PEERS = ("passthrough_ll", "bindfs", "mergerfs")
+FIO_WORKLOADS = ("seqwrite", "seqread_cold", "seqread_warm", "randwrite", "randread_warm", "syncwrite")
 META_PHASES = ("create", "stat", "unlink")
+# workload -> the phase of meta.c's readdir output
+READDIR = {"readdir_cold": "readdir_first", "readdir_warm": "readdir_again"}
+# (name, fio's clat_ns percentile key, meta.c's field)
+PERCENTILES = (("p50", "50.000000", "p50_us"), ("p99", "99.000000", "p99_us"), ("p99.9", "99.900000", "p999_us"))
+# latency rows: 4k O_SYNC writes (fio) and stat (meta.c)
+LATENCY_WORKLOADS = ("syncwrite", "stat")
+# the percentiles whose ratio decides the latency status (p99.9 is a few samples)
+LATENCY_GOAL_PERCENTILES = ("p50", "p99")
 RULE_WORKLOADS = ("seqwrite", "randwrite")
 MONITOR_INTERVALS = ("100ms", "10ms")
 # block mode: workload -> minimum of faultfs --fs / plain loop (medians)
 BLOCK_GOALS = {"seqwrite": 0.8, "randwrite": 0.5, "randread": 0.5}
-# target: (reference, minimum of faultfs / reference)
-GOALS = {"randwrite": ("passthrough_ll", 1.0), "create": ("passthrough_ll", 1.0), "stat": ("passthrough_ll", 1.0),
-         "unlink": ("passthrough_ll", 1.0), "create_b": ("passthrough_ll", 1.0), "stat_b": ("passthrough_ll", 1.0),
-         "unlink_b": ("passthrough_ll", 1.0), "seqread_warm": ("plain", 0.8), "randread_warm": ("plain", 0.8)}
+# Issue 15's targets: faultfs >= 1.0x the best peer on every workload (the
+# O_SYNC write's target is its latency), warm reads also >= 0.9x plain.
+# workload: [(reference, minimum of faultfs / reference)]; "best peer" is the
+# fastest of PEERS on that workload in this run (medians).
+PEER_GOAL = ("best peer", 1.0)
+GOALS = {w: [PEER_GOAL] for w in ("seqwrite", "seqread_cold", "seqread_warm", "randwrite", "randread_warm", "create",
+                                  "stat", "unlink", "create_b", "stat_b", "unlink_b", "readdir_cold", "readdir_warm")}
+GOALS["seqread_warm"] = GOALS["randread_warm"] = [PEER_GOAL, ("plain", 0.9)]
+# Issue 12: faultfs -o crashsim / faultfs on the writes (same rounds).
+CRASHSIM_WORKLOADS = ("seqwrite", "randwrite", "syncwrite")
+CRASHSIM_GOALS = {"seqwrite": 0.7}
 
 
 # ---------------------------------------------------------------- numbers (pure)
@@ -55,10 +76,36 @@ def fio_mibs(result):
     return round1((job["read"]["bw_bytes"] + job["write"]["bw_bytes"]) / 1048576)
 
 
+def meta_field(text, phase, field):
+    """A number of one phase's line of bench.d/meta.c's output (None if absent)."""
+    m = re.search(r"^phase=%s (?:.* )?%s=([0-9.]+)(?: |$)" % (re.escape(phase), re.escape(field)), text or "", re.M)
+    return None if m is None else float(m.group(1))
+
+
 def meta_ops(text, phase):
     """ops/s of one phase of bench.d/meta.c's output, as an integer (None if absent)."""
-    m = re.search(r"^phase=%s .*ops_per_s=([0-9.]+)$" % phase, text, re.M)
-    return None if m is None else int("%.0f" % float(m.group(1)))
+    v = meta_field(text, phase, "ops_per_s")
+    return None if v is None else int("%.0f" % v)
+
+
+def meta_latency(text, phase):
+    """{"p50": µs, "p99": µs, "p99.9": µs} of one phase of meta.c's output (None without them)."""
+    out = {name: meta_field(text, phase, field) for name, _, field in PERCENTILES}
+    return None if None in out.values() else out
+
+
+def fio_latency(result):
+    """{"p50": µs, ...} of a fio JSON result's completion latencies (clat), of its
+    writes if it wrote, else of its reads (None without percentiles)."""
+    job = result["jobs"][0]
+    side = job["write"] if job["write"].get("bw_bytes", 0) > 0 else job["read"]
+    pct = side.get("clat_ns", {}).get("percentile")
+    if not pct:
+        return None
+    try:
+        return {name: pct[key] / 1000.0 for name, key, _ in PERCENTILES}
+    except KeyError:
+        return None
 
 
 def ratio(a, b):
@@ -80,6 +127,21 @@ def median(values):
 def spread(values):
     """'min-max' of the numbers, as the tables print them ('' if none)."""
     return "%s-%s" % (number(min(values)), number(max(values))) if values else ""
+
+
+def spread_pct(values):
+    """Half the range as a share of the median, '±7%' ('' for fewer than two numbers)."""
+    m = median(values)
+    if len(values) < 2 or not m:
+        return ""
+    return "±%.0f%%" % (50.0 * (max(values) - min(values)) / m)
+
+
+def micros(x):
+    """A latency in µs as the tables print it: 3 significant digits, at most one decimal."""
+    if x is None:
+        return "?"
+    return "%.0f" % x if x >= 100 else "%.1f" % x if x >= 1 else "%.2f" % x
 
 
 def parse_strace_counts(text):
@@ -135,13 +197,15 @@ def parse_settings(text):
 
 
 def parse_facts(text):
-    """'KEY VALUE...' lines: {key: value}; meta_error lines: {"meta_error": {run: why}}."""
+    """'KEY VALUE...' lines: {key: value}; meta_error lines: {"meta_error": {run: why}}
+    (the reasons of a run that failed in several rounds joined with '; ')."""
     out = {"meta_error": {}}
     for line in (text or "").splitlines():
         key, _, value = line.partition(" ")
         if key == "meta_error":
             run, _, why = value.partition(" ")
-            out["meta_error"][run] = why
+            errors = out["meta_error"]
+            errors[run] = errors[run] + "; " + why if run in errors else why
         elif key:
             out[key] = value
     return out
@@ -160,67 +224,176 @@ class Run:
         self.million = self.s.get("million") == "1"
         self.batch = self.s.get("meta_batch", "")
         self.rules = int(self.s.get("rules", "1000"))
+        # 0: a run recorded before rounds (one round, no .ROUND in the names)
+        self.rounds = int(self.s.get("rounds") or 0)
 
     def setting(self, key):
         return self.s.get(key, "")
 
     def workloads(self):
-        return list(FIO_WORKLOADS) + list(META_PHASES) + ([p + "_b" for p in META_PHASES] if self.batch else [])
+        """The rows of the standard table, in order (what this run measured)."""
+        fio = [w for w in FIO_WORKLOADS if w != "syncwrite" or self.setting("sync_mib")]
+        readdir = list(READDIR) if self.setting("readdir_files") else []
+        return fio + list(META_PHASES) + ([p + "_b" for p in META_PHASES] if self.batch else []) + readdir
 
     def label(self, w):
         seq, rand = self.setting("seq_mib"), self.setting("rand_mib")
         labels = {"seqwrite": "seq write %s MiB bs=1M +fsync" % seq, "seqread_cold": "seq read %s MiB cold" % seq,
                   "seqread_warm": "seq read %s MiB warm" % seq, "randwrite": "rand write 4k %s MiB +fsync" % rand,
-                  "randread_warm": "rand read 4k %s MiB warm" % rand, "create": "create+write 4 KiB+close",
-                  "stat": "stat", "unlink": "unlink"}
+                  "randread_warm": "rand read 4k %s MiB warm" % rand,
+                  "syncwrite": "rand write 4k O_SYNC (≤ %s MiB, ≤ %s s)" % (self.setting("sync_mib"),
+                                                                         self.setting("sync_seconds") or "?"),
+                  "create": "create+write 4 KiB+close", "stat": "stat", "unlink": "unlink",
+                  "readdir_cold": "readdir %s entries, cold" % self.setting("readdir_files"),
+                  "readdir_warm": "readdir %s entries, warm" % self.setting("readdir_files")}
         if w.endswith("_b"):
             return "%s, %s at a time" % (labels[w[:-2]], self.batch)
         return labels[w]
 
     @staticmethod
     def unit(w):
-        return "MiB/s" if w in FIO_WORKLOADS else "ops/s"
+        return "MiB/s" if w in FIO_WORKLOADS else "entries/s" if w in READDIR else "ops/s"
+
+    def round_names(self):
+        """The suffixes of this run's rounds in the raw file names."""
+        return [".%d" % n for n in range(1, self.rounds + 1)] if self.rounds else [""]
+
+    def fio_json(self, name):
+        try:
+            return json.loads(read(os.path.join(self.raw, name + ".json")))
+        except (TypeError, ValueError):
+            return None
 
     def fio(self, name):
-        text = read(os.path.join(self.raw, name + ".json"))
         try:
-            return fio_mibs(json.loads(text))
+            return fio_mibs(self.fio_json(name))
         except (TypeError, ValueError, KeyError, IndexError):
             return None
 
-    def value(self, target, w):
-        """The number of a workload on a target; None when it failed."""
+    def meta_text(self, target, w, rnd):
+        """meta.c's output holding workload w of target in one round ('' if none)."""
+        if w in READDIR:
+            return read(os.path.join(self.raw, "%s.readdir%s.txt" % (target, rnd)), "")
+        return read(os.path.join(self.raw, "%s.meta%s%s.txt" % (target, "_b" if w.endswith("_b") else "", rnd)), "")
+
+    def round_value(self, target, w, rnd):
         if w in FIO_WORKLOADS:
-            return self.fio("%s.%s" % (target, w))
-        phase, batched = (w[:-2], "_b") if w.endswith("_b") else (w, "")
-        return meta_ops(read(os.path.join(self.raw, "%s.meta%s.txt" % (target, batched)), ""), phase)
+            return self.fio("%s.%s%s" % (target, w, rnd))
+        phase = READDIR.get(w, w[:-2] if w.endswith("_b") else w)
+        return meta_ops(self.meta_text(target, w, rnd), phase)
+
+    def values(self, target, w):
+        """The number of every round that completed (failed rounds left out)."""
+        vals = [self.round_value(target, w, rnd) for rnd in self.round_names()]
+        return [v for v in vals if v is not None]
+
+    def value(self, target, w):
+        """The median over the rounds of a workload on a target; None when every round failed."""
+        m = median(self.values(target, w))
+        if m is None:
+            return None
+        return round1(m) if w in FIO_WORKLOADS else int("%.0f" % m)
 
     def ran(self, target):
         return self.standard and target in self.targets
 
-    def cell(self, target, w):
+    def skipped(self, target):
+        """Why the bench left a target out (None if it did not)."""
+        return self.facts.get("skipped." + target)
+
+    def cell(self, target, w, terminal=False):
+        """Median (min-max), or median ±spread on the terminal; 'k of n rounds' when some failed."""
         if not self.ran(target):
-            return "-"
-        v = self.value(target, w)
-        return "FAILED" if v is None else number(v)
+            return "skipped" if self.skipped(target) else "-"
+        vals = self.values(target, w)
+        if not vals:
+            return "FAILED"
+        out = number(self.value(target, w))
+        if len(vals) > 1:
+            out += spread_pct(vals) if terminal else " (%s)" % spread(vals)
+        n = len(self.round_names())
+        if len(vals) < n:
+            out += " %d/%d" % (len(vals), n) if terminal else ", %d of %d rounds" % (len(vals), n)
+        return out
 
     def num(self, target, w):
         return self.value(target, w) if self.ran(target) else None
 
+    def best_peer(self, w):
+        """(peer, median) of the fastest peer on w, or (None, None) when none has a number."""
+        nums = [(self.num(p, w), p) for p in PEERS if self.num(p, w) is not None]
+        if not nums:
+            return None, None
+        v, p = max(nums)
+        return p, v
+
+    def reference(self, ref, w):
+        return self.best_peer(w)[1] if ref == "best peer" else self.num(ref, w)
+
     def goal_text(self, w, ge="≥"):
-        if w not in GOALS:
-            return ""
-        ref, minimum = GOALS[w]
-        return "%s %sx %s" % (ge, minimum, ref)
+        return "; ".join("%s %sx %s" % (ge, minimum, ref) for ref, minimum in GOALS.get(w, []))
 
     def goal_status(self, w):
         if w not in GOALS:
             return ""
-        ref, minimum = GOALS[w]
-        r = ratio(self.num("faultfs", w), self.num(ref, w))
-        if r == "-":
+        met = True
+        for ref, minimum in GOALS[w]:
+            r = ratio(self.num("faultfs", w), self.reference(ref, w))
+            if r == "-":
+                return "n/a"
+            met = met and float(r) >= minimum
+        return "met" if met else "MISSED"
+
+    # -------------------------------------------------- latency
+    def round_latency(self, target, w, rnd):
+        if w in FIO_WORKLOADS:
+            try:
+                return fio_latency(self.fio_json("%s.%s%s" % (target, w, rnd)))
+            except (TypeError, KeyError, IndexError):
+                return None
+        return meta_latency(self.meta_text(target, w, rnd), w)
+
+    def latency(self, target, w):
+        """{"p50": µs, ...}: the median over the rounds of each percentile (None if no round has them)."""
+        if not self.ran(target):
+            return None
+        per_round = [x for x in (self.round_latency(target, w, rnd) for rnd in self.round_names()) if x]
+        if not per_round:
+            return None
+        return {name: median([x[name] for x in per_round]) for name, _, _ in PERCENTILES}
+
+    def best_peer_latency(self, w):
+        """{"p50": µs, ...}: the lowest of the peers at each percentile (None if no peer has them)."""
+        lats = [x for x in (self.latency(p, w) for p in PEERS) if x]
+        if not lats:
+            return None
+        return {name: min(x[name] for x in lats) for name, _, _ in PERCENTILES}
+
+    def latency_ratios(self, w):
+        """{"p50": best peer / faultfs, ...} (>= 1.0: faultfs as fast or faster); None if either is missing."""
+        ff, peer = self.latency("faultfs", w), self.best_peer_latency(w)
+        if not ff or not peer:
+            return None
+        return {name: ratio(peer[name], ff[name]) for name, _, _ in PERCENTILES}
+
+    def latency_status(self, w):
+        rs = self.latency_ratios(w)
+        if rs is None or "-" in [rs[p] for p in LATENCY_GOAL_PERCENTILES]:
             return "n/a"
-        return "met" if float(r) >= minimum else "MISSED"
+        return "met" if all(float(rs[p]) >= 1.0 for p in LATENCY_GOAL_PERCENTILES) else "MISSED"
+
+    def latency_label(self, w):
+        return {"syncwrite": "4k O_SYNC rand write (fio clat)", "stat": "stat (meta.c, one call)"}[w]
+
+    # -------------------------------------------------- crashsim on vs off
+    def crashsim_ratio(self, w):
+        return ratio(self.num("faultfs-crashsim", w), self.num("faultfs", w))
+
+    def crashsim_status(self, w):
+        if w not in CRASHSIM_GOALS:
+            return ""
+        r = self.crashsim_ratio(w)
+        return "n/a" if r == "-" else "met" if float(r) >= CRASHSIM_GOALS[w] else "MISSED"
 
     # -------------------------------------------------- hot path with rules armed
     def rules_mean(self, w, armed):
@@ -304,21 +477,66 @@ def blank(v):
     return "" if v is None else number(v) if isinstance(v, (int, float)) else str(v)
 
 
+def standard_row(r, w, terminal=False):
+    """The cells of one workload: label, unit, every target, the best peer, ratios, target, status."""
+    peer, peer_value = r.best_peer(w)
+    return ([r.label(w), r.unit(w)] + [r.cell(t, w, terminal) for t in TARGETS] +
+            [peer or "-", ratio(r.num("faultfs", w), peer_value), ratio(r.num("faultfs", w), r.num("plain", w)),
+             r.goal_text(w, ">=" if terminal else "≥"), r.goal_status(w)])
+
+
 def standard_markdown(r):
-    out = ["| workload | unit | plain | passthrough_ll | faultfs | faultfs/passthrough_ll | faultfs/plain | target | status |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    out = ["| workload | unit | %s | best peer | faultfs/best peer | faultfs/plain | target | status |" % " | ".join(TARGETS),
+           "| --- | --- |%s --- | ---: | ---: | --- | --- |" % (" ---: |" * len(TARGETS))]
     for w in r.workloads():
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r.label(w), r.unit(w), r.cell("plain", w), r.cell("passthrough_ll", w), r.cell("faultfs", w),
-            ratio(r.num("faultfs", w), r.num("passthrough_ll", w)), ratio(r.num("faultfs", w), r.num("plain", w)),
-            r.goal_text(w), r.goal_status(w)))
+        out.append("| %s |" % " | ".join(standard_row(r, w)))
+    return out
+
+
+def latency_cell(lat):
+    return "-" if not lat else " / ".join(micros(lat[name]) for name, _, _ in PERCENTILES)
+
+
+def latency_markdown(r):
+    """p50 / p99 / p99.9 in µs of every target (medians of the rounds), against the best peer."""
+    out = ["| latency, µs: p50 / p99 / p99.9 | %s | best peer | best peer / faultfs | target | status |"
+           % " | ".join(TARGETS), "| --- |%s --- | ---: | --- | --- |" % (" ---: |" * len(TARGETS))]
+    for w in LATENCY_WORKLOADS:
+        if w == "syncwrite" and not r.setting("sync_mib"):
+            continue
+        cells = [("skipped" if r.skipped(t) else "-") if not r.ran(t) else
+                 (latency_cell(r.latency(t, w)) if r.latency(t, w) else "FAILED") for t in TARGETS]
+        rs = r.latency_ratios(w)
+        out.append("| %s | %s | %s | %s | ≥ 1.0 at %s | %s |" % (
+            r.latency_label(w), " | ".join(cells), latency_cell(r.best_peer_latency(w)),
+            "-" if rs is None else " / ".join(rs[name] for name, _, _ in PERCENTILES),
+            " and ".join(LATENCY_GOAL_PERCENTILES), r.latency_status(w)))
+    return out
+
+
+def crashsim_markdown(r):
+    """faultfs -o crashsim against faultfs, both mounted afresh in every round."""
+    why = r.skipped("faultfs-crashsim")
+    if why:
+        return ["_faultfs-crashsim was skipped: %s._" % why.rstrip(".")]
+    out = ["| workload (medians of the rounds) | unit | faultfs | faultfs -o crashsim | crashsim/faultfs | target | status |",
+           "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for w in CRASHSIM_WORKLOADS:
+        if w == "syncwrite" and not r.setting("sync_mib"):
+            continue
+        goal = CRASHSIM_GOALS.get(w)
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            r.label(w), r.unit(w), r.cell("faultfs", w), r.cell("faultfs-crashsim", w), r.crashsim_ratio(w),
+            "≥ %sx" % goal if goal else "", r.crashsim_status(w)))
     return out
 
 
 def meta_failures(r):
     out = []
     for run, why in r.facts["meta_error"].items():
-        if run.endswith("_b"):
+        if run.endswith(".readdir"):
+            out.append("- %s, readdir of %s entries: %s" % (run[:-len(".readdir")], r.setting("readdir_files"), why))
+        elif run.endswith("_b"):
             out.append("- %s, %s files at a time: %s" % (run[:-2], r.batch, why))
         else:
             out.append("- %s, all %s files live: %s" % (run, r.setting("meta_files"), why))
@@ -387,8 +605,23 @@ def machine_markdown(r):
             ("passthrough_ll", "`-f -o writeback -o source=DIR%s`, libfuse's default loop (multi-threaded, 10 threads "
                                "max), %s, RLIMIT_NOFILE %s" % (" -o " + ll_opts if ll_opts else "",
                                                               ll_opts or "cache=auto (1 s timeouts)",
-                                                              s.get("ll_nofile", "?"))),
-            ("mode", mode)]
+                                                              s.get("ll_nofile", "?")))]
+    if "bindfs_opts" in s:
+        rows.append(("bindfs", "%s: `bindfs -f %s SRC MNT` (libfuse 2.9: no writeback cache)"
+                     % (s.get("bindfs_version") or "?", s["bindfs_opts"])))
+    if "mergerfs_opts" in s:
+        rows.append(("mergerfs", "%s: `mergerfs -f -o %s SRC MNT`" % (s.get("mergerfs_version") or "?",
+                                                                      s["mergerfs_opts"])))
+    if "faultfs-crashsim" in r.targets or r.skipped("faultfs-crashsim"):
+        crash = "`-o crashsim%s`" % ("," + s["faultfs_opts"] if s.get("faultfs_opts") else "")
+        why = r.skipped("faultfs-crashsim")
+        rows.append(("faultfs-crashsim", crash + (": skipped (%s)" % why if why else "")))
+    if r.rounds:
+        rows.append(("rounds", "%d, interleaved: every target mounted afresh in each round, in the order %s; "
+                               "cells give the median (min-max)" % (r.rounds, ", ".join(TARGETS))))
+    if r.facts.get("standard_seconds"):
+        rows.append(("standard workloads took", "%s s" % r.facts["standard_seconds"]))
+    rows.append(("mode", mode))
     return ["| | |", "| --- | --- |"] + ["| %s | %s |" % row for row in rows]
 
 
@@ -457,11 +690,23 @@ def generated_section(r):
         out += ["### Standard workloads", "",
                 "%s, ioengine=psync, numjobs=1, direct=0; cold = after `sync; echo 3 > /proc/sys/vm/drop_caches`, "
                 "warm = the second pass over the same file, reopened. Metadata: %s files of %s bytes in %s directories, "
-                "one C process (bench.d/meta.c)." % (r.setting("fio_version"), r.setting("meta_files"),
-                                                     r.setting("meta_size"), r.setting("meta_dirs")), ""]
+                "one C process (bench.d/meta.c).%s%s" % (
+                    r.setting("fio_version"), r.setting("meta_files"), r.setting("meta_size"), r.setting("meta_dirs"),
+                    " readdir: one directory of %s files listed after a cache drop (cold), then the median of five more "
+                    "listings (warm)." % r.setting("readdir_files") if r.setting("readdir_files") else "",
+                    " Each cell: the median of %d interleaved rounds (min-max); ratios of the medians; the best peer is "
+                    "the fastest of %s." % (r.rounds, ", ".join(PEERS)) if r.rounds else ""), ""]
         out += standard_markdown(r) + [""]
         if r.facts["meta_error"]:
             out += ["Failed runs:", ""] + meta_failures(r) + [""]
+        if r.setting("sync_mib"):
+            out += ["### Latency", "",
+                    "Per call, in µs: 4k random writes to a file opened O_SYNC (fio `sync=1`, its own completion-"
+                    "latency percentiles), and `stat` in the metadata workload (meta.c times every call). Each "
+                    "percentile is the median of the rounds; \"best peer\" is the lowest of passthrough_ll, bindfs "
+                    "and mergerfs at each percentile.", ""] + latency_markdown(r) + [""]
+        if "faultfs-crashsim" in r.targets or r.skipped("faultfs-crashsim"):
+            out += ["### crashsim on vs off", ""] + crashsim_markdown(r) + [""]
     if r.standard and "faultfs" in r.targets:
         out += ["### Hot path: %d rules armed for writes (none matching)" % r.rules, ""] + rules_markdown(r) + [""]
         out += ["### Monitor cost (`faultfs monitor` on an idle mount, tracing on)", ""] + monitor_markdown(r) + [""]
@@ -483,13 +728,12 @@ def splice(doc_text, section, begin=BEGIN, end=END):
 
 
 def terminal_table(r):
-    """The standard workloads for the terminal, in columns."""
-    fmt = "%-42s %-6s %10s %14s %10s %6s %8s  %-23s %s"
-    out = [fmt % ("workload", "unit", "plain", "passthrough_ll", "faultfs", "ff/ll", "ff/plain", "target", "status")]
+    """The standard workloads for the terminal, in columns (medians ±half the range)."""
+    fmt = "%-40s %-9s" + " %15s" * len(TARGETS) + " %-14s %7s %8s  %-32s %s"
+    out = [fmt % (("workload", "unit") + tuple(t if t != "faultfs-crashsim" else "ff-crashsim" for t in TARGETS) +
+                  ("best peer", "ff/peer", "ff/plain", "target", "status"))]
     for w in r.workloads():
-        out.append(fmt % (r.label(w), r.unit(w), r.cell("plain", w), r.cell("passthrough_ll", w), r.cell("faultfs", w),
-                          ratio(r.num("faultfs", w), r.num("passthrough_ll", w)),
-                          ratio(r.num("faultfs", w), r.num("plain", w)), r.goal_text(w, ">="), r.goal_status(w)))
+        out.append(fmt % tuple(standard_row(r, w, terminal=True)))
     return out
 
 
@@ -497,6 +741,10 @@ def terminal_report(r):
     out = []
     if r.standard:
         out += [""] + terminal_table(r) + meta_failures(r) + [""]
+        if r.setting("sync_mib"):
+            out += latency_markdown(r) + [""]
+        if "faultfs-crashsim" in r.targets or r.skipped("faultfs-crashsim"):
+            out += crashsim_markdown(r) + [""]
         if "faultfs" in r.targets:
             out += rules_markdown(r) + [""] + monitor_markdown(r) + [""]
     if r.million:
