@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// - Before a write, truncation, fallocate or copy_file_range destination
 ///   changes bytes below the file's durable size that are not saved yet, it
-///   reads them (one pread) and appends them to the spill file (one pwritev),
+///   copies them to the spill file (copy_file_range; else one pread and one pwritev),
 ///   a nameless O_TMPFILE file outside the mount (nothing leaks on kill -9).
 ///   The journal's lock is held only around the model, never across I/O.
 /// - Before an unlink or a rename that replaces a file, it hard-links the
@@ -187,7 +187,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         if rootFD >= 0 { Self.removeGraveyard(rootFD: rootFD) }
         log("crash simulation stopped: \(reason)")
         recorder.append(InjectionEvent(
-            timeNs: SystemClock.realtimeNanoseconds(), ruleID: "crashsim", action: .crashsimStopped, op: op,
+            timeNs: SystemClock.realtimeNanoseconds(), ruleID: "-", action: .crashsimStopped, op: op,
             path: node.flatMap { recorder.path(of: $0, name: nil) }, inode: node.map { tree.inodeNumber(of: $0) } ?? 0,
             errno: errno))
     }
