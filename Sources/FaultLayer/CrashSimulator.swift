@@ -376,6 +376,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         guard isRunning else { return }
         let graves = state.withLock { $0.journal.directorySynced(tree.inodeNumber(of: node)) }
         removeGraves(graves)
+        synced(node, dataOnly: dataOnly)  // the directory's own attributes
     }
 
     func fallocate(_ caller: Caller, node: NodeID, handle: UInt64, mode: Int32, offset: off_t, length: off_t) throws(Errno) {
