@@ -36,6 +36,14 @@ extension AllMountTests {
                     #expect(hit.changedOffsets == changed, "\(hit)")
                 }
                 #expect(fs.counter("writeback", "corrupted") == 1)
+
+                // The page cache still holds the data as written; once dropped,
+                // reads show what was stored.
+                let reader = try openOrThrow(fs.path("f"), O_RDONLY)
+                defer { close(reader) }
+                #expect(preadBytes(reader, count: 8192, at: 0).1 == data, "cached pages: the data as written")
+                #expect(posix_fadvise(reader, 0, 0, POSIX_FADV_DONTNEED) == 0)
+                #expect(preadBytes(reader, count: 8192, at: 0).1 == backing, "after the cache is dropped: the stored bytes")
             }
         }
 
