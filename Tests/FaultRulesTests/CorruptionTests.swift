@@ -66,6 +66,17 @@ import Testing
     }
 }
 
+@Suite struct CorruptBlockModeTests {
+    @Test func blockModeRewritesCorruptLinesLikeOthers() throws {
+        let request = try BlockRuleRewriter.parse("corrupt read bytes=2 sectors=8-15 seed=4")
+        #expect(request.words == ["corrupt", "read", "bytes=2", "seed=4"])
+        let line = BlockRuleRewriter.line(request, imageName: "disk.img", ranges: BlockRuleRewriter.sectorRange(first: 8, last: 15))
+        #expect(line == "corrupt read bytes=2 seed=4 path=disk.img ranges=4K-8K")
+        #expect(parseRule(line)?.action == .corrupt(bytes: 2, pattern: .flip))
+        #expect(try BlockRuleRewriter.parse("corrupt write file=pg_wal/*").fileGlob == "pg_wal/*")
+    }
+}
+
 @Suite struct CorruptionChoiceTests {
     func corrupted(_ data: [UInt8], bytes: Int64, _ pattern: CorruptionPattern, seed: UInt64) -> ([UInt8], Corruption.Outcome) {
         var copy = data
