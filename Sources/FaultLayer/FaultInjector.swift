@@ -110,11 +110,11 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
         return Injection(decision: decision, info: info, path: path, comm: comm)
     }
 
-    /// Changes `data` as the corrupt rule of `injection` says.
-    private func corrupt(_ data: inout [UInt8], _ injection: Injection) -> Corruption.Outcome {
-        guard case .corrupt(let bytes, let pattern) = injection.decision.action else { return Corruption.Outcome(changed: 0, firstPositions: []) }
-        return data.withUnsafeMutableBytes {
-            Corruption.apply(to: $0, bytes: bytes, pattern: pattern, seed: injection.decision.corruptionSeed)
+    /// Changes `count` bytes of `data` with `pattern`, chosen by the decision's seed.
+    private func corrupt(_ data: inout [UInt8], _ count: Int64, _ pattern: CorruptionPattern,
+                         _ injection: Injection) -> Corruption.Outcome {
+        data.withUnsafeMutableBytes {
+            Corruption.apply(to: $0, bytes: count, pattern: pattern, seed: injection.decision.corruptionSeed)
         }
     }
 
@@ -208,10 +208,10 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
     func read(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, size: Int) throws(Errno) -> ReadData {
         let injection = try check(.read, caller, node: node, offset: offset, length: Int64(size))
         let data = try inner.read(caller, node: node, handle: handle, offset: offset, size: size)
-        guard let injection, case .corrupt = injection.decision.action else { return data }
+        guard let injection, case .corrupt(let count, let pattern) = injection.decision.action else { return data }
         // Only now, and only for this read, is the data copied into memory.
         var bytes = try data.inMemory()
-        record(corrupt(&bytes, injection), of: injection, length: bytes.count)
+        record(corrupt(&bytes, count, pattern, injection), of: injection, length: bytes.count)
         return .bytes(bytes)
     }
 
@@ -226,15 +226,16 @@ final class FaultInjector: ForwardingFileSystem, @unchecked Sendable {
             return try data.withPrefix(stored) { (prefix) throws(Errno) in
                 try inner.write(caller, node: node, handle: handle, data: prefix, offset: offset, fromWriteback: fromWriteback)
             }
-        case .corrupt?:
+        case .corrupt(let count, let pattern)?:
+            let injection = injection!  // the action came from it
             // Only now, and only for this write, is the data copied into memory.
             // A write that then fails (ENOSPC below us, say) corrupted nothing and records nothing.
             var bytes = try data.bytes(limit: data.count)
-            let outcome = corrupt(&bytes, injection!)
+            let outcome = corrupt(&bytes, count, pattern, injection)
             let stored = try WriteSource.withBytes(bytes) { (source) throws(Errno) in
                 try inner.write(caller, node: node, handle: handle, data: source, offset: offset, fromWriteback: fromWriteback)
             }
-            record(outcome, of: injection!, length: bytes.count)
+            record(outcome, of: injection, length: bytes.count)
             return stored
         default:
             return try inner.write(caller, node: node, handle: handle, data: data, offset: offset, fromWriteback: fromWriteback)

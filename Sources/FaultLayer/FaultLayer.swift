@@ -2,7 +2,7 @@
 // the kernel inwards:
 //
 //   ControlFiles   `.faultfs/` (control, stats, events, status); steering
-//   FaultInjector  the rule checks: fail, delay, stall, drop, short
+//   FaultInjector  the rule checks: fail, delay, stall, drop, short, corrupt
 //   CrashSimulator `-o crashsim` only: keeps what a `crash` must undo
 //   CapacityLimit  `capacity SIZE`: ENOSPC past SIZE, statfs shows SIZE
 //   (inner)        the passthrough

@@ -169,6 +169,8 @@ struct Event {
     var rule: String, action: String, op: String
     var path: String?, offset: Int?, length: Int
     var errno: Int, errnoName: String?, pid: Int, comm: String?, writeback: Bool
+    /// `corrupt`: bytes changed, and the file offsets of the first ones.
+    var changed: Int, changedOffsets: [Int]
 
     init?(json: String, sourceLocation: SourceLocation = #_sourceLocation) {
         let event: InjectionEvent
@@ -187,6 +189,8 @@ struct Event {
         pid = Int(event.pid)
         comm = event.comm
         writeback = event.writeback
+        changed = Int(event.changed)
+        changedOffsets = event.changedOffsets.map { Int($0) }
     }
 }
 

@@ -58,7 +58,8 @@ import Testing
     }
 
     @Test func everyRuleActionHasAnEventWord() {
-        let actions: [FaultAction] = [.fail(errno: 5), .delay(nanoseconds: 1), .stall(timeoutNanoseconds: nil), .drop, .short(bytes: nil)]
+        let actions: [FaultAction] = [.fail(errno: 5), .delay(nanoseconds: 1), .stall(timeoutNanoseconds: nil), .drop, .short(bytes: nil),
+                                      .corrupt(bytes: 1, pattern: .flip)]
         for action in actions { #expect(InjectionEvent.Action(action).name == action.name) }
     }
 

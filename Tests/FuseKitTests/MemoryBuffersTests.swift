@@ -33,6 +33,22 @@ import Testing
         #expect(back[10..<4010].allSatisfy { $0 == 7 } && back[0..<10].allSatisfy { $0 == 0 })
     }
 
+    @Test func readDataInMemory() throws {
+        var template = Array("/tmp/faultfs-buffers-XXXXXX".utf8CString)
+        let fd = mkstemp(&template)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        unlink(template)
+        let data: [UInt8] = (0..<300).map { UInt8(truncatingIfNeeded: $0) }
+        #expect(pwrite(fd, data, data.count, 0) == 300)
+        #expect(try ReadData.file(fd: fd, offset: 100, count: 50).inMemory() == Array(data[100..<150]))
+        #expect(try ReadData.file(fd: fd, offset: 250, count: 4096).inMemory() == Array(data[250...]), "cut at the end of the file")
+        #expect(try ReadData.file(fd: fd, offset: 400, count: 10).inMemory() == [])
+        #expect(try ReadData.file(fd: fd, offset: 0, count: 0).inMemory() == [])
+        #expect(try ReadData.bytes([1, 2]).inMemory() == [1, 2])
+        #expect(throws: Errno.EBADF) { try ReadData.file(fd: -1, offset: 0, count: 1).inMemory() }
+    }
+
     @Test func directoryBufferInMemory() {
         var buffer = DirectoryBuffer(capacity: 64)
         let wasEmpty = buffer.isEmpty

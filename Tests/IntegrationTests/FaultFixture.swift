@@ -108,6 +108,9 @@ struct FaultEvent: CustomStringConvertible {
     var pid: Int32
     var comm: String?
     var writeback: Bool
+    /// `corrupt`: bytes changed, and the file offsets of the first ones.
+    var changed: Int64
+    var changedOffsets: [Int64]
 
     init(_ e: InjectionEvent) {
         timeNs = e.timeNs
@@ -123,6 +126,8 @@ struct FaultEvent: CustomStringConvertible {
         pid = e.pid
         comm = e.comm
         writeback = e.writeback
+        changed = e.changed
+        changedOffsets = e.changedOffsets
     }
 
     var description: String {

@@ -28,10 +28,11 @@ private let validLines = [
     "FAIL WRITE eio PATH=X.WAL", "delay read 10us id=a.b-c_d", "fail truncate EFBIG", "fail link,symlink EMLINK",
     "fail setxattr ENOTSUP", "fail unlink,rmdir EBUSY path=/abs/*.tmp", "fail mknod EPERM count=10",
     "stall fsync id=s timeout=250ms", "fail write ENOSPC prob=1e-05 seed=0", "   ", "# only a comment",
+    "corrupt read bytes=2 pattern=random seed=1 path=*.sst", "corrupt write pattern=zero count=1",
 ]
 
 private let pieces = [
-    "fail", "delay", "stall", "drop", "short", "clear", "release", "capacity", "reset-counters", "write", "writeback",
+    "fail", "delay", "stall", "drop", "short", "corrupt", "pattern=zero", "pattern=x", "clear", "release", "capacity", "reset-counters", "write", "writeback",
     "syncwrite", "flush", "fsync", "all", "EIO", "ENOSPC", "0", "512", "511", "-1", "path=", "path=**", "path=a**",
     "prob=0", "prob=0.5", "prob=1.5", "seed=9", "count=0", "count=1", "every=0", "after=", "offset=8K-4K",
     "offset=1-", "comm=abcdefghijklmnop", "comm=dd", "pid=0", "pid=2147483648", "timeout=0s", "bytes=1G", "id=",
