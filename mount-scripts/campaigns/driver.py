@@ -380,6 +380,8 @@ class Campaign:
                 # (in FUSE mode it is made before the crash-simulating mount).
                 os.sync()
             write("config", "%s%s" % (config, (": " + app.unsafe_setting) if unsafe else ""))
+            if plans.is_crash(plan):
+                write("crash-model", o.crash_model)
             write("plan", plan)
             write("plan-description", plans.describe(plan))
             # The mount's events: the checker counts from them how often the plan fired.

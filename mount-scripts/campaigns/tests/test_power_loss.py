@@ -203,14 +203,44 @@ class SelfTestRule(unittest.TestCase):
                "categories": ["key not found", "old value"], "counts": {"key not found": 130, "old value": 10},
                "outcome": ["lost", "140 of 140 acknowledged keys lost or wrong", "self-test passed"]},
               {"app": "sqlite", "config": "safe", "mode": "wal", "fs": "ext4", "plan": "power-loss", "verdict": "campaign error",
+               "crash_model": "posix",
                "error": "faultfs crash failed | exit 1"},
               {"app": "sqlite", "config": "safe", "mode": "wal", "fs": "fuse", "plan": "wb-eio", "verdict": "correct"}]
         lines = report.power_loss_table(rs).splitlines()
         self.assertEqual(len(lines), 4)
         self.assertEqual(lines[2], "| sqlite | unsafe | rollback | fuse | `power-loss` | 140 | 140 | 1 | "
                                    "key not found + old value | lost; 140 of 140 acknowledged keys lost or wrong |")
-        self.assertEqual(lines[3], "| sqlite | safe | wal | ext4 | `power-loss` | - | - | - | campaign error | "
+        self.assertEqual(lines[3], "| sqlite | safe | wal | ext4 (posix) | `power-loss` | - | - | - | campaign error | "
                                    "faultfs crash failed \\| exit 1 |")
+
+
+class PowerLossDoc(unittest.TestCase):
+    def test_the_block_gathers_several_campaigns_and_names_their_crash_model(self):
+        row = {"app": "lmdb", "config": "safe", "mode": "default", "fs": "fuse", "plan": "power-loss",
+               "acked_keys": 130, "in_doubt_ops": 0, "verdict": "correct", "categories": ["correct"], "counts": {},
+               "outcome": ["survived", "every acknowledged key came back", "ok"]}
+        with tempfile.TemporaryDirectory() as tmp:
+            outs = []
+            for name, command in (("a", "campaign lmdb --plans power-loss"),
+                                  ("b", "campaign lmdb --plans power-loss --crash-model journal")):
+                out = os.path.join(tmp, name)
+                os.mkdir(out)
+                with open(os.path.join(out, "results.jsonl"), "w") as f:
+                    f.write(json.dumps(row) + "\n" + json.dumps(dict(row, plan="wb-eio")) + "\n")
+                with open(os.path.join(out, "meta.txt"), "w") as f:
+                    f.write("command: %s\n" % command)
+                outs.append(out)
+            doc = os.path.join(tmp, "doc.md")
+            with open(doc, "w") as f:
+                f.write("# Doc\n\n" + report.PL_BEGIN + "\nold\n" + report.PL_END + "\n\nafter\n")
+            report.power_loss_doc(doc, outs)
+            with open(doc) as f:
+                text = f.read()
+        self.assertNotIn("old", text)
+        self.assertTrue(text.startswith("# Doc\n") and text.endswith("after\n"))
+        self.assertIn("| lmdb | safe | default | fuse (posix) | `power-loss` | 130 | 0 |", text)
+        self.assertIn("| lmdb | safe | default | fuse (journal) | `power-loss` | 130 | 0 |", text)
+        self.assertNotIn("wb-eio", text)
 
 
 class UnsafeCommandLine(unittest.TestCase):
