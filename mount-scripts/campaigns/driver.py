@@ -422,7 +422,7 @@ class Campaign:
                 r = run([PY, os.path.join(HERE, "workload.py"), "check", "--app", name, "--mode", mode,
                          "--data", data, "--acks", acks, "--out", os.path.join(rundir, "verdict.json"),
                          "--plan", plan, "--events", events, "--tamper-log", os.path.join(rundir, "tamper.txt"),
-                         *(["--unsafe"] if unsafe else [])],
+                         *(["--unsafe"] if unsafe else []), *(["--block"] if o.block else [])],
                         stdout=f, stderr=subprocess.STDOUT)
             if r.returncode != 0:
                 raise StepFailed("the checker failed (exit %d, see %s/check.log)" % (r.returncode, rundir))

@@ -138,7 +138,7 @@ def record(out, rundir, app, mode, plan, n, fs="fuse", config="safe"):
             r["outcome"] = v["outcome"]
         if v.get("corruption_reported"):
             r["corruption_reported"] = v["corruption_reported"]
-    selftest_failed = is_failed_self_test(plan, config, r)
+    selftest_failed = is_failed_self_test(plan, config, r, fs)
     if selftest_failed:
         r["selftest_failed"] = True
     with open(os.path.join(out, "results.jsonl"), "a") as f:
@@ -165,13 +165,16 @@ def record(out, rundir, app, mode, plan, n, fs="fuse", config="safe"):
     return 0
 
 
-def is_failed_self_test(plan, config, r):
+def is_failed_self_test(plan, config, r, fs="fuse"):
     """A self-test whose loss went unnoticed or that never fired (pure): the
-    self-test plans, and an unsafe configuration under power loss, which must
-    lose acknowledged keys (else the simulation did not bite)."""
+    self-test plans, and an unsafe configuration under power loss in FUSE
+    mode, which must lose acknowledged keys (else the simulation did not
+    bite). In block mode the file system's own commit may save it: a note."""
     if plan in plans.SELF_TESTS:
         return r["verdict"] in ("correct", "not exercised")
-    if plans.is_crash(plan) and config == "unsafe" and r["verdict"] != "campaign error":
+    if plans.is_crash(plan) and config == "unsafe" and r["verdict"] == "not exercised":
+        return True
+    if plans.is_crash(plan) and config == "unsafe" and r["verdict"] != "campaign error" and not plans.is_block(fs):
         return r["verdict"] == "not exercised" or r.get("outcome", ["survived"])[0] != "lost"
     return False
 

@@ -441,7 +441,7 @@ def check(a):
     verdict.update({"app": a.app, "mode": a.mode, "plan": a.plan, "keys_logged": len(hist), "fired": fired,
                     "notes": reading.get("notes", []), "config": "unsafe" if a.unsafe else "safe"})
     if plans.is_crash(a.plan):
-        verdict["outcome"] = list(plans.power_loss_outcome(verdict, a.unsafe))
+        verdict["outcome"] = list(plans.power_loss_outcome(verdict, a.unsafe, block=a.block))
     elif plans.is_corrupt(a.plan):
         said = reported_texts(reading, os.path.join(os.path.dirname(a.acks), "workload.json"))
         verdict["outcome"] = [plans.corruption_outcome(verdict, said)]
@@ -472,6 +472,7 @@ def main():
     p.add_argument("--plan-line", action="append", default=[], help="run: PLAN=LINE arms LINE for PLAN")
     p.add_argument("--give-up", type=int, default=20, help="stop a phase after this many failures in a row")
     p.add_argument("--unsafe", action="store_true", help="the application's unsafe configuration (apps/APP.py)")
+    p.add_argument("--block", action="store_true", help="check: the data lived on a block-mode file system")
     p.add_argument("--crash-flag", default="", help="run: power loss: log each operation before it (pending) "
                                                      "and count a failure once FILE exists as in doubt")
     a = p.parse_args()

@@ -155,6 +155,8 @@ class Outcomes(unittest.TestCase):
                          ("survived", "every acknowledged key came back", "ok"))
         self.assertEqual(plans.power_loss_outcome(self.KEPT, unsafe=True)[2][:16], "SELF-TEST FAILED")
         self.assertEqual(plans.power_loss_outcome(self.LOST, unsafe=False)[2], "finding: a safe configuration lost data")
+        self.assertEqual(plans.power_loss_outcome(self.KEPT, unsafe=True, block=True)[2][:5], "note:")
+        self.assertEqual(plans.power_loss_outcome(self.LOST, unsafe=True, block=True)[2], "self-test passed")
         self.assertEqual(plans.power_loss_outcome(self.GONE, unsafe=True)[:2],
                          ("lost", "the application did not come back"))
 
@@ -196,6 +198,9 @@ class SelfTestRule(unittest.TestCase):
         self.assertFalse(report.is_failed_self_test("power-loss", "unsafe", self.row("campaign error")))
         self.assertTrue(report.is_failed_self_test("selftest-drop", "safe", self.row("correct")))
         self.assertFalse(report.is_failed_self_test("corrupt-write", "unsafe", self.row("correct", "survived")))
+        # Block mode: ext4 commits unsynced data every 5 s on its own; surviving is a note there.
+        self.assertFalse(report.is_failed_self_test("power-loss", "unsafe", self.row("correct", "survived"), "ext4"))
+        self.assertTrue(report.is_failed_self_test("power-loss", "unsafe", self.row("not exercised", "survived"), "ext4"))
 
     def test_the_power_loss_table(self):
         rs = [{"app": "sqlite", "config": "unsafe", "mode": "rollback", "fs": "fuse", "plan": "power-loss",
