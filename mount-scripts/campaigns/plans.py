@@ -58,8 +58,9 @@ CRASH_PLANS = {
 }
 CORRUPT_PLANS = {
     "corrupt-read": ("corrupt read bytes=1 pattern=flip count=1 path=GLOB",
-                     "silent corruption: the next read of the main data files returns one flipped byte "
-                     "(the page cache is dropped when it is armed, so reads reach the disk)"),
+                     "silent corruption: when the application restarts (FUSE mode; block mode: in the window, "
+                     "with the clean page cache dropped), its first read of the main data files returns one "
+                     "flipped byte"),
     "corrupt-write": ("corrupt write bytes=1 pattern=flip count=1 path=GLOB",
                       "silent corruption: the next write of the main data files stores one flipped byte"),
 }
@@ -103,6 +104,13 @@ def is_crash(plan):
 
 def is_corrupt(plan):
     return plan in CORRUPT_PLANS
+
+
+def armed_at_restart(plan, block):
+    """corrupt-read in FUSE mode is armed on the re-mount, before the
+    application restarts: a running database reads its files from its own
+    cache and the page cache, so only its restart reads them for sure."""
+    return plan == "corrupt-read" and not block
 
 
 def lines(plan, glob, redefined=None, block=False):
@@ -315,6 +323,8 @@ def apply(mnt, plan, glob, rundir, window_bytes, redefined=None, faultfs=None):
     todo = lines(plan, glob, redefined, block=bool(faultfs))
     if is_crash(plan):
         return ["(the crash is the driver's: see crash.json)"]
+    if armed_at_restart(plan, bool(faultfs)):
+        return ["(armed when the application restarts)"]
     if faultfs:
         if plan == "blk-full":
             todo = [fill(mnt, capacity_headroom(window_bytes))]

@@ -60,6 +60,13 @@ class Plans(unittest.TestCase):
         self.assertIsNotNone(plans.not_applicable("wb-eio", "ext4"))
         self.assertIsNotNone(plans.not_applicable("blk-data-eio", "fuse"))
 
+    def test_corrupt_read_is_armed_at_the_restart_in_fuse_mode_only(self):
+        self.assertTrue(plans.armed_at_restart("corrupt-read", block=False))
+        self.assertFalse(plans.armed_at_restart("corrupt-read", block=True))
+        self.assertFalse(plans.armed_at_restart("corrupt-write", block=False))
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(plans.apply(tmp, "corrupt-read", "x", tmp, 1000), ["(armed when the application restarts)"])
+
     def test_a_crash_and_a_corruption_are_the_plan_acting(self):
         events = [json.dumps({"action": "crash", "files_reverted": 2}),
                   json.dumps({"action": "corrupt", "path": "/test.db", "offset": 4096, "bytes": 1}),
