@@ -209,12 +209,16 @@ def mentions_corruption(text):
 def corruption_outcome(verdict, said):
     """A corrupt plan's outcome (pure): "detected" when the application
     reported corruption (an error of the workload, of the restart, a failed
-    lookup or its integrity check: SAID, the texts), "silent loss" when
-    acknowledged keys came back wrong or not at all without any such report,
-    "survived" when every key came back right and nothing was reported."""
+    lookup or its integrity check: SAID, the texts); "unavailable" when it
+    would not start or open its data without saying why in those words;
+    "silent loss" when acknowledged keys came back wrong or not at all
+    without any such report; "survived" when every key came back right."""
     if any(mentions_corruption(t) for t in said):
         return "detected"
-    if any(c in LOST or c == "application unavailable" for c in verdict.get("categories", [])):
+    cats = verdict.get("categories", [])
+    if "application unavailable" in cats:
+        return "unavailable"
+    if any(c in LOST for c in cats):
         return "silent loss"
     return "survived"
 

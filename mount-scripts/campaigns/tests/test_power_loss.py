@@ -172,7 +172,7 @@ class Outcomes(unittest.TestCase):
                          "detected")
         self.assertEqual(plans.corruption_outcome(self.LOST, ["OperationalError: disk I/O error"]), "silent loss")
         self.assertEqual(plans.corruption_outcome(self.KEPT, []), "survived")
-        self.assertEqual(plans.corruption_outcome(self.GONE, []), "silent loss")
+        self.assertEqual(plans.corruption_outcome(self.GONE, []), "unavailable")
         for said in ("Corruption: block checksum mismatch", "MDB_CORRUPTED: Located page was wrong type",
                      "MDB_PAGE_NOTFOUND", "invalid page in block 3 of relation base/5/16384",
                      "Bad file format reading the append only file", "file is not a database"):
