@@ -380,6 +380,8 @@ class Campaign:
                 # (in FUSE mode it is made before the crash-simulating mount).
                 os.sync()
             write("config", "%s%s" % (config, (": " + app.unsafe_setting) if unsafe else ""))
+            if plans.is_crash(plan):
+                write("crash-model", o.crash_model)
             write("plan", plan)
             write("plan-description", plans.describe(plan))
             # The mount's events: the checker counts from them how often the plan fired.
@@ -403,10 +405,16 @@ class Campaign:
             with open("/proc/sys/vm/drop_caches", "w") as f:
                 f.write("3\n")
             at("re-mount without faults")
+            restart_events = os.path.join(rundir, "restart-events.jsonl")
             if o.block:
                 block_mount(o, image, data)     # the same disk: the file system recovers its journal
-            elif run([o.faultfs, "mount", "-o", "allow_other", data, data]).returncode != 0:
+            elif run([o.faultfs, "mount", "-o", "allow_other,events=" + restart_events, data, data]).returncode != 0:
                 raise StepFailed("faultfs mount %s failed" % data)
+            if plans.armed_at_restart(plan, o.block):
+                at("arm %s for the restart" % plan)
+                lines = plans.lines(plan, app.data_glob)
+                mounts.control(data, *lines)
+                write("fault-applied.txt", "at the restart: " + " / ".join(lines))
             if plan == "selftest-seeded":
                 at("tamper (seeded loss)")
                 write("tamper.txt", app.tamper(data, acks))
@@ -420,7 +428,8 @@ class Campaign:
                 r = run([PY, os.path.join(HERE, "workload.py"), "check", "--app", name, "--mode", mode,
                          "--data", data, "--acks", acks, "--out", os.path.join(rundir, "verdict.json"),
                          "--plan", plan, "--events", events, "--tamper-log", os.path.join(rundir, "tamper.txt"),
-                         *(["--unsafe"] if unsafe else [])],
+                         *(["--unsafe"] if unsafe else []), *(["--block"] if o.block else []),
+                         *(["--restart-events", restart_events] if not o.block else [])],
                         stdout=f, stderr=subprocess.STDOUT)
             if r.returncode != 0:
                 raise StepFailed("the checker failed (exit %d, see %s/check.log)" % (r.returncode, rundir))

@@ -58,8 +58,9 @@ CRASH_PLANS = {
 }
 CORRUPT_PLANS = {
     "corrupt-read": ("corrupt read bytes=1 pattern=flip count=1 path=GLOB",
-                     "silent corruption: the next read of the main data files returns one flipped byte "
-                     "(the page cache is dropped when it is armed, so reads reach the disk)"),
+                     "silent corruption: when the application restarts (FUSE mode; block mode: in the window, "
+                     "with the clean page cache dropped), its first read of the main data files returns one "
+                     "flipped byte"),
     "corrupt-write": ("corrupt write bytes=1 pattern=flip count=1 path=GLOB",
                       "silent corruption: the next write of the main data files stores one flipped byte"),
 }
@@ -103,6 +104,13 @@ def is_crash(plan):
 
 def is_corrupt(plan):
     return plan in CORRUPT_PLANS
+
+
+def armed_at_restart(plan, block):
+    """corrupt-read in FUSE mode is armed on the re-mount, before the
+    application restarts: a running database reads its files from its own
+    cache and the page cache, so only its restart reads them for sure."""
+    return plan == "corrupt-read" and not block
 
 
 def lines(plan, glob, redefined=None, block=False):
@@ -164,12 +172,14 @@ def crashsim_option(model):
 LOST = ("key not found", "old value", "key corruption", "value corruption", "database corruption")
 
 
-def power_loss_outcome(verdict, unsafe):
+def power_loss_outcome(verdict, unsafe, block=False):
     """What a power-loss run shows (pure): ("lost", why) when acknowledged keys
     came back wrong or not at all (or the application will not start),
     ("survived", why) otherwise; and whether that passes the self-test rule: an
     unsafe configuration must lose (else the simulation did not bite: failed),
-    a safe one losing is a finding, not a campaign failure."""
+    a safe one losing is a finding, not a campaign failure. In block mode the
+    file system makes data durable on its own (ext4 commits every 5 s), so an
+    unsafe configuration that survived is a note there, not a failure."""
     cats = verdict.get("categories", [verdict.get("verdict")])
     counts = verdict.get("counts", {})
     lost = sum(counts.get(c, 0) for c in LOST)
@@ -179,6 +189,8 @@ def power_loss_outcome(verdict, unsafe):
         what = ("lost", "%d of %d acknowledged keys lost or wrong" % (lost, verdict.get("acked_keys", 0)))
     else:
         what = ("survived", "every acknowledged key came back")
+    if unsafe and what[0] == "survived" and block:
+        return what + ("note: the file system committed the unsynced data itself before the crash",)
     if unsafe:
         return what + ("self-test passed" if what[0] == "lost" else "SELF-TEST FAILED: the unsafe configuration lost nothing",)
     return what + ("finding: a safe configuration lost data" if what[0] == "lost" else "ok",)
@@ -197,12 +209,16 @@ def mentions_corruption(text):
 def corruption_outcome(verdict, said):
     """A corrupt plan's outcome (pure): "detected" when the application
     reported corruption (an error of the workload, of the restart, a failed
-    lookup or its integrity check: SAID, the texts), "silent loss" when
-    acknowledged keys came back wrong or not at all without any such report,
-    "survived" when every key came back right and nothing was reported."""
+    lookup or its integrity check: SAID, the texts); "unavailable" when it
+    would not start or open its data without saying why in those words;
+    "silent loss" when acknowledged keys came back wrong or not at all
+    without any such report; "survived" when every key came back right."""
     if any(mentions_corruption(t) for t in said):
         return "detected"
-    if any(c in LOST or c == "application unavailable" for c in verdict.get("categories", [])):
+    cats = verdict.get("categories", [])
+    if "application unavailable" in cats:
+        return "unavailable"
+    if any(c in LOST for c in cats):
         return "silent loss"
     return "survived"
 
@@ -311,6 +327,8 @@ def apply(mnt, plan, glob, rundir, window_bytes, redefined=None, faultfs=None):
     todo = lines(plan, glob, redefined, block=bool(faultfs))
     if is_crash(plan):
         return ["(the crash is the driver's: see crash.json)"]
+    if armed_at_restart(plan, bool(faultfs)):
+        return ["(armed when the application restarts)"]
     if faultfs:
         if plan == "blk-full":
             todo = [fill(mnt, capacity_headroom(window_bytes))]

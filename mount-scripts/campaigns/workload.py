@@ -175,7 +175,8 @@ def run(a):
         write its data files only at a checkpoint). Until the events show the
         plan acting, keep committing, slowly, for at most as many operations
         again and --linger-seconds."""
-        if not (a.events and a.plan and plans.lines(a.plan, "")) or report.get("gave_up"):
+        if not (a.events and a.plan and plans.lines(a.plan, "")) or report.get("gave_up") \
+                or plans.armed_at_restart(a.plan, bool(BLOCK_FAULTFS)):
             return
         deadline, n = time.time() + a.linger_seconds, 0
         while n < a.ops and time.time() < deadline and consecutive[0] < a.give_up:
@@ -434,6 +435,10 @@ def check(a):
     hist = load_acks(a.acks)
     reading = read_in_child(a)
     fired = plans.fired_in_file(a.events) if a.events else {"total": 0}
+    if a.restart_events:
+        # (what fired on the re-mount: corrupt-read is armed there)
+        for k, n in plans.fired_in_file(a.restart_events).items():
+            fired[k] = fired.get(k, 0) + n
     if a.tamper_log and os.path.exists(a.tamper_log) and os.path.getsize(a.tamper_log):
         fired["tampered"] = 1
         fired["total"] += 1
@@ -441,7 +446,7 @@ def check(a):
     verdict.update({"app": a.app, "mode": a.mode, "plan": a.plan, "keys_logged": len(hist), "fired": fired,
                     "notes": reading.get("notes", []), "config": "unsafe" if a.unsafe else "safe"})
     if plans.is_crash(a.plan):
-        verdict["outcome"] = list(plans.power_loss_outcome(verdict, a.unsafe))
+        verdict["outcome"] = list(plans.power_loss_outcome(verdict, a.unsafe, block=a.block))
     elif plans.is_corrupt(a.plan):
         said = reported_texts(reading, os.path.join(os.path.dirname(a.acks), "workload.json"))
         verdict["outcome"] = [plans.corruption_outcome(verdict, said)]
@@ -472,6 +477,8 @@ def main():
     p.add_argument("--plan-line", action="append", default=[], help="run: PLAN=LINE arms LINE for PLAN")
     p.add_argument("--give-up", type=int, default=20, help="stop a phase after this many failures in a row")
     p.add_argument("--unsafe", action="store_true", help="the application's unsafe configuration (apps/APP.py)")
+    p.add_argument("--block", action="store_true", help="check: the data lived on a block-mode file system")
+    p.add_argument("--restart-events", default="", help="check: the re-mount's events file (its firings count too)")
     p.add_argument("--crash-flag", default="", help="run: power loss: log each operation before it (pending) "
                                                      "and count a failure once FILE exists as in doubt")
     a = p.parse_args()
