@@ -85,8 +85,10 @@ public final class MonitorSession: @unchecked Sendable {
             var failure: String?
             tracer = Tracer.start(device: dev, failure: &failure) { [weak self] events, lost in
                 guard let self else { return }
+                // The daemon's own failing calls (its replies to /dev/fuse) are not an application being told.
+                let daemon = self.watched.withLock { $0.first { $0.role == "daemon" }?.pid }
                 self.files.withLock { f in
-                    for e in events { f.events.line(EventLog.jsonLine(.trace(e))) }
+                    for e in events where !(daemon != nil && e.tgid == daemon && e.isSyscall) { f.events.line(EventLog.jsonLine(.trace(e))) }
                     if lost > 0 { f.events.line(EventLog.jsonLine(.note(timeNs: SystemClock.realtimeNanoseconds(), text: "trace: \(lost) events lost (the told table may be incomplete)"))) }
                 }
             }

@@ -119,13 +119,14 @@ public final class Tracer: @unchecked Sendable {
 
     /// Every call that can return a writeback or I/O error to the
     /// application. Exits are filtered in the kernel to failures (EAGAIN and
-    /// EINTR left out: sockets and pipes return them all day). Entries are
+    /// EINTR left out: sockets and pipes return them all day; EBADF too:
+    /// closing a bad fd is common and never a file's error). Entries are
     /// traced for the calls taking an fd except the write family, and only
     /// for the threads `follow` names (no filter can pick the mount's fds in
     /// the kernel). A failing write is tied to its file through the
     /// injection's requesting thread instead.
     static let reportingCalls: [(String, String?)] = {
-        let exitFilter = "ret < 0 && ret != -11 && ret != -4"
+        let exitFilter = "ret < 0 && ret != -11 && ret != -4 && ret != -9"
         let exits = ["close", "fsync", "fdatasync", "msync", "sync_file_range", "syncfs", "write", "pwrite64", "writev"]
             .map { ("syscalls/sys_exit_" + $0, Optional(exitFilter)) }
         let enters = ["close", "fsync", "fdatasync", "sync_file_range", "syncfs"].map { ("syscalls/sys_enter_" + $0, Optional(nobody)) }

@@ -252,6 +252,14 @@ public enum TraceParser {
 }
 
 extension TraceEvent {
+    /// A sys_enter_* or sys_exit_* event.
+    public var isSyscall: Bool {
+        switch payload {
+        case .syscallEnter, .syscallExit: return true
+        default: return false
+        }
+    }
+
     /// balance_dirty_pages "pause" in ms (what the writer slept), if this is one.
     public var balanceDirtyPagesPauseMs: Int64? {
         if case .balanceDirtyPages(let kv) = payload { return kv.int("pause") }
