@@ -127,7 +127,7 @@ public final class Tracer: @unchecked Sendable {
     /// injection's requesting thread instead.
     static let reportingCalls: [(String, String?)] = {
         let exitFilter = "ret < 0 && ret != -11 && ret != -4 && ret != -9"
-        let exits = ["close", "fsync", "fdatasync", "msync", "sync_file_range", "syncfs", "write", "pwrite64", "writev"]
+        let exits = ["close", "fsync", "fdatasync", "msync", "sync_file_range", "syncfs", "write", "pwrite64", "writev", "pwritev", "pwritev2"]
             .map { ("syscalls/sys_exit_" + $0, Optional(exitFilter)) }
         let enters = ["close", "fsync", "fdatasync", "sync_file_range", "syncfs"].map { ("syscalls/sys_enter_" + $0, Optional(nobody)) }
         // A process ending with the file open: its files are closed by the kernel, not by close(2).

@@ -6,7 +6,9 @@ import FaultRules
 // What the trace gives (see docs/kernel-behaviour.md, "Who is told"):
 // - `syscalls:sys_exit_<call>` filtered in the kernel on `ret < 0`: the
 //   thread and the errno of every failing close, fsync, fdatasync, msync,
-//   sync_file_range, syncfs, write, pwrite64, writev. No fd, no file.
+//   sync_file_range, syncfs, write, pwrite64, writev, pwritev, pwritev2.
+//   No fd, no file. (io_uring and AIO completions are not syscall returns:
+//   not covered.)
 // - `syscalls:sys_enter_<call>` for the calls taking an fd (not the write
 //   family: too many): the fd, resolved to the file with the sampled
 //   /proc/PID/fd of that process.

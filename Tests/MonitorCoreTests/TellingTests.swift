@@ -134,5 +134,8 @@ import FaultRules
         let summary = renderSummary(run: r)
         #expect(summary.contains("told: thread py[50] got EIO via fsync on ino 12, told by ext4 (block mode)"), "\(summary)")
         #expect(summary.contains("never told: ino 13 (open in py[50]) (recorded by ext4 (block mode), no traced call returned it)"), "\(summary)")
+        let html = renderHTML(run: r)
+        #expect(html.contains("<h2>Told by ext4 (block mode)</h2>"))
+        #expect(html.contains("<li>told: thread py[50] got EIO via fsync on ino 12, told by ext4 (block mode)</li>"))
     }
 }
