@@ -74,6 +74,11 @@ public final class Tracer: @unchecked Sendable {
             ("filemap/file_check_and_advance_wb_err", "s_dev == \(kdev)"),
             ("fuse/fuse_request_end", "connection == \(kdev) && error != 0"),
             ("writeback/balance_dirty_pages", "bdi == \"\(device)\""),
+            // WRITE requests queued by an application's own thread (its close
+            // or fsync writing back), not by the flusher: ties a failing
+            // writeback to the call it happened in. Without the writeback
+            // cache every write(2) sends one: one event per write.
+            ("fuse/fuse_request_send", "connection == \(kdev) && opcode == \(FuseRequestSend.writeOpcode) && !(comm ~ \"kworker*\")"),
             // No device in this event: reclaim throttling is machine-wide.
             ("vmscan/mm_vmscan_throttled", nil),
         ] + Self.reportingCalls

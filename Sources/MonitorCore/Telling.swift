@@ -82,6 +82,9 @@ public struct ErrorReturn: Sendable, Equatable {
         case errseq
         /// The call's fd, found in the process's sampled /proc/PID/fd.
         case fd
+        /// The failing writeback request was sent from this thread (its
+        /// close or fsync wrote the pages back): fuse_request_send.
+        case request
         /// Not resolved (fd not seen in a sample, or no fd traced).
         case unknown
     }
@@ -246,7 +249,8 @@ extension Derivation {
     public static func tellings(injections: [InjectionEvent], traceEvents: [TraceEvent], openFiles: [OpenFiles],
                                 mountDevice: DeviceID?, slackNs: Int64 = 0) -> [Telling] {
         let paths = errorPaths(injections: injections, traceEvents: traceEvents, mountDevice: mountDevice, slackNs: slackNs)
-        let returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        var returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        let sortedTrace = traceEvents.enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }.map(\.element)
         let index = HoldingIndex(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
         func holding(_ ino: UInt64, at t: Int64) -> [Holding] { index.holding(ino, at: t) }
 
@@ -271,6 +275,16 @@ extension Derivation {
                     }
                     indices.append(i)
                 }
+                // The failing request sent from an application's thread: that
+                // thread's next failing call returned it, whatever its fd.
+                let sender = requestSender(of: rec, traceEvents: sortedTrace)
+                if let i = sender.flatMap({ s in
+                    returns.indices.first { returns[$0].tid == s.pid && returns[$0].timeNs >= rec.timeNs && returns[$0].ino == nil }
+                }), !indices.contains(i) {
+                    returns[i].ino = path.kernelIno
+                    returns[i].resolvedBy = .request
+                    indices.append(i)
+                }
                 let holds = holding(path.kernelIno, at: rec.timeNs)
                 t.holders = uniqueHolders(holds)
                 // Lost at exit: a holder nobody told that ended with the file still open.
@@ -279,6 +293,15 @@ extension Derivation {
                 for h in holds where h.endedByExit && !toldProcesses.contains(h.pid) && lost.insert(h.pid).inserted {
                     t.lostAtExit.append(.init(holder: Holder(pid: h.pid, comm: h.comm), exitNs: h.untilNs ?? 0,
                                               delayMs: ms((h.untilNs ?? 0) - inj.timeNs)))
+                }
+                // A process too short-lived for the samples: its exit sent the failing writeback.
+                if indices.isEmpty, let s = sender, let exit = sortedTrace.first(where: {
+                    guard case .processExit = $0.payload else { return false }
+                    return ($0.tgid ?? $0.pid) == (s.tgid ?? s.pid) && $0.timeNs <= s.timeNs
+                }), lost.insert(s.tgid ?? s.pid).inserted {
+                    let holder = Holder(pid: s.tgid ?? s.pid, comm: s.task)
+                    t.lostAtExit.append(.init(holder: holder, exitNs: exit.timeNs, delayMs: ms(exit.timeNs - inj.timeNs)))
+                    if !t.holders.contains(holder) { t.holders.append(holder) }
                 }
             } else {
                 // Replied to a request: that thread's next failing call returned it.
@@ -298,6 +321,21 @@ extension Derivation {
             for j in tellings[k].told.indices { tellings[k].told[j].coversInjections = covers[used[k][j]] ?? 1 }
         }
         return tellings
+    }
+
+    /// The thread that sent the request whose failed reply recorded `rec`:
+    /// the daemon thread's last fuse_request_end with an error at or before
+    /// the recording (the kernel records in the reply's context), joined on
+    /// the request id with a fuse_request_send. nil when the flusher sent it.
+    static func requestSender(of rec: KernelRecord, traceEvents sorted: [TraceEvent]) -> TraceEvent? {
+        guard let end = sorted.last(where: { e in
+            guard e.pid == rec.pid, e.timeNs <= rec.timeNs, case .fuseRequestEnd(let r) = e.payload else { return false }
+            return r.error != 0
+        }), case .fuseRequestEnd(let r) = end.payload else { return nil }
+        return sorted.last { e in
+            guard e.timeNs <= end.timeNs, case .fuseRequestSend(let s) = e.payload else { return false }
+            return s.req == r.req && s.connection == r.connection
+        }
     }
 
     static func uniqueHolders(_ list: [Holding]) -> [Holder] {

@@ -153,6 +153,7 @@ func toldCellHTML(_ g: TellingGroup, layer: String) -> String {
             switch c.resolvedBy {
             case .errseq: how = "kernel event <code>filemap:file_check_and_advance_wb_err</code> in the call"
             case .fd: how = "fd \(c.fd ?? -1) in the sampled /proc/\(c.process)/fd"
+            case .request: how = "the failing writeback request was sent from this call (<code>fuse:fuse_request_send</code>)"
             case .unknown: how = "the requesting thread of the injection"
             }
             return "<span class=\"told\">thread " + xmlEscape(c.task) + "[\(c.tid)]</span>, <code>" + xmlEscape(c.call) + "</code> (told by "

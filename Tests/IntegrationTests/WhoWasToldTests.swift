@@ -130,6 +130,23 @@ struct WhoWasToldTests {
         #expect(summary.contains("never told: none"), "\(summary)")
     }
 
+    @Test("a writer too short-lived for the /proc samples is still told via close (the failing request came from its close)")
+    func shortLivedToldAtClose() throws {
+        let program = """
+            import os
+            try:
+                with open(os.environ["FAULTFS_DIR"] + "/s.bin", "w") as f: f.write("x")
+                print("closed ok", flush=True)
+            except OSError as e:
+                print("close errno %d" % e.errno, flush=True)
+            """
+        let (summary, output) = try toldRun("fail writeback EIO path=s.bin", program)
+        #expect(output.contains("close errno 5"), "\(output)")
+        let told = toldLines(summary)
+        #expect(told.count == 1 && told[0].contains("got EIO via close after"), "\(summary)")
+        #expect(summary.contains("never told: none"), "\(summary)")
+    }
+
     @Test("a writer that exits with the file open: lost at exit, nobody told")
     func lostAtExit() throws {
         let (summary, output) = try toldRun("fail writeback EIO path=e.bin", exitWithoutClose)

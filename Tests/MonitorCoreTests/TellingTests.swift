@@ -69,6 +69,31 @@ import FaultRules
         #expect(renderHTML(run: r).contains("<span class=\"never\">lost at exit</span>: python3[1256] exited with the file open"))
     }
 
+    // Too short-lived for the /proc samples: the failing WRITE was sent from
+    // the closing thread (fuse_request_send), joined to the reply on its id.
+    @Test func shortLivedCloseIsToldThroughTheRequest() throws {
+        let r = try run("told-short-close.jsonl")
+        #expect(r.openFiles.isEmpty)
+        let t = tellings(r)
+        let told = try #require(t.first?.told.first)
+        #expect(t.count == 1 && t[0].status == .told)
+        #expect(told.call.call == "close" && told.call.resolvedBy == .request && told.call.ino == t[0].path.kernelIno)
+        #expect(renderSummary(run: r).contains("got EIO via close after "))
+    }
+
+    @Test func shortLivedExitIsLostAtExitThroughTheRequest() throws {
+        let r = try run("told-short-exit.jsonl")
+        let t = tellings(r)
+        #expect(t.count == 1 && t[0].status == .lostAtExit)
+        #expect(t[0].lostAtExit.map(\.holder) == [Holder(pid: 17735, comm: "python3")])
+        #expect(renderSummary(run: r).contains("lost at exit: python3[17735] exited with f (ino 16319926) open"))
+    }
+
+    @Test func fuseRequestSendLine() {
+        let e = ev("python3-17735 (17735) [000] ...3. 2562.337574: fuse_request_send: connection 42 req 60 opcode 16 (FUSE_WRITE) len 81 ")
+        #expect(e.payload == .fuseRequestSend(FuseRequestSend(connection: 42, req: 60, opcode: 16)))
+    }
+
     @Test func msyncIsNamedByItsExit() throws {
         let r = try run("told-msync.jsonl")
         let t = tellings(r)
