@@ -43,6 +43,8 @@ public final class MonitorSession: @unchecked Sendable {
         var maxLateNs: Int64 = 0
         var lastStates: [String: ProcessState] = [:]
         var lastLiveLine = ""
+        /// fuse_request_send events held until their request fails.
+        var requestSends = RequestSendFilter()
         var closed = false
     }
     private let files: Mutex<Files>
@@ -88,7 +90,9 @@ public final class MonitorSession: @unchecked Sendable {
                 // The daemon's own failing calls (its replies to /dev/fuse) are not an application being told.
                 let daemon = self.watched.withLock { $0.first { $0.role == "daemon" }?.pid }
                 self.files.withLock { f in
-                    for e in events where !(daemon != nil && e.tgid == daemon && e.isSyscall) { f.events.line(EventLog.jsonLine(.trace(e))) }
+                    for e in f.requestSends.pass(events) where !(daemon != nil && e.tgid == daemon && e.isSyscall) {
+                        f.events.line(EventLog.jsonLine(.trace(e)))
+                    }
                     if lost > 0 { f.events.line(EventLog.jsonLine(.note(timeNs: SystemClock.realtimeNanoseconds(), text: "trace: \(lost) events lost (the told table may be incomplete)"))) }
                 }
             }

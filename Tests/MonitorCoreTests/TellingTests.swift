@@ -94,6 +94,19 @@ import FaultRules
         #expect(e.payload == .fuseRequestSend(FuseRequestSend(connection: 42, req: 60, opcode: 16)))
     }
 
+    @Test func requestSendsAreKeptOnlyForFailedRequests() {
+        var filter = RequestSendFilter(capacity: 2)
+        let sends = (1...4).map { ev("w-7 (7) [000] ..... 1.00000\($0): fuse_request_send: connection 42 req \($0) opcode 16 (FUSE_WRITE) len 81") }
+        let other = ev("w-7 (7) [000] ..... 1.000005: sys_close(fd: 3)")
+        #expect(filter.pass(sends + [other]) == [other])
+        let fail3 = ev("d-9 (8) [000] ..... 1.000010: fuse_request_end: connection 42 req 3 len 16 error -5")
+        let fail1 = ev("d-9 (8) [000] ..... 1.000011: fuse_request_end: connection 42 req 1 len 16 error -5")
+        let fail2 = ev("d-9 (8) [000] ..... 1.000012: fuse_request_end: connection 42 req 2 len 16 error -5")
+        // Capacity 2: sends 1 and 2 moved to the older generation, still there; none is let through twice.
+        #expect(filter.pass([fail3, fail1]) == [sends[2], fail3, sends[0], fail1])
+        #expect(filter.pass([fail2, fail2]) == [sends[1], fail2, fail2])
+    }
+
     @Test func msyncIsNamedByItsExit() throws {
         let r = try run("told-msync.jsonl")
         let t = tellings(r)
