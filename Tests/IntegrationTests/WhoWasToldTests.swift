@@ -3,6 +3,9 @@
 // not at all), asserted in the run folder's summary. Needs root (mount,
 // tracefs).
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Glibc
 import Testing
 
@@ -19,6 +22,9 @@ private func toldRun(_ fault: String, _ program: String, extra: [String] = [],
         #expect(r.status == 0, "\(r)")
         let summary = (try? String(contentsOfFile: out + "/summary.txt", encoding: .utf8)) ?? ""
         #expect(summary.contains("injections: "), "no summary: \(r)")
+        let html = (try? String(contentsOfFile: out + "/report.html", encoding: .utf8)) ?? ""
+        let parser = XMLParser(data: Data(html.utf8))
+        #expect(parser.parse(), "report.html is not well-formed: \(parser.parserError.map { "\($0)" } ?? "")")
         result = (summary, r.stdout)
     }
     return result
