@@ -35,6 +35,12 @@ import FaultRules
         #expect(check.tgid == nil && check.pid == 20466)
     }
 
+    @Test func fdInfo() {
+        let parsed = FdInfo.parse("pos:\t4096\nflags:\t0100001\nmnt_id:\t1234\nino:\t16229060\n")
+        #expect(parsed?.mountID == 1234 && parsed?.ino == 16229060)
+        #expect(FdInfo.parse("pos:\t0\nflags:\t02\nmnt_id:\t5\n") == nil, "before 5.14 there is no ino")
+    }
+
     @Test func openFilesRoundTrip() {
         let o = OpenFiles(timeNs: 5, pid: 7, comm: "a \"b\"", files: [OpenFile(fd: 3, ino: 99), OpenFile(fd: 4, ino: 1 << 40)])
         #expect(EventLog.parseLine(EventLog.jsonLine(.openFiles(o))) == .openFiles(o))
