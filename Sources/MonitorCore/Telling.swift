@@ -252,6 +252,7 @@ extension Derivation {
         var returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
         let sortedTrace = traceEvents.enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }.map(\.element)
         let index = HoldingIndex(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        let senders = RequestSenders(sorted: sortedTrace)
         func holding(_ ino: UInt64, at t: Int64) -> [Holding] { index.holding(ino, at: t) }
 
         var tellings: [Telling] = []
@@ -277,7 +278,7 @@ extension Derivation {
                 }
                 // The failing request sent from an application's thread: that
                 // thread's next failing call returned it, whatever its fd.
-                let sender = requestSender(of: rec, traceEvents: sortedTrace)
+                let sender = senders.sender(of: rec)
                 if let i = sender.flatMap({ s in
                     returns.indices.first { returns[$0].tid == s.pid && returns[$0].timeNs >= rec.timeNs && returns[$0].ino == nil }
                 }), !indices.contains(i) {
@@ -323,18 +324,36 @@ extension Derivation {
         return tellings
     }
 
-    /// The thread that sent the request whose failed reply recorded `rec`:
-    /// the daemon thread's last fuse_request_end with an error at or before
-    /// the recording (the kernel records in the reply's context), joined on
-    /// the request id with a fuse_request_send. nil when the flusher sent it.
-    static func requestSender(of rec: KernelRecord, traceEvents sorted: [TraceEvent]) -> TraceEvent? {
-        guard let end = sorted.last(where: { e in
-            guard e.pid == rec.pid, e.timeNs <= rec.timeNs, case .fuseRequestEnd(let r) = e.payload else { return false }
-            return r.error != 0
-        }), case .fuseRequestEnd(let r) = end.payload else { return nil }
-        return sorted.last { e in
-            guard e.timeNs <= end.timeNs, case .fuseRequestSend(let s) = e.payload else { return false }
-            return s.req == r.req && s.connection == r.connection
+    /// The thread that sent the request whose failed reply recorded a
+    /// writeback error: the daemon thread's last fuse_request_end with an
+    /// error at or before the recording (the kernel records in the reply's
+    /// context), joined on the request id with a fuse_request_send. nil
+    /// when the flusher sent it (its sends are not traced).
+    struct RequestSenders {
+        struct Key: Hashable { var connection: UInt32; var req: UInt64 }
+        /// Per daemon thread, its failing replies in time order.
+        var ends: [Int32: [(timeNs: Int64, key: Key)]] = [:]
+        var sends: [Key: TraceEvent] = [:]
+
+        init(sorted: [TraceEvent]) {
+            for e in sorted {
+                switch e.payload {
+                case .fuseRequestEnd(let r) where r.error != 0:
+                    ends[e.pid, default: []].append((e.timeNs, Key(connection: r.connection, req: r.req)))
+                case .fuseRequestSend(let s):
+                    sends[Key(connection: s.connection, req: s.req)] = e
+                default: break
+                }
+            }
+        }
+
+        func sender(of rec: KernelRecord) -> TraceEvent? {
+            guard let list = ends[rec.pid] else { return nil }
+            // The last end at or before the recording (binary search).
+            var lo = 0, hi = list.count
+            while lo < hi { let mid = (lo + hi) / 2; if list[mid].timeNs <= rec.timeNs { lo = mid + 1 } else { hi = mid } }
+            guard lo > 0, let send = sends[list[lo - 1].key], send.timeNs <= list[lo - 1].timeNs else { return nil }
+            return send
         }
     }
 
