@@ -105,13 +105,17 @@ public enum Derivation {
             var path = ErrorPath(injection: inj, kernelIno: ino, recorded: nil, told: [])
             var indices: [Int] = []
             let from = inj.timeNs - slackNs
-            if let s = sets[ino]?.first(where: { $0.ev.timeNs >= from }) {
+            let inoSets = sets[ino] ?? []
+            let si = firstIndex(inoSets, atOrAfter: from) { $0.ev.timeNs }
+            if si < inoSets.count {
+                let s = inoSets[si]
                 path.recorded = KernelRecord(timeNs: s.ev.timeNs, task: s.ev.task, pid: s.ev.pid,
                                              delayMs: ms(s.ev.timeNs - inj.timeNs))
                 // Each open file is told once: the first reporting check per
                 // `file` at/after the recording covers this injection.
                 var seenFiles = Set<String>()
-                for c in checks[ino] ?? [] where c.ev.timeNs >= s.ev.timeNs && !seenFiles.contains(c.rec.file) {
+                let inoChecks = checks[ino] ?? []
+                for c in inoChecks[firstIndex(inoChecks, atOrAfter: s.ev.timeNs) { $0.ev.timeNs }...] where !seenFiles.contains(c.rec.file) {
                     seenFiles.insert(c.rec.file)
                     cover[c.index, default: 0] += 1
                     indices.append(c.index)
@@ -132,6 +136,17 @@ public enum Derivation {
     }
 
     static func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
+
+    /// The first index whose time is at or after `t`, in an array sorted by
+    /// time (binary search: a run may hold thousands of injections).
+    static func firstIndex<T>(_ list: [T], atOrAfter t: Int64, time: (T) -> Int64) -> Int {
+        var lo = 0, hi = list.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if time(list[mid]) < t { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
 }
 
 /// An errno for the report: its name from FaultRules' table ("EIO"), else
