@@ -13,8 +13,9 @@ import FaultRules
 //   every error recorded since that file's cursor last moved; the latest
 //   errno wins. So two injections before one fsync share that one report.
 // - close() reports EIO/ENOSPC through the legacy AS_EIO/AS_ENOSPC bits,
-//   which have no tracepoint: "never told" means "never told by an
-//   fsync-family call", stated as such in the report.
+//   which have no tracepoint: these paths see fsync-family reports only.
+//   Telling.swift adds every other call (syscall exit events), exits and
+//   who had the file open; the report is drawn from that.
 
 /// The kernel recording the error (filemap_set_wb_err).
 public struct KernelRecord: Sendable, Equatable {
