@@ -70,7 +70,7 @@ public final class MonitorSession: @unchecked Sendable {
         files = Mutex(Files(samplesJSON: try appender("samples.jsonl"), samplesCSV: try appender("samples.csv"),
                             events: try appender("events.jsonl"), series: series))
         sampler = Sampler(device: dev)
-        openFilesScanner = dev.map { OpenFilesScanner(device: $0) }
+        openFilesScanner = dev.map { OpenFilesScanner(device: $0, mountPoint: options.mountPoint) }
         sampler.cgroupMemoryStat = options.cgroupMemoryStat
         files.withLock { f in f.samplesCSV.line(series.csvHeader()) }
 

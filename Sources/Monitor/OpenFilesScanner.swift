@@ -18,8 +18,15 @@ final class OpenFilesScanner {
     /// The mount ids of every mount of `device` (bind mounts included).
     private let mountIDs: Set<Int>
 
-    init(device: DeviceID) {
+    /// The mount point, to skip fds elsewhere with one readlink each.
+    private let mountPoint: String
+
+    init(device: DeviceID, mountPoint: String) {
         self.device = device
+        // Links in /proc are canonical paths.
+        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let canonical = realpath(mountPoint, &resolved) != nil ? resolved.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } : mountPoint
+        self.mountPoint = canonical.count > 1 && canonical.hasSuffix("/") ? String(canonical.dropLast()) : canonical
         mountIDs = Set(MountTable.current().filter { $0.device == device.description }.map(\.mountID))
     }
 
@@ -33,7 +40,8 @@ final class OpenFilesScanner {
             guard let names = File.names(inDirectory: "/proc/\(pid)/fdinfo") else { continue }
             var files: [OpenFile] = []
             for n in names {
-                guard let fd = Int32(n), let info = File.readText("/proc/\(pid)/fdinfo/\(n)").flatMap(FdInfo.parse),
+                guard let fd = Int32(n), underMountPoint("/proc/\(pid)/fd/\(n)"),
+                      let info = File.readText("/proc/\(pid)/fdinfo/\(n)").flatMap(FdInfo.parse),
                       mountIDs.contains(info.mountID) else { continue }
                 files.append(OpenFile(fd: fd, ino: info.ino))
             }
@@ -51,6 +59,16 @@ final class OpenFilesScanner {
             if !files.isEmpty { out.append(OpenFiles(timeNs: timeNs, pid: pid, comm: comms[pid] ?? "", files: [])) }
         }
         return out
+    }
+
+    /// Whether the fd's link names a path under the mount point (a cheap
+    /// first filter; fdinfo's mount id decides). An unreadable link is kept.
+    private func underMountPoint(_ link: String) -> Bool {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(link, &buffer, buffer.count - 1)
+        guard n > 0 else { return true }
+        let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return mountPoint == "/" || target == mountPoint || target.hasPrefix(mountPoint + "/")
     }
 
     /// The processes that had files on the mount open at the last scan.
