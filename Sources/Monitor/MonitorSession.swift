@@ -45,6 +45,8 @@ public final class MonitorSession: @unchecked Sendable {
         var maxLateNs: Int64 = 0
         var lastStates: [String: ProcessState] = [:]
         var lastLiveLine = ""
+        /// fuse_request_send events held until their request fails.
+        var requestSends = RequestSendFilter()
         var closed = false
     }
     private let files: Mutex<Files>
@@ -70,7 +72,7 @@ public final class MonitorSession: @unchecked Sendable {
         files = Mutex(Files(samplesJSON: try appender("samples.jsonl"), samplesCSV: try appender("samples.csv"),
                             events: try appender("events.jsonl"), series: series))
         sampler = Sampler(device: dev)
-        openFilesScanner = dev.map { OpenFilesScanner(device: $0) }
+        openFilesScanner = dev.map { OpenFilesScanner(device: $0, mountPoint: options.mountPoint) }
         sampler.cgroupMemoryStat = options.cgroupMemoryStat
         sampler.memoryWatch = MemoryWatch(device: dev, cgroup: options.memoryCgroup)
         files.withLock { f in f.samplesCSV.line(series.csvHeader()) }
@@ -88,8 +90,12 @@ public final class MonitorSession: @unchecked Sendable {
             var failure: String?
             tracer = Tracer.start(device: dev, failure: &failure) { [weak self] events, lost in
                 guard let self else { return }
+                // The daemon's own failing calls (its replies to /dev/fuse) are not an application being told.
+                let daemon = self.watched.withLock { $0.first { $0.role == "daemon" }?.pid }
                 self.files.withLock { f in
-                    for e in events { f.events.line(EventLog.jsonLine(.trace(e))) }
+                    for e in f.requestSends.pass(events) where !(daemon != nil && e.tgid == daemon && e.isSyscall) {
+                        f.events.line(EventLog.jsonLine(.trace(e)))
+                    }
                     if lost > 0 { f.events.line(EventLog.jsonLine(.note(timeNs: SystemClock.realtimeNanoseconds(), text: "trace: \(lost) events lost (the told table may be incomplete)"))) }
                 }
             }

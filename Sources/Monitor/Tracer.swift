@@ -74,6 +74,11 @@ public final class Tracer: @unchecked Sendable {
             ("filemap/file_check_and_advance_wb_err", "s_dev == \(kdev)"),
             ("fuse/fuse_request_end", "connection == \(kdev) && error != 0"),
             ("writeback/balance_dirty_pages", "bdi == \"\(device)\""),
+            // WRITE requests queued by an application's own thread (its close
+            // or fsync writing back), not by the flusher: ties a failing
+            // writeback to the call it happened in. Without the writeback
+            // cache every write(2) sends one: one event per write.
+            ("fuse/fuse_request_send", "connection == \(kdev) && opcode == \(FuseRequestSend.writeOpcode) && !(comm ~ \"kworker*\")"),
             // No device in this event: reclaim throttling is machine-wide.
             ("vmscan/mm_vmscan_throttled", nil),
         ] + Self.reportingCalls
@@ -119,14 +124,15 @@ public final class Tracer: @unchecked Sendable {
 
     /// Every call that can return a writeback or I/O error to the
     /// application. Exits are filtered in the kernel to failures (EAGAIN and
-    /// EINTR left out: sockets and pipes return them all day). Entries are
+    /// EINTR left out: sockets and pipes return them all day; EBADF too:
+    /// closing a bad fd is common and never a file's error). Entries are
     /// traced for the calls taking an fd except the write family, and only
     /// for the threads `follow` names (no filter can pick the mount's fds in
     /// the kernel). A failing write is tied to its file through the
     /// injection's requesting thread instead.
     static let reportingCalls: [(String, String?)] = {
-        let exitFilter = "ret < 0 && ret != -11 && ret != -4"
-        let exits = ["close", "fsync", "fdatasync", "msync", "sync_file_range", "syncfs", "write", "pwrite64", "writev"]
+        let exitFilter = "ret < 0 && ret != -11 && ret != -4 && ret != -9"
+        let exits = ["close", "fsync", "fdatasync", "msync", "sync_file_range", "syncfs", "write", "pwrite64", "writev", "pwritev", "pwritev2"]
             .map { ("syscalls/sys_exit_" + $0, Optional(exitFilter)) }
         let enters = ["close", "fsync", "fdatasync", "sync_file_range", "syncfs"].map { ("syscalls/sys_enter_" + $0, Optional(nobody)) }
         // A process ending with the file open: its files are closed by the kernel, not by close(2).

@@ -13,8 +13,9 @@ import FaultRules
 //   every error recorded since that file's cursor last moved; the latest
 //   errno wins. So two injections before one fsync share that one report.
 // - close() reports EIO/ENOSPC through the legacy AS_EIO/AS_ENOSPC bits,
-//   which have no tracepoint: "never told" means "never told by an
-//   fsync-family call", stated as such in the report.
+//   which have no tracepoint: these paths see fsync-family reports only.
+//   Telling.swift adds every other call (syscall exit events), exits and
+//   who had the file open; the report is drawn from that.
 
 /// The kernel recording the error (filemap_set_wb_err).
 public struct KernelRecord: Sendable, Equatable {
@@ -105,13 +106,17 @@ public enum Derivation {
             var path = ErrorPath(injection: inj, kernelIno: ino, recorded: nil, told: [])
             var indices: [Int] = []
             let from = inj.timeNs - slackNs
-            if let s = sets[ino]?.first(where: { $0.ev.timeNs >= from }) {
+            let inoSets = sets[ino] ?? []
+            let si = firstIndex(inoSets, atOrAfter: from) { $0.ev.timeNs }
+            if si < inoSets.count {
+                let s = inoSets[si]
                 path.recorded = KernelRecord(timeNs: s.ev.timeNs, task: s.ev.task, pid: s.ev.pid,
                                              delayMs: ms(s.ev.timeNs - inj.timeNs))
                 // Each open file is told once: the first reporting check per
                 // `file` at/after the recording covers this injection.
                 var seenFiles = Set<String>()
-                for c in checks[ino] ?? [] where c.ev.timeNs >= s.ev.timeNs && !seenFiles.contains(c.rec.file) {
+                let inoChecks = checks[ino] ?? []
+                for c in inoChecks[firstIndex(inoChecks, atOrAfter: s.ev.timeNs) { $0.ev.timeNs }...] where !seenFiles.contains(c.rec.file) {
                     seenFiles.insert(c.rec.file)
                     cover[c.index, default: 0] += 1
                     indices.append(c.index)
@@ -132,6 +137,17 @@ public enum Derivation {
     }
 
     static func ms(_ ns: Int64) -> Double { Double(ns) / 1e6 }
+
+    /// The first index whose time is at or after `t`, in an array sorted by
+    /// time (binary search: a run may hold thousands of injections).
+    static func firstIndex<T>(_ list: [T], atOrAfter t: Int64, time: (T) -> Int64) -> Int {
+        var lo = 0, hi = list.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if time(list[mid]) < t { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
 }
 
 /// An errno for the report: its name from FaultRules' table ("EIO"), else

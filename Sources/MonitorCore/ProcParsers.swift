@@ -360,3 +360,18 @@ extension StringProtocol {
         return String(self[start...end])
     }
 }
+
+/// /proc/PID/fdinfo/N: "pos:\t0\nflags:\t0100000\nmnt_id:\t24\nino:\t3\n..."
+/// (ino since Linux 5.14): which mount and inode an fd refers to, read
+/// without touching the file.
+public enum FdInfo {
+    public static func parse(_ text: String) -> (mountID: Int, ino: UInt64)? {
+        var mount: Int?, ino: UInt64?
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("mnt_id:") { mount = Int(line.dropFirst(7).trimmingSpaces()) }
+            if line.hasPrefix("ino:") { ino = UInt64(line.dropFirst(4).trimmingSpaces()) }
+        }
+        guard let mount, let ino else { return nil }
+        return (mount, ino)
+    }
+}

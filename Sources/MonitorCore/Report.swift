@@ -102,7 +102,7 @@ public func renderHTML(run: RunData) -> String {
         + "it fires in the thread whose reply to the writeback request failed, a faultfs daemon thread) and "
         + "<code>filemap:file_check_and_advance_wb_err</code> (an fsync-family call checks for it). A thread is shown as name[thread id]. "
         + "\"Told\" means a traced call returned the error: <code>syscalls:sys_exit_*</code> of close, fsync, fdatasync, msync, "
-        + "sync_file_range, syncfs, write, pwrite64 and writev, filtered in the kernel on a negative return; the file is the one the "
+        + "sync_file_range, syncfs, write, pwrite64, writev, pwritev and pwritev2, filtered in the kernel on a negative return; the file is the one the "
         + "errseq event of the same call names, else the call's fd in the sampled /proc/PID/fd, else (an error replied to a request) "
         + "the injection's requesting thread. \"Lost at exit\": nobody was told and a process that had the file open exited with it open "
         + "(the kernel closed it; the error went nowhere). \"Never told\": no traced call returned it; the processes that had the file "
@@ -139,6 +139,8 @@ public func renderHTML(run: RunData) -> String {
             h += "<p class=\"muted\">\(groups.count - Report.maxTableRows) more rows left out; all events are in events.jsonl.</p>\n"
         }
     }
+
+    h += innerFileSystemHTML(run)
 
     // Settings.
     h += "<h2>Settings</h2>\n<table class=\"settings\">\n"

@@ -6,7 +6,9 @@ import FaultRules
 // What the trace gives (see docs/kernel-behaviour.md, "Who is told"):
 // - `syscalls:sys_exit_<call>` filtered in the kernel on `ret < 0`: the
 //   thread and the errno of every failing close, fsync, fdatasync, msync,
-//   sync_file_range, syncfs, write, pwrite64, writev. No fd, no file.
+//   sync_file_range, syncfs, write, pwrite64, writev, pwritev, pwritev2.
+//   No fd, no file. (io_uring and AIO completions are not syscall returns:
+//   not covered.)
 // - `syscalls:sys_enter_<call>` for the calls taking an fd (not the write
 //   family: too many): the fd, resolved to the file with the sampled
 //   /proc/PID/fd of that process.
@@ -80,6 +82,9 @@ public struct ErrorReturn: Sendable, Equatable {
         case errseq
         /// The call's fd, found in the process's sampled /proc/PID/fd.
         case fd
+        /// The failing writeback request was sent from this thread (its
+        /// close or fsync wrote the pages back): fuse_request_send.
+        case request
         /// Not resolved (fd not seen in a sample, or no fd traced).
         case unknown
     }
@@ -244,8 +249,10 @@ extension Derivation {
     public static func tellings(injections: [InjectionEvent], traceEvents: [TraceEvent], openFiles: [OpenFiles],
                                 mountDevice: DeviceID?, slackNs: Int64 = 0) -> [Telling] {
         let paths = errorPaths(injections: injections, traceEvents: traceEvents, mountDevice: mountDevice, slackNs: slackNs)
-        let returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        var returns = errorReturns(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        let sortedTrace = traceEvents.enumerated().sorted { ($0.element.timeNs, $0.offset) < ($1.element.timeNs, $1.offset) }.map(\.element)
         let index = HoldingIndex(traceEvents: traceEvents, openFiles: openFiles, mountDevice: mountDevice)
+        let senders = RequestSenders(sorted: sortedTrace)
         func holding(_ ino: UInt64, at t: Int64) -> [Holding] { index.holding(ino, at: t) }
 
         var tellings: [Telling] = []
@@ -269,6 +276,16 @@ extension Derivation {
                     }
                     indices.append(i)
                 }
+                // The failing request sent from an application's thread: that
+                // thread's next failing call returned it, whatever its fd.
+                let sender = senders.sender(of: rec)
+                if let i = sender.flatMap({ s in
+                    returns.indices.first { returns[$0].tid == s.pid && returns[$0].timeNs >= rec.timeNs && returns[$0].ino == nil }
+                }), !indices.contains(i) {
+                    returns[i].ino = path.kernelIno
+                    returns[i].resolvedBy = .request
+                    indices.append(i)
+                }
                 let holds = holding(path.kernelIno, at: rec.timeNs)
                 t.holders = uniqueHolders(holds)
                 // Lost at exit: a holder nobody told that ended with the file still open.
@@ -277,6 +294,15 @@ extension Derivation {
                 for h in holds where h.endedByExit && !toldProcesses.contains(h.pid) && lost.insert(h.pid).inserted {
                     t.lostAtExit.append(.init(holder: Holder(pid: h.pid, comm: h.comm), exitNs: h.untilNs ?? 0,
                                               delayMs: ms((h.untilNs ?? 0) - inj.timeNs)))
+                }
+                // A process too short-lived for the samples: its exit sent the failing writeback.
+                if indices.isEmpty, let s = sender, let exit = sortedTrace.first(where: {
+                    guard case .processExit = $0.payload else { return false }
+                    return ($0.tgid ?? $0.pid) == (s.tgid ?? s.pid) && $0.timeNs <= s.timeNs
+                }), lost.insert(s.tgid ?? s.pid).inserted {
+                    let holder = Holder(pid: s.tgid ?? s.pid, comm: s.task)
+                    t.lostAtExit.append(.init(holder: holder, exitNs: exit.timeNs, delayMs: ms(exit.timeNs - inj.timeNs)))
+                    if !t.holders.contains(holder) { t.holders.append(holder) }
                 }
             } else {
                 // Replied to a request: that thread's next failing call returned it.
@@ -296,6 +322,39 @@ extension Derivation {
             for j in tellings[k].told.indices { tellings[k].told[j].coversInjections = covers[used[k][j]] ?? 1 }
         }
         return tellings
+    }
+
+    /// The thread that sent the request whose failed reply recorded a
+    /// writeback error: the daemon thread's last fuse_request_end with an
+    /// error at or before the recording (the kernel records in the reply's
+    /// context), joined on the request id with a fuse_request_send. nil
+    /// when the flusher sent it (its sends are not traced).
+    struct RequestSenders {
+        struct Key: Hashable { var connection: UInt32; var req: UInt64 }
+        /// Per daemon thread, its failing replies in time order.
+        var ends: [Int32: [(timeNs: Int64, key: Key)]] = [:]
+        var sends: [Key: TraceEvent] = [:]
+
+        init(sorted: [TraceEvent]) {
+            for e in sorted {
+                switch e.payload {
+                case .fuseRequestEnd(let r) where r.error != 0:
+                    ends[e.pid, default: []].append((e.timeNs, Key(connection: r.connection, req: r.req)))
+                case .fuseRequestSend(let s):
+                    sends[Key(connection: s.connection, req: s.req)] = e
+                default: break
+                }
+            }
+        }
+
+        func sender(of rec: KernelRecord) -> TraceEvent? {
+            guard let list = ends[rec.pid] else { return nil }
+            // The last end at or before the recording (binary search).
+            var lo = 0, hi = list.count
+            while lo < hi { let mid = (lo + hi) / 2; if list[mid].timeNs <= rec.timeNs { lo = mid + 1 } else { hi = mid } }
+            guard lo > 0, let send = sends[list[lo - 1].key], send.timeNs <= list[lo - 1].timeNs else { return nil }
+            return send
+        }
     }
 
     static func uniqueHolders(_ list: [Holding]) -> [Holder] {

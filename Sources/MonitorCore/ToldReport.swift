@@ -153,6 +153,7 @@ func toldCellHTML(_ g: TellingGroup, layer: String) -> String {
             switch c.resolvedBy {
             case .errseq: how = "kernel event <code>filemap:file_check_and_advance_wb_err</code> in the call"
             case .fd: how = "fd \(c.fd ?? -1) in the sampled /proc/\(c.process)/fd"
+            case .request: how = "the failing writeback request was sent from this call (<code>fuse:fuse_request_send</code>)"
             case .unknown: how = "the requesting thread of the injection"
             }
             return "<span class=\"told\">thread " + xmlEscape(c.task) + "[\(c.tid)]</span>, <code>" + xmlEscape(c.call) + "</code> (told by "
@@ -170,4 +171,16 @@ func toldCellHTML(_ g: TellingGroup, layer: String) -> String {
     case .notRecorded:
         return "<span class=\"muted\">—</span>"
     }
+}
+
+/// Block mode: who the inner file system told, per inode (the table above
+/// follows the injections into the disk image, which no application opens).
+func innerFileSystemHTML(_ run: RunData) -> String {
+    guard let fs = blockFileSystem(run), run.traceAvailable else { return "" }
+    let layer = Derivation.tellingLayer(blockFileSystem: fs)
+    var h = "<h2>Told by " + xmlEscape(layer) + "</h2>\n<p class=\"muted\">The injections hit the disk image; " + xmlEscape(fs)
+        + " records the errors on its own files and tells its own callers. Each line is a failing call on a file of " + xmlEscape(fs)
+        + " (by inode), or an error it recorded that no traced call returned.</p>\n<ul>\n"
+    for line in innerFileSystemLines(run, layer: layer) { h += "<li>" + xmlEscape(line) + "</li>\n" }
+    return h + "</ul>\n"
 }

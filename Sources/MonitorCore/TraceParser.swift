@@ -73,6 +73,8 @@ public enum TracePayload: Sendable, Equatable {
     case syscallExit(SyscallExit)
     /// `sched:sched_process_exit`.
     case processExit(ProcessExit)
+    /// `fuse:fuse_request_send`, in the task that queued the request.
+    case fuseRequestSend(FuseRequestSend)
     /// Any other event (or a known one whose fields did not parse).
     case other
 }
@@ -238,6 +240,18 @@ public enum TraceParser {
             guard let c = d["connection"].flatMap({ UInt32($0) }), let r = d["req"].flatMap({ UInt64($0) }),
                   let e = d["error"].flatMap({ Int32($0) }) else { return .other }
             return .fuseRequestEnd(FuseRequestEnd(connection: c, req: r, len: d["len"].flatMap { Int64($0) } ?? 0, error: e))
+        case "fuse_request_send":
+            // "connection 43 req 60 opcode 16 (FUSE_WRITE) len 81"
+            let t = fields(fieldsText)
+            var d: [Substring: Substring] = [:]
+            var i = 0
+            while i + 1 < t.count {
+                if t[i].hasPrefix("(") { i += 1; continue }
+                d[t[i]] = t[i + 1]; i += 2
+            }
+            guard let c = d["connection"].flatMap({ UInt32($0) }), let r = d["req"].flatMap({ UInt64($0) }),
+                  let op = d["opcode"].flatMap({ UInt32($0) }) else { return .other }
+            return .fuseRequestSend(FuseRequestSend(connection: c, req: r, opcode: op))
         case "balance_dirty_pages":
             return .balanceDirtyPages(kv)
         case "mm_vmscan_throttled":
@@ -252,6 +266,14 @@ public enum TraceParser {
 }
 
 extension TraceEvent {
+    /// A sys_enter_* or sys_exit_* event.
+    public var isSyscall: Bool {
+        switch payload {
+        case .syscallEnter, .syscallExit: return true
+        default: return false
+        }
+    }
+
     /// balance_dirty_pages "pause" in ms (what the writer slept), if this is one.
     public var balanceDirtyPagesPauseMs: Int64? {
         if case .balanceDirtyPages(let kv) = payload { return kv.int("pause") }
@@ -314,4 +336,14 @@ extension TraceParser {
         if s.hasPrefix("0x") { return UInt64(s.dropFirst(2), radix: 16).map { Int64(bitPattern: $0) } }
         return Int64(s)
     }
+}
+
+/// `fuse:fuse_request_send`: "connection 43 req 60 opcode 16 (FUSE_WRITE) len 81".
+/// A writeback WRITE sent from an application's thread (its close or fsync
+/// writing the pages back) ties the failing reply to that thread.
+public struct FuseRequestSend: Sendable, Equatable {
+    public var connection: UInt32
+    public var req: UInt64
+    public var opcode: UInt32
+    public static let writeOpcode: UInt32 = 16
 }

@@ -3,6 +3,9 @@
 // not at all), asserted in the run folder's summary. Needs root (mount,
 // tracefs).
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Glibc
 import Testing
 
@@ -19,6 +22,9 @@ private func toldRun(_ fault: String, _ program: String, extra: [String] = [],
         #expect(r.status == 0, "\(r)")
         let summary = (try? String(contentsOfFile: out + "/summary.txt", encoding: .utf8)) ?? ""
         #expect(summary.contains("injections: "), "no summary: \(r)")
+        let html = (try? String(contentsOfFile: out + "/report.html", encoding: .utf8)) ?? ""
+        let parser = XMLParser(data: Data(html.utf8))
+        #expect(parser.parse(), "report.html is not well-formed: \(parser.parserError.map { "\($0)" } ?? "")")
         result = (summary, r.stdout)
     }
     return result
@@ -127,6 +133,23 @@ struct WhoWasToldTests {
         let told = toldLines(summary)
         #expect(told.count == 1 && told[0].contains("python3[") && told[0].contains("got EIO via close after")
                 && told[0].hasSuffix(", told by FUSE"), "\(summary)")
+        #expect(summary.contains("never told: none"), "\(summary)")
+    }
+
+    @Test("a writer too short-lived for the /proc samples is still told via close (the failing request came from its close)")
+    func shortLivedToldAtClose() throws {
+        let program = """
+            import os
+            try:
+                with open(os.environ["FAULTFS_DIR"] + "/s.bin", "w") as f: f.write("x")
+                print("closed ok", flush=True)
+            except OSError as e:
+                print("close errno %d" % e.errno, flush=True)
+            """
+        let (summary, output) = try toldRun("fail writeback EIO path=s.bin", program)
+        #expect(output.contains("close errno 5"), "\(output)")
+        let told = toldLines(summary)
+        #expect(told.count == 1 && told[0].contains("got EIO via close after"), "\(summary)")
         #expect(summary.contains("never told: none"), "\(summary)")
     }
 

@@ -35,6 +35,12 @@ import FaultRules
         #expect(check.tgid == nil && check.pid == 20466)
     }
 
+    @Test func fdInfo() {
+        let parsed = FdInfo.parse("pos:\t4096\nflags:\t0100001\nmnt_id:\t1234\nino:\t16229060\n")
+        #expect(parsed?.mountID == 1234 && parsed?.ino == 16229060)
+        #expect(FdInfo.parse("pos:\t0\nflags:\t02\nmnt_id:\t5\n") == nil, "before 5.14 there is no ino")
+    }
+
     @Test func openFilesRoundTrip() {
         let o = OpenFiles(timeNs: 5, pid: 7, comm: "a \"b\"", files: [OpenFile(fd: 3, ino: 99), OpenFile(fd: 4, ino: 1 << 40)])
         #expect(EventLog.parseLine(EventLog.jsonLine(.openFiles(o))) == .openFiles(o))
@@ -67,6 +73,44 @@ import FaultRules
         #expect(!summary.split(separator: "\n").contains { $0.hasPrefix("told: ") }, "\(summary)")
         #expect(summary.contains("never told: none"), "\(summary)")
         #expect(renderHTML(run: r).contains("<span class=\"never\">lost at exit</span>: python3[1256] exited with the file open"))
+    }
+
+    // Too short-lived for the /proc samples: the failing WRITE was sent from
+    // the closing thread (fuse_request_send), joined to the reply on its id.
+    @Test func shortLivedCloseIsToldThroughTheRequest() throws {
+        let r = try run("told-short-close.jsonl")
+        #expect(r.openFiles.isEmpty)
+        let t = tellings(r)
+        let told = try #require(t.first?.told.first)
+        #expect(t.count == 1 && t[0].status == .told)
+        #expect(told.call.call == "close" && told.call.resolvedBy == .request && told.call.ino == t[0].path.kernelIno)
+        #expect(renderSummary(run: r).contains("got EIO via close after "))
+    }
+
+    @Test func shortLivedExitIsLostAtExitThroughTheRequest() throws {
+        let r = try run("told-short-exit.jsonl")
+        let t = tellings(r)
+        #expect(t.count == 1 && t[0].status == .lostAtExit)
+        #expect(t[0].lostAtExit.map(\.holder) == [Holder(pid: 17735, comm: "python3")])
+        #expect(renderSummary(run: r).contains("lost at exit: python3[17735] exited with f (ino 16319926) open"))
+    }
+
+    @Test func fuseRequestSendLine() {
+        let e = ev("python3-17735 (17735) [000] ...3. 2562.337574: fuse_request_send: connection 42 req 60 opcode 16 (FUSE_WRITE) len 81 ")
+        #expect(e.payload == .fuseRequestSend(FuseRequestSend(connection: 42, req: 60, opcode: 16)))
+    }
+
+    @Test func requestSendsAreKeptOnlyForFailedRequests() {
+        var filter = RequestSendFilter(capacity: 2)
+        let sends = (1...4).map { ev("w-7 (7) [000] ..... 1.00000\($0): fuse_request_send: connection 42 req \($0) opcode 16 (FUSE_WRITE) len 81") }
+        let other = ev("w-7 (7) [000] ..... 1.000005: sys_close(fd: 3)")
+        #expect(filter.pass(sends + [other]) == [other])
+        let fail3 = ev("d-9 (8) [000] ..... 1.000010: fuse_request_end: connection 42 req 3 len 16 error -5")
+        let fail1 = ev("d-9 (8) [000] ..... 1.000011: fuse_request_end: connection 42 req 1 len 16 error -5")
+        let fail2 = ev("d-9 (8) [000] ..... 1.000012: fuse_request_end: connection 42 req 2 len 16 error -5")
+        // Capacity 2: sends 1 and 2 moved to the older generation, still there; none is let through twice.
+        #expect(filter.pass([fail3, fail1]) == [sends[2], fail3, sends[0], fail1])
+        #expect(filter.pass([fail2, fail2]) == [sends[1], fail2, fail2])
     }
 
     @Test func msyncIsNamedByItsExit() throws {
@@ -134,5 +178,8 @@ import FaultRules
         let summary = renderSummary(run: r)
         #expect(summary.contains("told: thread py[50] got EIO via fsync on ino 12, told by ext4 (block mode)"), "\(summary)")
         #expect(summary.contains("never told: ino 13 (open in py[50]) (recorded by ext4 (block mode), no traced call returned it)"), "\(summary)")
+        let html = renderHTML(run: r)
+        #expect(html.contains("<h2>Told by ext4 (block mode)</h2>"))
+        #expect(html.contains("<li>told: thread py[50] got EIO via fsync on ino 12, told by ext4 (block mode)</li>"))
     }
 }
