@@ -356,13 +356,18 @@ func memoryCharts(_ run: RunData, xRange xr: ClosedRange<Double>, markers: [Char
     func series(_ name: String, _ color: Int, _ key: String) -> ChartSeries {
         ChartSeries(name: name, color: Report.colors[color], points: run.samples.map { ChartPoint(x: sec($0.timeNs), y: $0[key].map { $0 * mib }) })
     }
-    // Each rise of an event counter is a marker ("cg max ×N" when close together).
+    // A marker where an event counter starts to rise ("high" and "max" rise
+    // at every charge while the cgroup is full: one marker per stretch),
+    // and at each rise of "oom" and "oom_kill".
     var eventMarkers: [ChartMarker] = []
     for name in Metric.cgEventNames {
         var prev: Double?
+        var rising = false
         for s in run.samples {
             guard let v = s[Metric.cgEvent(name)] else { continue }
-            if let p = prev, v > p { eventMarkers.append(ChartMarker(x: sec(s.timeNs), label: "cgroup " + name)) }
+            let rises = prev.map { v > $0 } ?? false
+            if rises && (!rising || name.hasPrefix("oom")) { eventMarkers.append(ChartMarker(x: sec(s.timeNs), label: "cgroup " + name)) }
+            rising = rises
             prev = v
         }
     }
