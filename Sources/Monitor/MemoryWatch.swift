@@ -64,23 +64,23 @@ public struct BdiOverride: Sendable {
                           maxBytes: File.readText(dir + "/max_bytes"), strictLimit: File.readText(dir + "/strict_limit"))
     }
 
-    /// Sets `limits` on the bdi of `device`. Returns what to restore and one
-    /// line per write ("max_ratio 1 → 100", or why it was refused).
-    public static func apply(_ limits: BdiLimits, device: DeviceID) -> (BdiOverride, [String]) {
+    /// Sets `limits` on the bdi of `device`. Returns what to restore, one
+    /// line per write done ("max_ratio 1 → 100") and one per write refused.
+    public static func apply(_ limits: BdiLimits, device: DeviceID) -> (BdiOverride, done: [String], refused: [String]) {
         let dir = "/sys/class/bdi/\(device)"
         func value(_ f: String) -> String? { File.readText(dir + "/" + f).map { $0.trimmingSpacesAndNewlines() } }
         let ratio: (String, String)? = value("max_ratio_fine").map { ("max_ratio_fine", $0) } ?? value("max_ratio").map { ("max_ratio", $0) }
         let o = BdiOverride(dir: dir, originalRatio: ratio, originalStrict: value("strict_limit"))
-        var lines: [String] = []
+        var done: [String] = [], refused: [String] = []
         for (file, v) in limits.writes {
             let before = value(file) ?? "?"
             if let e = Sys.write(dir + "/" + file, v) {
-                lines.append("bdi \(device) \(file) \(v) refused: \(e)")
+                refused.append("bdi \(device) \(file) \(v) refused: \(e)")
             } else {
-                lines.append("bdi \(device) \(file) \(before) → \(value(file) ?? "?")")
+                done.append("bdi \(device) \(file) \(before) → \(value(file) ?? "?")")
             }
         }
-        return (o, lines)
+        return (o, done, refused)
     }
 
     /// Puts the knobs back; says what they read afterwards ("restored:

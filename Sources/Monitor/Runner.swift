@@ -130,7 +130,7 @@ public enum Runner {
             throw error
         }
         for n in notes { monitor.record(.note(timeNs: nil, text: n)) }
-        let bdiOverride = setBdiLimits(o.bdiLimits, monitor: monitor)
+        let (bdiOverride, bdiRefused) = setBdiLimits(o.bdiLimits, monitor: monitor)
         if !hasFaultLayer && !o.plan.isEmpty {
             monitor.record(.note(timeNs: nil, text: "\(control) does not exist: this faultfs has no fault layer, the plan was not applied"))
         }
@@ -146,7 +146,7 @@ public enum Runner {
 
         // Plan steps at the start go in before the workload.
         var done = [Bool](repeating: false, count: o.plan.count)
-        var planProblems: [String] = []
+        var planProblems: [String] = bdiRefused  // the run is not the one asked for
         func apply(_ i: Int) {
             done[i] = true
             let line = o.plan[i].line
@@ -266,21 +266,23 @@ public enum Runner {
                          planProblems: planProblems)
     }
 
-    /// Sets the run's bdi limits on the mount, noting each change; nil when none asked.
-    static func setBdiLimits(_ limits: BdiLimits?, monitor: MonitorSession) -> BdiOverride? {
-        guard let limits, !limits.isEmpty else { return nil }
+    /// Sets the run's bdi limits on the mount, noting each change. Returns
+    /// what to restore (nil when none asked) and the writes refused.
+    static func setBdiLimits(_ limits: BdiLimits?, monitor: MonitorSession) -> (BdiOverride?, [String]) {
+        guard let limits, !limits.isEmpty else { return (nil, []) }
         monitor.record(.setting(Setting(SettingKey.bdiRequested, limits.description)))
         guard let dev = monitor.device else {
-            monitor.record(.note(timeNs: nil, text: "bdi limits not set: the mount's device is unknown"))
-            return nil
+            let problem = "bdi limits not set: the mount's device is unknown"
+            monitor.record(.note(timeNs: nil, text: problem))
+            return (nil, [problem])
         }
-        let (o, lines) = BdiOverride.apply(limits, device: dev)
+        let (o, done, refused) = BdiOverride.apply(limits, device: dev)
         let t = SystemClock.realtimeNanoseconds()
-        for l in lines {
+        for l in done + refused {
             monitor.record(.note(timeNs: t, text: l))
             printError("faultfs run: " + l)
         }
-        return o
+        return (o, refused)
     }
 
     /// What the daemon said about a refused control line: the `# error:`

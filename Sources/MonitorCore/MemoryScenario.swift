@@ -356,13 +356,18 @@ func memoryCharts(_ run: RunData, xRange xr: ClosedRange<Double>, markers: [Char
     func series(_ name: String, _ color: Int, _ key: String) -> ChartSeries {
         ChartSeries(name: name, color: Report.colors[color], points: run.samples.map { ChartPoint(x: sec($0.timeNs), y: $0[key].map { $0 * mib }) })
     }
-    // Each rise of an event counter is a marker ("cg max ×N" when close together).
+    // A marker where an event counter starts to rise ("high" and "max" rise
+    // at every charge while the cgroup is full: one marker per stretch),
+    // and at each rise of "oom" and "oom_kill".
     var eventMarkers: [ChartMarker] = []
     for name in Metric.cgEventNames {
         var prev: Double?
+        var rising = false
         for s in run.samples {
             guard let v = s[Metric.cgEvent(name)] else { continue }
-            if let p = prev, v > p { eventMarkers.append(ChartMarker(x: sec(s.timeNs), label: "cgroup " + name)) }
+            let rises = prev.map { v > $0 } ?? false
+            if rises && (!rising || name.hasPrefix("oom")) { eventMarkers.append(ChartMarker(x: sec(s.timeNs), label: "cgroup " + name)) }
+            rising = rises
             prev = v
         }
     }
@@ -379,16 +384,17 @@ func memoryCharts(_ run: RunData, xRange xr: ClosedRange<Double>, markers: [Char
             note: eventMarkers.isEmpty ? "No memory events (high, max, oom, oom_kill) in the cgroup." : "Red markers: the cgroup's memory events (v1 counts only max, as failcnt, and oom_kill)."))
     }
     let throttles = run.traceEvents.compactMap(ReclaimThrottle.init)
-    let reasons = Array(Set(throttles.map(\.reason))).sorted()
     let tasks = run.workloadTasks
+    let mine = tasks.isEmpty ? throttles : throttles.filter { tasks.contains($0.pid) }
+    let others = tasks.isEmpty ? [] : throttles.filter { !tasks.contains($0.pid) }
+    func stems(_ name: String, _ color: Int, _ list: [ReclaimThrottle]) -> ChartSeries {
+        ChartSeries(name: name, color: Report.colors[color % Report.colors.count],
+                    points: list.map { ChartPoint(x: sec($0.timeNs), y: Double($0.delayedUs) / 1e3) }, style: .stems)
+    }
+    let reasons = Array(Set(mine.map(\.reason))).sorted()
     out.append(BuiltChart(spec: ChartSpec(title: "Reclaim throttling (vmscan:mm_vmscan_throttled), by reason", yUnit: "ms slept",
-        series: reasons.enumerated().map { i, r in
-            ChartSeries(name: r + (tasks.isEmpty ? "" : " (workload)"), color: Report.colors[i % Report.colors.count],
-                        points: throttles.filter { $0.reason == r && (tasks.isEmpty || tasks.contains($0.pid)) }
-                            .map { ChartPoint(x: sec($0.timeNs), y: Double($0.delayedUs) / 1e3) }, style: .stems)
-        } + (tasks.isEmpty ? [] : [ChartSeries(name: "other tasks", color: Report.colors[4],
-                                              points: throttles.filter { !tasks.contains($0.pid) }.map { ChartPoint(x: sec($0.timeNs), y: Double($0.delayedUs) / 1e3) },
-                                              style: .stems)]),
+        series: reasons.enumerated().map { i, r in stems(r + (tasks.isEmpty ? "" : " (workload)"), i, mine.filter { $0.reason == r }) }
+            + (others.isEmpty ? [] : [stems("other tasks", 4, others)]),
         markers: markers, xRange: xr),
         note: !run.traceAvailable ? "tracefs not available: no vmscan events." : (throttles.isEmpty ? "No task slept in reclaim_throttle." : nil)))
     return out

@@ -219,7 +219,7 @@ struct ReportCommand: ParsableCommand {
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
-        abstract: "Show a failed writeback, fsync reporting it once, lost data, and a stall: with a built-in writer and plan.",
+        abstract: "Show a failed writeback, fsync reporting it once, lost data, a stall, and a stall with the bdi limit lifted in a small memory cgroup: with a built-in writer and plan.",
         discussion: "Plan:\n" + Demo.planText)
 
     @Option(help: ArgumentHelp("Run folder (default: faultfs-demo-<time> in the current directory).", valueName: "DIR"))

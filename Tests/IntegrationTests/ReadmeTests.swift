@@ -46,7 +46,7 @@ private func runnable(_ line: String, base: String) -> String {
 extension AllMountTests {
     @Suite(.serialized)
     struct ReadmeTests {
-        @Test("mount-scripts/demo, exactly as the README says, in a copy of the repository: exit 0, names its report, the writer met ENOSPC, nothing left mounted")
+        @Test("mount-scripts/demo, exactly as the README says, in a copy of the repository: exit 0, names its report, the writer met ENOSPC, was throttled in reclaim in phase 3, nothing left mounted")
         func demoAsWritten() throws {
             try MountedFS.requirePrerequisites()
             // `swift test` holds this package's build lock while tests run, and
@@ -78,6 +78,11 @@ extension AllMountTests {
                 if let report {
                     let summary = textOfFile(URL(fileURLWithPath: report).deletingLastPathComponent().path + "/summary.txt")
                     #expect(summary.contains("ENOSPC"), "\(summary)")
+                    // Phase 3: the bdi limit lifted, a stall, the writer in a small cgroup: throttled in reclaim, not killed.
+                    let phase3 = summary.split(separator: "\n").first { $0.hasPrefix("during 'stall writeback path=mem.dat' (") && $0.contains("writer: ") }
+                    #expect(phase3?.contains("writer: throttled in reclaim for ") == true, "\(summary)")
+                    #expect(summary.contains("cgroup memory: peak "), "\(summary)")
+                    #expect(summary.contains("changed: max_ratio 1→100 at "), "\(summary)")
                 }
                 let left = leftoverCandidates().subtracting(before)
                 #expect(left.isEmpty, "left behind: \(left.sorted())")

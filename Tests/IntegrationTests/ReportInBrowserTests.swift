@@ -76,7 +76,7 @@ struct ReportInBrowserTests {
             let events = try String(contentsOfFile: out + "/events.jsonl", encoding: .utf8).split(separator: "\n")
                 .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
             let steps = events.filter { $0["kind"] as? String == "control" }.compactMap { $0["line"] as? String }
-            #expect(steps.count == 5, "\(steps)")
+            #expect(steps.count == 8, "\(steps)")   // the demo's plan: three phases
 
             // The workload's own output is in the run folder and, its end, in the report.
             let printed = try String(contentsOfFile: out + "/workload.out", encoding: .utf8)
@@ -88,6 +88,7 @@ struct ReportInBrowserTests {
             // What was armed, and when.
             #expect(html.contains("<code>r1</code> <code>fail writeback ENOSPC path=demo.dat</code>: armed at"))
             #expect(html.contains("<code>r2</code> <code>stall writeback path=stall.dat</code>: armed at"))
+            #expect(html.contains("<code>r3</code> <code>stall writeback path=mem.dat</code>: armed at"))
 
             // Render with the measuring script added, and read the result back.
             let page = tmp + "/measured.html"

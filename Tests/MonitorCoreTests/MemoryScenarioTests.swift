@@ -177,6 +177,9 @@ private func memoryRun(throttleMs: [Int64] = [], bdiPausesMs: [Int64] = [], oomK
         #expect(cg.spec.series.map(\.name) == ["usage_in_bytes", "limit_in_bytes", "file", "file_dirty", "file_writeback"])
         // The rises of "max" are markers.
         #expect(cg.spec.markers.contains { $0.label == "cgroup max" })
+        let reclaim = buildCharts(run).first { $0.spec.title.hasPrefix("Reclaim throttling") }!
+        #expect(reclaim.spec.series.map(\.name) == ["writeback (workload)", "other tasks"])
+        #expect(reclaim.spec.series.map(\.points.count) == [2, 2])
         let html = renderHTML(run: run)
         #expect(parseXML(html).ok)
     }
