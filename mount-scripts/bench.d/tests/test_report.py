@@ -380,12 +380,13 @@ class Rounds(unittest.TestCase):
             self.assertEqual(report.meta_failures(r), ["- faultfs, readdir of 2500 entries: round 2: listed 3 files"])
 
 
+# the raw folder of a real `mount-scripts/bench --quick` run (2 rounds; the faultfs
+# under test refused -o crashsim), cut down the same way (fio's percentiles kept for
+# the O_SYNC writes: 50, 99 and 99.9)
 RECORDED_ROUNDS = os.path.join(HERE, "rounds-run")
 
 
-@unittest.skipUnless(os.path.isdir(RECORDED_ROUNDS), "no recorded rounds run")
 class RecordedRounds(unittest.TestCase):
-    """rounds-run/: a real `mount-scripts/bench --quick` run of 2 rounds (faultfs -o crashsim refused)."""
 
     def setUp(self):
         self.run = report.Run(RECORDED_ROUNDS)
@@ -414,6 +415,13 @@ class RecordedRounds(unittest.TestCase):
                 self.assertEqual(len({len(re.split(r"(?<!\\)\|", row)) for row in table}), 1, "\n".join(table))
                 table = []
         self.assertIn("faultfs-crashsim was skipped", self.section)
+
+    def test_the_terminal_report(self):
+        text = report.terminal_report(self.run)
+        self.assertIn("ff-crashsim", text.splitlines()[1])
+        self.assertRegex(text, r"\n(seq write 64 MiB bs=1M \+fsync) +MiB/s +[0-9.]+±\d+%")
+        self.assertIn(report.latency_markdown(self.run)[2], text)
+        self.assertIn("_faultfs-crashsim was skipped: faultfs mount -o crashsim failed", text)
 
     def test_a_median_lies_within_its_spread(self):
         r = self.run
