@@ -278,6 +278,27 @@ class NewParsing(unittest.TestCase):
                          ["±10%", "", ""])
 
 
+class RulesRun(unittest.TestCase):
+    def test_no_rules_never_matching_and_one_matching_1_percent(self):
+        with tempfile.TemporaryDirectory() as raw:
+            with open(os.path.join(raw, "settings"), "w") as f:
+                f.write("standard=1\ntargets=faultfs\nrules=1000\nseq_mib=64\nrand_mib=16\n"
+                        "prob_rule=delay write 1us prob=0.01 seed=1\n")
+            for w, per_armed in (("seqwrite", (100, 96, 90)), ("randwrite", (50, 50, None))):
+                for armed, v in enumerate(per_armed):
+                    for rnd in (1, 2):
+                        if v is not None:
+                            with open(os.path.join(raw, "faultfs_rules.%s%d%d.json" % (w, rnd, armed)), "w") as f:
+                                f.write(fio_json(v + rnd - 1.5))   # rounds v-0.5, v+0.5: mean v
+            r = report.Run(raw)
+            rows = report.rules_markdown(r)
+            self.assertIn("| faultfs, `delay write 1us prob=0.01 seed=1` | ratio |", rows[0])
+            self.assertEqual(rows[2], "| seq write 64 MiB bs=1M +fsync | MiB/s | 100.0 | 96.0 | 0.96 | 90.0 | 0.90 | ≥ 0.95 |")
+            self.assertEqual(rows[3], "| rand write 4k 16 MiB +fsync | MiB/s | 50.0 | 50.0 | 1.00 | FAILED | - | ≥ 0.95 |")
+            self.assertIn("### Hot path: 1000 rules armed for writes (none matching), and one rule matching 1% of writes",
+                          report.generated_section(r))
+
+
 class Rounds(unittest.TestCase):
     """A synthetic run of three rounds over all six targets."""
     TARGETS = "plain,passthrough_ll,bindfs,mergerfs,faultfs,faultfs-crashsim"
@@ -380,12 +401,13 @@ class Rounds(unittest.TestCase):
             self.assertEqual(report.meta_failures(r), ["- faultfs, readdir of 2500 entries: round 2: listed 3 files"])
 
 
+# the raw folder of a real `mount-scripts/bench --quick` run (2 rounds; the faultfs
+# under test refused -o crashsim), cut down the same way (fio's percentiles kept for
+# the O_SYNC writes: 50, 99 and 99.9)
 RECORDED_ROUNDS = os.path.join(HERE, "rounds-run")
 
 
-@unittest.skipUnless(os.path.isdir(RECORDED_ROUNDS), "no recorded rounds run")
 class RecordedRounds(unittest.TestCase):
-    """rounds-run/: a real `mount-scripts/bench --quick` run of 2 rounds (faultfs -o crashsim refused)."""
 
     def setUp(self):
         self.run = report.Run(RECORDED_ROUNDS)
@@ -414,6 +436,13 @@ class RecordedRounds(unittest.TestCase):
                 self.assertEqual(len({len(re.split(r"(?<!\\)\|", row)) for row in table}), 1, "\n".join(table))
                 table = []
         self.assertIn("faultfs-crashsim was skipped", self.section)
+
+    def test_the_terminal_report(self):
+        text = report.terminal_report(self.run)
+        self.assertIn("ff-crashsim", text.splitlines()[1])
+        self.assertRegex(text, r"\n(seq write 64 MiB bs=1M \+fsync) +MiB/s +[0-9.]+±\d+%")
+        self.assertIn(report.latency_markdown(self.run)[2], text)
+        self.assertIn("_faultfs-crashsim was skipped: faultfs mount -o crashsim failed", text)
 
     def test_a_median_lies_within_its_spread(self):
         r = self.run
