@@ -23,6 +23,8 @@ func makeFileSystem(root: Int32, request: MountRequest) throws(CLIError) -> (any
         var options = configuration.faultLayerOptions
         options.mountPoint = request.mountpoint
         options.source = request.source
+        options.version = BuildInfo.version
+        options.commit = BuildInfo.commit
         options.mountOptions = request.options
         options.afterControlApplied = { resolverSlot.resolver.withLock { $0 }?.wake() }
         if let block = BlockState(imageMount: request.mountpoint) { options.controlFacts = { block.controlFacts } }
