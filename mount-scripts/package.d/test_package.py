@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -24,7 +24,8 @@ INSTALLED = ["/usr/bin/faultfs", "/usr/share/man/man1/faultfs.1.gz", "/usr/share
              "/usr/share/fish/vendor_completions.d/faultfs.fish", "/usr/share/doc/faultfs/copyright"]
 
 
-def run(argv: List[str], timeout: float = 600, env: Dict[str, str] = None, check: bool = True, **kwargs) -> str:
+def run(argv: List[str], timeout: float = 600, env: Optional[Dict[str, str]] = None, check: bool = True,
+        **kwargs: Any) -> str:
     result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
                             env=env, **kwargs)
     if check:

@@ -129,12 +129,17 @@ class Mount:
                 raise ControlError(message, lines)
             return
         text = "\n".join(lines) + "\n"
-        fd = os.open(self.control_file("control"), os.O_WRONLY | os.O_CLOEXEC)
+        path = self.control_file("control")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise ControlError("%s: %s" % (path, error.strerror), lines, error.errno or 0) from None
         try:
             os.write(fd, text.encode())
         except OSError as error:
             if error.errno != errno_module.EINVAL:
-                raise ControlError("%s: %s" % (self.control_file("control"), error.strerror), lines, error.errno)
+                raise ControlError("%s: %s" % (path, error.strerror), lines, error.errno or 0) from None
+            # The daemon keeps the reason of the last refusal in the control file.
             raise ControlError(self._last_error() or "invalid command", lines) from None
         finally:
             os.close(fd)
