@@ -118,6 +118,10 @@ def test_package_installs_works_and_purges(machine: Dict[str, str]) -> None:
             # The demo needs nothing from the source tree.
             demo = run(["faultfs", "demo", "--out", os.path.join(tmp, "demo")], env=env, timeout=300, cwd=tmp)
             assert "report: " in demo, demo
+            # The run folder and the report name the build.
+            settings = Path(tmp, "demo", "events.jsonl").read_text()
+            assert '"key":"faultfs.version","value":"%s"' % version in settings
+            assert "faultfs.commit" in Path(tmp, "demo", "report.html").read_text()
     finally:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         purge = subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "-y", "purge", "faultfs"],
