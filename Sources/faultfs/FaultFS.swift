@@ -11,9 +11,10 @@ struct FaultFS: ParsableCommand {
         commandName: "faultfs",
         abstract: "A FUSE passthrough file system that will inject write, writeback and fsync errors.",
         discussion: """
-            For mount(8) and fstab (type fuse.faultfs), install the binary in PATH:
-              install -m755 .build/release/faultfs /usr/local/bin/
-            The control language: faultfs-control(5).
+            mount(8) and fstab (type fuse.faultfs) run faultfs through mount.fuse3,
+            from PATH: the Debian package installs /usr/bin/faultfs; from source,
+            install -m755 .build/release/faultfs /usr/local/bin/.
+            The control language (.faultfs/control): faultfs-control(5).
             """,
         version: BuildInfo.versionLine,
         subcommands: [MountCommand.self, UnmountCommand.self, ControlCommand.self, MonitorCommand.self, RunCommand.self, ReportCommand.self, DemoCommand.self, DemoWriterCommand.self],
