@@ -191,3 +191,24 @@ def test_block_mode(tmp_path: Path, faultfs_bin: str) -> None:
             m.arm("fail write EIO offset=0-10")
         assert "offset=" in refused.value.message
     assert not os.path.ismount(str(target))
+
+
+def test_pip_installs_it_offline(tmp_path: Path) -> None:
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        pytest.skip("pip is missing for %s (apt-get install python3-pip)" % sys.executable)
+    project = Path(__file__).resolve().parents[1]
+    target = tmp_path / "site"
+    # --no-index: nothing from PyPI, the in-tree backend builds the wheel.
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-cache-dir", "-q",
+                                "--target", str(target), str(project)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert installed.returncode == 0, installed.stdout
+    probe = ("import importlib.metadata as m, faultfs; "
+             "print(faultfs.__file__); "
+             "print([e.value for e in m.distribution('faultfs').entry_points if e.group == 'pytest11'])")
+    shown = subprocess.run([sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(target)), cwd=str(tmp_path))
+    assert shown.returncode == 0, shown.stdout
+    assert shown.stdout.splitlines() == [str(target / "faultfs" / "__init__.py"), "['faultfs.pytest_plugin']"]
+    assert (target / "faultfs" / "py.typed").exists()
