@@ -74,6 +74,9 @@ def test_fault_keeps_a_given_id_and_a_comment(faultfs_mount: Mount) -> None:
     with faultfs_mount.fault("fail fsync EIO  # a comment") as rule:
         assert rule.startswith("py-") and rule in faultfs_mount.rules()
     assert "fail fsync" not in faultfs_mount.rules()
+    with faultfs_mount.fault("fail fsync EIO id=gone"):
+        faultfs_mount.clear()  # cleared inside: the exit has nothing left to clear
+    assert not faultfs_mount.is_armed("gone")
 
 
 def test_status_names_the_build(faultfs_mount: Mount) -> None:

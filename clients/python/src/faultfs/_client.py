@@ -170,8 +170,13 @@ class Mount:
         try:
             yield rule_id
         finally:
-            if self.mounted:
+            # (The block may have cleared it itself.)
+            if self.mounted and self.is_armed(rule_id):
                 self.clear(rule_id)
+
+    def is_armed(self, rule_id: str) -> bool:
+        """Whether the control file lists a rule with this id."""
+        return re.search(r"(?:^|\s)id=%s(?:\s|$)" % re.escape(rule_id), self.rules(), re.M) is not None
 
     def rules(self) -> str:
         """The control file's text: the armed rules with their counters."""
