@@ -33,7 +33,9 @@ let package = Package(
             "System", "FuseKit", "Passthrough", "FaultLayer", "FaultRules", "Monitor", "MonitorCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], plugins: ["BuildInfo"]),
+        // BuildInfo.swift (version, git commit) for `faultfs --version` and status.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .testTarget(name: "SystemTests", dependencies: ["System"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit", "CFuse"]),
         .testTarget(name: "FaultRulesTests", dependencies: ["FaultRules"]),

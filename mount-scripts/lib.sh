@@ -3,10 +3,11 @@
 # The Debian 12 packages faultfs needs to build, mount and be tested.
 FAULTFS_PACKAGES=(fuse3 libfuse3-dev pkg-config fio sqlite3 attr)
 # What the tests use beyond that (ACL tools, the AIO test program's build, an
-# ext4 reference, the browser that checks the report). mount-scripts/test
+# ext4 reference, the browser that checks the report, pytest for the Python
+# client, and what building and checking the .deb takes). mount-scripts/test
 # installs them up front, through apt_install's package-list fallback; a test
 # run on its own still installs what it misses.
-FAULTFS_TEST_PACKAGES=(acl libaio-dev gcc libc6-dev e2fsprogs xfsprogs btrfs-progs chromium)
+FAULTFS_TEST_PACKAGES=(acl libaio-dev gcc libc6-dev e2fsprogs xfsprogs btrfs-progs chromium python3-pytest python3-pip dpkg-dev lintian man-db)
 
 # apt-get install PKG...: waits up to 5 minutes for another apt/dpkg to let go
 # of the lock (saying so), updates the package lists first if they are missing

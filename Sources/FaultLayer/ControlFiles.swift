@@ -191,7 +191,7 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
 
     /// What reading `status` shows: who serves the mount, one JSON line.
     func statusText() -> String {
-        MountStatus(version: options.version, pid: getpid(), mountPoint: options.mountPoint, source: options.source,
+        MountStatus(version: options.version, commit: options.commit, pid: getpid(), mountPoint: options.mountPoint, source: options.source,
                     options: options.mountOptions, writebackCache: options.writebackCache,
                     armedRules: engine.armedRuleCount, capacity: capacity.state, crashSimulation: crashes.state,
                     crashes: crashes.record.withLock { $0.count }, lastCrash: crashes.record.withLock { $0.last }).encoded()

@@ -37,6 +37,7 @@ public struct FaultLayerOptions: Sendable {
     public var writebackCache = true
     // What `.faultfs/status` tells about the mount.
     public var version = "dev"
+    public var commit = "unknown"
     public var mountPoint = ""
     public var source = ""
     public var mountOptions: [String] = []

@@ -1,7 +1,7 @@
 // What a running daemon says about itself in MOUNT/.faultfs/status: one JSON
 // object on one line, keys in a fixed order, e.g.
 //
-//   {"version":"dev","pid":1234,"mountpoint":"/srv/db","source":"/srv/db",
+//   {"version":"0.412+g1a2b3c4d5e6f","commit":"1a2b3c4d5e6f...","pid":1234,"mountpoint":"/srv/db","source":"/srv/db",
 //    "options":["rules=/x"],"writeback_cache":true,"armed_rules":2,
 //    "capacity":{"state":"ready","limit":1048576,"used":4096},
 //    "crashsim":"posix","crashes":1,"last_crash":{"files_reverted":1,...}}
@@ -13,6 +13,8 @@
 
 public struct MountStatus: Sendable, Equatable {
     public var version: String
+    /// The git commit the daemon was built from ("unknown" outside a checkout).
+    public var commit: String
     public var pid: Int32
     public var mountPoint: String
     public var source: String
@@ -40,10 +42,11 @@ public struct MountStatus: Sendable, Equatable {
         case ready(limit: Int64, used: Int64)
     }
 
-    public init(version: String, pid: Int32, mountPoint: String, source: String, options: [String],
+    public init(version: String, commit: String, pid: Int32, mountPoint: String, source: String, options: [String],
                 writebackCache: Bool, armedRules: Int, capacity: Capacity,
                 crashSimulation: CrashSimulation = .off, crashes: Int = 0, lastCrash: CrashReport? = nil) {
         self.version = version
+        self.commit = commit
         self.pid = pid
         self.mountPoint = mountPoint
         self.source = source
@@ -72,6 +75,7 @@ public struct MountStatus: Sendable, Equatable {
         }
         let fields: [(String, String)] = [
             ("version", jsonString(version)),
+            ("commit", jsonString(commit)),
             ("pid", String(pid)),
             ("mountpoint", jsonString(mountPoint)),
             ("source", jsonString(source)),
@@ -90,7 +94,7 @@ public struct MountStatus: Sendable, Equatable {
     /// silently misses what a newer daemon says.
     public static func decode(_ text: String) throws(JSONRecordError) -> MountStatus {
         let r = try JSONRecord(parsing: text)
-        try r.refuseOtherKeys(than: ["version", "pid", "mountpoint", "source", "options", "writeback_cache",
+        try r.refuseOtherKeys(than: ["version", "commit", "pid", "mountpoint", "source", "options", "writeback_cache",
                                      "armed_rules", "capacity", "crashsim", "crashes", "last_crash"])
         let c = try r.record("capacity")
         let capacity: Capacity
@@ -111,7 +115,7 @@ public struct MountStatus: Sendable, Equatable {
         let lastCrash: CrashReport? = r.members.contains { $0.key == "last_crash" }
             ? try CrashReport.decode(r.record("last_crash")) : nil
         return MountStatus(
-            version: try r.string("version"), pid: try r.integer("pid", in: 1...Int32.max),
+            version: try r.string("version"), commit: try r.string("commit"), pid: try r.integer("pid", in: 1...Int32.max),
             mountPoint: try r.string("mountpoint"), source: try r.string("source"), options: try r.strings("options"),
             writebackCache: try r.bool("writeback_cache"), armedRules: try r.integer("armed_rules", in: 0...Int(Int32.max)),
             capacity: capacity, crashSimulation: crashSimulation, crashes: try r.integer("crashes", in: 0...Int.max),

@@ -55,8 +55,10 @@ public enum Demo {
     }
 
     /// Runs the demo; returns the run result (summary, report path, checks).
-    public static func run(outDir: String, intervalNs: Int64 = 100_000_000) throws(MonitorError) -> RunResult {
-        try Runner.run(try options(outDir: outDir, intervalNs: intervalNs)) { dir in
+    public static func run(outDir: String, intervalNs: Int64 = 100_000_000, settings: [Setting] = []) throws(MonitorError) -> RunResult {
+        var o = try options(outDir: outDir, intervalNs: intervalNs)
+        o.settings = settings
+        return try Runner.run(o) { dir in
             [check(dir + "/" + errorFile, expected: errorBytes, name: errorFile, note: "writeback failed: the data never reached it"),
              check(dir + "/" + stallFile, expected: stallBytes, name: stallFile, note: "stalled, then released: all of it arrived"),
              check(dir + "/" + memoryFile, expected: memoryBytes, name: memoryFile, note: "stalled with the bdi limit lifted, then released: all of it arrived")]

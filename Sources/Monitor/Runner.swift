@@ -24,6 +24,8 @@ public struct RunOptions: Sendable {
     public var block: BlockRunOptions?
     /// The mount's bdi limits for the run (restored afterwards).
     public var bdiLimits: BdiLimits?
+    /// More settings for the run folder and the report (the build's version).
+    public var settings: [Setting] = []
     public init(outDir: String, command: [String]) { self.outDir = outDir; self.command = command }
 }
 
@@ -117,6 +119,7 @@ public enum Runner {
         mo.live = o.live && isatty(STDERR_FILENO) != 0
         mo.trace = o.trace
         mo.settings = [Setting("run.dir", dir + (madeTemp ? " (temporary)" : "")), Setting("run.mount", mountArgv.joined(separator: " "))]
+        mo.settings += o.settings
         for (i, step) in o.plan.enumerated() { mo.settings.append(Setting("plan.\(i + 1)", step.description)) }
         if let c = cgroup { mo.settings.append(Setting("cgroup", "\(c.path) (\(c.version.rawValue)), limit \(c.limit) bytes: workload inside, daemon outside")) }
         let monitor: MonitorSession

@@ -7,7 +7,7 @@ import MonitorCore
 public enum StandaloneMonitor {
     /// Returns the summary and the report's path.
     public static func run(mountPoint: String, outDir: String, intervalNs: Int64, durationNs: Int64?,
-                           live: Bool) throws(MonitorError) -> (summary: String, report: String) {
+                           live: Bool, settings: [Setting] = []) throws(MonitorError) -> (summary: String, report: String) {
         var signals = Runner.blockStopSignals()
         let mnt = Path.absolute(mountPoint)
         guard Sys.isDirectory(mnt) else { throw MonitorError("\(mountPoint) is not a directory") }
@@ -17,6 +17,7 @@ public enum StandaloneMonitor {
         let events = mnt + "/.faultfs/events"
         if Sys.exists(events) { o.injectionsPath = events }
         o.settings.append(Setting(SettingKey.runKind, "monitor"))
+        o.settings += settings
         if MountTable.topMount(at: mnt)?.fileSystemType != "fuse.faultfs" {
             o.settings.append(Setting("note", "\(mnt) is not a faultfs mount point"))
         }

@@ -51,7 +51,7 @@ struct MonitorCommand: ParsableCommand {
         let d = try duration.map { try Monitor_duration($0, "--duration") }
         try reportingFailures {
             do {
-                let r = try StandaloneMonitor.run(mountPoint: mountpoint, outDir: out, intervalNs: i, durationNs: d, live: !quiet)
+                let r = try StandaloneMonitor.run(mountPoint: mountpoint, outDir: out, intervalNs: i, durationNs: d, live: !quiet, settings: BuildInfo.settings)
                 printOut(r.summary + "report: " + r.report)
             } catch { throw CLIError("\(error)") }
         }
@@ -134,6 +134,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         var o = RunOptions(outDir: out, command: command)
+        o.settings = BuildInfo.settings
         o.dir = dir
         o.intervalNs = try Monitor_duration(interval, "--interval")
         o.live = !quiet
@@ -233,7 +234,7 @@ struct DemoCommand: ParsableCommand {
         let dir = out ?? "faultfs-demo-\(time(nil))"
         try reportingFailures {
             do {
-                let r = try Demo.run(outDir: dir, intervalNs: i)
+                let r = try Demo.run(outDir: dir, intervalNs: i, settings: BuildInfo.settings)
                 printOut("\n" + r.checks.joined(separator: "\n") + "\n\n" + r.summary + "report: " + r.reportPath)
             } catch { throw CLIError("\(error)") }
         }

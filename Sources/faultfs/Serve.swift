@@ -33,6 +33,8 @@ func makeFileSystem(root: Int32, request: MountRequest,
         passthrough = try PassthroughFileSystem(root: root, options: passthroughOptions)
         options.mountPoint = request.mountpoint
         options.source = request.source
+        options.version = BuildInfo.version
+        options.commit = BuildInfo.commit
         options.mountOptions = request.options
         options.onCrash = onCrash
         options.afterControlApplied = { resolverSlot.resolver.withLock { $0 }?.wake() }

@@ -3,11 +3,11 @@ import Testing
 
 @Suite struct MountStatusTests {
     static let sample = MountStatus(
-        version: "dev", pid: 1234, mountPoint: "/srv/db", source: "/srv/db", options: ["rules=/x"],
+        version: "dev", commit: "abc", pid: 1234, mountPoint: "/srv/db", source: "/srv/db", options: ["rules=/x"],
         writebackCache: true, armedRules: 2, capacity: .ready(limit: 1_048_576, used: 4096))
 
     @Test func encodesTheContractLine() {
-        #expect(Self.sample.encoded() == #"{"version":"dev","pid":1234,"mountpoint":"/srv/db","source":"/srv/db","options":["rules=/x"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"ready","limit":1048576,"used":4096},"crashsim":"off","crashes":0}"# + "\n")
+        #expect(Self.sample.encoded() == #"{"version":"dev","commit":"abc","pid":1234,"mountpoint":"/srv/db","source":"/srv/db","options":["rules=/x"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"ready","limit":1048576,"used":4096},"crashsim":"off","crashes":0}"# + "\n")
     }
 
     @Test(arguments: [MountStatus.Capacity.off, .measuring(limit: 0), .measuring(limit: Int64.max),
@@ -43,18 +43,18 @@ import Testing
     }
 
     @Test func roundTripsAwkwardText() throws {
-        let status = MountStatus(version: "1.0 \"β\"", pid: Int32.max, mountPoint: "/mnt/a b\n\\c", source: "/src/ü\u{1}",
+        let status = MountStatus(version: "1.0 \"β\"", commit: "é\"", pid: Int32.max, mountPoint: "/mnt/a b\n\\c", source: "/src/ü\u{1}",
                                  options: [], writebackCache: false, armedRules: 0, capacity: .off)
         #expect(try MountStatus.decode(status.encoded()) == status)
     }
 
     @Test func acceptsKeysInAnyOrderAndWhiteSpace() throws {
-        let text = #" { "crashes":0, "crashsim":"posix", "capacity" : {"used":1,"limit":2,"state":"ready"}, "armed_rules":0, "writeback_cache":false, "options":[], "source":"s", "mountpoint":"m", "pid":5, "version":"v" } "#
+        let text = #" { "crashes":0, "crashsim":"posix", "capacity" : {"used":1,"limit":2,"state":"ready"}, "armed_rules":0, "writeback_cache":false, "options":[], "source":"s", "mountpoint":"m", "pid":5, "commit":"c", "version":"v" } "#
         let status = try MountStatus.decode(text)
         #expect(status.pid == 5 && status.capacity == .ready(limit: 2, used: 1))
     }
 
-    static let good = #"{"version":"dev","pid":1234,"mountpoint":"/m","source":"/s","options":["a"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"off"},"crashsim":"off","crashes":0}"#
+    static let good = #"{"version":"dev","commit":"abc","pid":1234,"mountpoint":"/m","source":"/s","options":["a"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"off"},"crashsim":"off","crashes":0}"#
 
     /// The good line with `old` replaced by `new`: the error it must give.
     @Test(arguments: [
@@ -74,6 +74,7 @@ import Testing
         ("\"writeback_cache\":true", "\"writeback_cache\":1", .badValue("writeback_cache")),
         ("\"armed_rules\":2", "\"armed_rules\":-1", .badValue("armed_rules")),
         ("\"version\":\"dev\"", "\"version\":null", .badValue("version")),
+        ("\"commit\":\"abc\"", "\"commit\":1", .badValue("commit")),
         ("\"version\":\"dev\"", "\"version\":\"dev\",\"extra\":1", .unknownKey("extra")),
         ("{\"state\":\"off\"}", "\"off\"", .badValue("capacity")),
         ("{\"state\":\"off\"}", "{\"state\":\"full\"}", .badValue("capacity.state")),

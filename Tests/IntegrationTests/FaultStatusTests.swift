@@ -1,4 +1,4 @@
-// `.faultfs/status`: the daemon publishes itself (pid, mount, options,
+// `.faultfs/status`: the daemon publishes itself (version, commit, pid, mount, options,
 // armed rules, capacity) as one JSON line that `json.loads` reads.
 import Foundation
 import Glibc
@@ -25,6 +25,11 @@ extension AllMountTests {
                 #expect(first["armed_rules"] as? Int == 0)
                 #expect((first["capacity"] as? [String: Any])?["state"] as? String == "off")
                 #expect(summary(fs.controlFile("status"))?.permissions == 0o444)
+                // The build's version and commit, as `faultfs --version` prints them.
+                let shown = try runCommand(try FaultFSBinary.path(), ["--version"]).stdout
+                let version = first["version"] as? String ?? "?", commit = first["commit"] as? String ?? "?"
+                #expect(shown == "faultfs \(version) (commit \(commit))\n", "\(first)")
+                #expect(version != "dev" && commit.count >= 40, "\(first)")
 
                 try fs.arm("fail read EIO path=nothing", "capacity 1M")
                 let armed = try status(fs)
