@@ -138,8 +138,19 @@ extension AllMountTests {
                 let plain = try fs.faultfs(["crash", fs.source])
                 #expect(plain.status == 1 && plain.stderr.contains("is not a faultfs mount"), "\(plain)")
                 let usage = try fs.faultfs(["crash", fs.mountpoint, "--sector", "512"])
-                #expect(usage.status == 2, "--sector without --torn: \(usage)")
+                #expect(usage.status == 64 && usage.stderr.contains("--sector needs --torn"), "a usage error (ArgumentParser's EX_USAGE): \(usage)")
             }
+        }
+
+        @Test("a stop signal after a crash unmounts cleanly")
+        func stopSignalAfterCrash() throws {
+            let fs = try MountedFS(options: ["crashsim"])
+            #expect(try fs.crash().status == 0)
+            kill(fs.pid, SIGTERM)
+            for _ in 0..<100 where fs.isRunning { usleep(100_000) }
+            #expect(!fs.isRunning && fs.mountsHere.isEmpty, "daemon gone, nothing mounted: \(fs.mountsHere); log: \(fs.log.suffix(2000))")
+            #expect(fs.unmount().isEmpty)
+            removeTree(fs.base)
         }
 
         @Test("after crashes the mount unmounts cleanly: no stacked mount, no graveyard, daemon gone")
@@ -163,7 +174,7 @@ extension AllMountTests {
                 try #require(mounted.status == 0, "\(mounted)")
                 var unmounted = false
                 defer { if !unmounted { _ = try? runCommand(binary, ["umount", target], limitSeconds: 120) } }
-                let loopBefore = MountTable.entries().last { $0.mountPoint == target }?.source
+                let mountBefore = MountTable.entries().last { $0.mountPoint == target }?.mountID
 
                 let synced = try openOrThrow(target + "/synced", O_RDWR | O_CREAT)
                 #expect(writeBytes(synced, pattern(0x5a, pages: 16)).ok)
@@ -175,7 +186,8 @@ extension AllMountTests {
                 let result = try runCommand(binary, ["crash", target], limitSeconds: 120)
                 #expect(result.status == 0, "\(result)")
                 let top = MountTable.entries().last { $0.mountPoint == target }
-                #expect(top?.type == "ext4" && top?.source != loopBefore, "ext4 again, on a new loop device: \(String(describing: top))")
+                #expect(top?.type == "ext4" && top?.mountID != mountBefore, "ext4 mounted again: \(String(describing: top))")
+                #expect(MountTable.entries().filter { $0.mountPoint == target }.count == 1, "the old mount is gone")
                 #expect(try readFile(target + "/synced").get() == pattern(0x5a, pages: 16))
                 let lost = (try? readFile(target + "/unsynced").get()) ?? []
                 #expect(!containsBytes(lost, [0xa5, 0xa5, 0xa5, 0xa5]), "the unsynced bytes never reached the disk (\(lost.count) bytes there)")
