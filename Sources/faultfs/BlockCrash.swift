@@ -48,6 +48,6 @@ enum BlockCrash {
         guard mounted.status == 0 else {
             throw CLIError("crash: mounting \(fs) from \(loop) at \(target) again failed: \(mounted.failure); run faultfs umount \(target)")
         }
-        print(json ? outcome.json : "faultfs: crashed \(target) (\(fs) on \(loop), journal replayed): the disk \(outcome.summary)")
+        print(json ? outcome.json : "faultfs: crashed \(target) (\(fs) mounted again from \(loop)); its disk image: \(outcome.summary)")
     }
 }
