@@ -152,6 +152,11 @@ struct MountCommand: ParsableCommand {
         configuration.rulesFile = configuration.rulesFile.map(Path.absolute)
         configuration.eventsFile = configuration.eventsFile.map(Path.absolute)
         configuration.crashSpillDirectory = configuration.crashSpillDirectory.map(Path.absolute)
+        if let spill = configuration.crashSpillDirectory {
+            var st = stat()
+            guard stat(spill, &st) == 0 else { throw CLIError("option crashsim_spill=\(spill): \(Errno.current.description)") }
+            guard (st.st_mode & S_IFMT) == S_IFDIR else { throw CLIError("option crashsim_spill=\(spill): not a directory") }
+        }
         return MountRequest(source: source, mountpoint: mountpoint, configuration: configuration,
                             logFile: log.map(Path.absolute),
                             options: options.flatMap(MountOptionParser.splitOptions).filter { !$0.isEmpty })

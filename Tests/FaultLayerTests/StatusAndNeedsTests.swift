@@ -54,7 +54,7 @@ struct StatusFileTests {
             options.mountOptions = ["rules=/x", "nowriteback"]
         }
         let text = try layer.controlFile("status")
-        #expect(text == #"{"version":"dev","pid":\#(getpid()),"mountpoint":"/srv/db","source":"/data/db","options":["rules=/x","nowriteback"],"writeback_cache":false,"armed_rules":0,"capacity":{"state":"off"}}"# + "\n")
+        #expect(text == #"{"version":"dev","pid":\#(getpid()),"mountpoint":"/srv/db","source":"/data/db","options":["rules=/x","nowriteback"],"writeback_cache":false,"armed_rules":0,"capacity":{"state":"off"},"crashsim":"off","crashes":0}"# + "\n")
         layer.arm("fail read EIO\ndelay 1ms fsync count=1")
         #expect(try status(layer)["armed_rules"] as? Int == 2)
         layer.arm("capacity 1M")

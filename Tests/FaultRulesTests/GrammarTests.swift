@@ -200,3 +200,50 @@ import Testing
         #expect(error.column == 24)
     }
 }
+
+@Suite struct CrashCommandTests {
+    @Test(arguments: [
+        ("crash", CrashRequest()),
+        ("CRASH", CrashRequest()),
+        ("crash torn", CrashRequest(torn: true)),
+        ("crash torn seed=7", CrashRequest(torn: true, seed: 7)),
+        ("crash seed=18446744073709551615 torn sector=512", CrashRequest(torn: true, seed: .max, sectorSize: 512)),
+        ("crash torn sector=4096  # comment", CrashRequest(torn: true, sectorSize: 4096)),
+        ("crash seed=3", CrashRequest(seed: 3)),
+    ])
+    func parses(_ line: String, _ expected: CrashRequest) throws {
+        #expect(try parseControl(line).get() == [.crash(expected)])
+    }
+
+    @Test(arguments: [
+        ("crash sector=512", 7, "sector= only applies together with torn"),
+        ("crash torn sector=1024", 19, "bad sector \"1024\"; expected sector=512 or sector=4096"),
+        ("crash torn sector=", 19, "bad sector"),
+        ("crash torn sector=4k", 19, "bad sector"),
+        ("crash torn seed=-1", 17, "bad seed \"-1\""),
+        ("crash torn seed=x", 17, "bad seed"),
+        ("crash seed", 7, "missing value"),
+        ("crash torn=1", 7, "torn takes no value"),
+        ("crash torn torn", 12, "repeated \"torn\""),
+        ("crash now", 7, "unexpected \"now\" after crash; expected torn, seed=N or sector=512|4096"),
+    ])
+    func refuses(_ line: String, _ column: Int, _ mentions: String) {
+        guard let error = parseFailure(line) else { return }
+        #expect(error.column == column, "\(error)")
+        #expect(error.message.contains(mentions), "\(error)")
+    }
+
+    @Test func firstCrashFindsTheCommandAndWhere() {
+        #expect(firstCrash(in: "fail write EIO\n  crash torn seed=2")?.line == 2)
+        #expect(firstCrash(in: "fail write EIO\n  crash torn seed=2")?.column == 3)
+        #expect(firstCrash(in: "fail write EIO\n  crash torn seed=2")?.request == CrashRequest(torn: true, seed: 2))
+        #expect(firstCrash(in: "fail write EIO") == nil)
+        #expect(firstCrash(in: "crash\nbogus") == nil)  // the text does not parse
+    }
+
+    @Test func theEngineHandsTheCrashToItsCaller() throws {
+        let engine = RuleEngine(features: MountFeatures(writebackCache: true))
+        #expect(try engine.apply(text: "crash torn").get() == [.crash(CrashRequest(torn: true))])
+        #expect(engine.armedRuleCount == 0)
+    }
+}

@@ -52,7 +52,7 @@ import Testing
     func roundTripsEveryAction(_ action: InjectionEvent.Action) throws {
         let event = InjectionEvent(timeNs: -5, ruleID: "a \"b\"", action: action, op: .copyFileRange, path: "dir/ü\n",
                                    inode: UInt64.max, offset: Int64.max, length: -1, errno: 511, pid: Int32.max,
-                                   comm: "c\u{1}", writeback: false)
+                                   comm: "c\u{1}", writeback: false, crash: action == .crash ? CrashReport() : nil)
         #expect(try InjectionEvent.decode(event.jsonLine()) == event)
         #expect(event.jsonLine().contains(#""action":"\#(action.name)""#))
     }
@@ -97,5 +97,32 @@ import Testing
     @Test(arguments: ["", "not json", "[]", "{}", Self.written + ",", Self.written + Self.written])
     func refusesBrokenText(_ text: String) {
         #expect(throws: JSONRecordError.self) { try InjectionEvent.decode(text) }
+    }
+}
+
+@Suite struct CrashEventTests {
+    @Test func aCrashEventCarriesTheReport() throws {
+        var report = CrashReport()
+        report.request = CrashRequest(torn: true, seed: 7, sectorSize: 4096)
+        report.filesReverted = 1; report.bytesReverted = 10; report.filesTruncated = 2; report.namesUndone = 3
+        report.tornSectorsKept = 4; report.undoErrors = 0
+        let event = InjectionEvent(timeNs: 1, ruleID: "crash", action: .crash, op: .fsync, crash: report)
+        let line = event.jsonLine()
+        #expect(line.hasSuffix(#""writeback":false,"files_reverted":1,"bytes_reverted":10,"files_truncated":2,"names_undone":3,"torn_sectors_kept":4,"seed":7,"undo_errors":0,"torn":true,"sector":4096}"# + "\n"))
+        #expect(try InjectionEvent.decode(line) == event)
+    }
+
+    @Test func reportKeysBelongToCrashEventsOnly() {
+        let line = InjectionEvent(timeNs: 1, ruleID: "r", action: .fail, op: .fsync).jsonLine()
+        let withReport = String(line.dropLast(2)) + #","files_reverted":1}"#
+        #expect(throws: JSONRecordError.unknownKey("files_reverted")) { try InjectionEvent.decode(withReport) }
+        let crashWithout = InjectionEvent(timeNs: 1, ruleID: "crash", action: .crash, op: .fsync).jsonLine()
+        #expect(throws: JSONRecordError.missingKey("files_reverted")) { try InjectionEvent.decode(crashWithout) }
+    }
+
+    @Test func theStopEventHasItsWord() throws {
+        let event = InjectionEvent(timeNs: 1, ruleID: "crashsim", action: .crashsimStopped, op: .syncwrite, errno: 28)
+        #expect(event.jsonLine().contains(#""action":"crashsim-stopped""#))
+        #expect(try InjectionEvent.decode(event.jsonLine()) == event)
     }
 }

@@ -7,7 +7,7 @@ import Testing
         writebackCache: true, armedRules: 2, capacity: .ready(limit: 1_048_576, used: 4096))
 
     @Test func encodesTheContractLine() {
-        #expect(Self.sample.encoded() == #"{"version":"dev","pid":1234,"mountpoint":"/srv/db","source":"/srv/db","options":["rules=/x"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"ready","limit":1048576,"used":4096}}"# + "\n")
+        #expect(Self.sample.encoded() == #"{"version":"dev","pid":1234,"mountpoint":"/srv/db","source":"/srv/db","options":["rules=/x"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"ready","limit":1048576,"used":4096},"crashsim":"off","crashes":0}"# + "\n")
     }
 
     @Test(arguments: [MountStatus.Capacity.off, .measuring(limit: 0), .measuring(limit: Int64.max),
@@ -21,9 +21,25 @@ import Testing
     @Test func capacityKeysPerState() {
         var status = Self.sample
         status.capacity = .off
-        #expect(status.encoded().hasSuffix(#""capacity":{"state":"off"}}"# + "\n"))
+        #expect(status.encoded().hasSuffix(#""capacity":{"state":"off"},"crashsim":"off","crashes":0}"# + "\n"))
         status.capacity = .measuring(limit: 7)
-        #expect(status.encoded().hasSuffix(#""capacity":{"state":"measuring","limit":7}}"# + "\n"))
+        #expect(status.encoded().hasSuffix(#""capacity":{"state":"measuring","limit":7},"crashsim":"off","crashes":0}"# + "\n"))
+    }
+
+    @Test(arguments: MountStatus.CrashSimulation.allCases)
+    func roundTripsEveryCrashState(_ state: MountStatus.CrashSimulation) throws {
+        var status = Self.sample
+        status.crashSimulation = state
+        status.crashes = 3
+        var report = CrashReport()
+        report.request = CrashRequest(torn: true, seed: 9, sectorSize: 512)
+        report.bytesReverted = 4096
+        status.lastCrash = report
+        #expect(status.encoded().contains(#""crashsim":"\#(state.rawValue)","crashes":3,"last_crash":{"files_reverted":0,"bytes_reverted":4096,"#))
+        #expect(try MountStatus.decode(status.encoded()) == status)
+        status.lastCrash = nil
+        #expect(!status.encoded().contains("last_crash"))
+        #expect(try MountStatus.decode(status.encoded()) == status)
     }
 
     @Test func roundTripsAwkwardText() throws {
@@ -33,12 +49,12 @@ import Testing
     }
 
     @Test func acceptsKeysInAnyOrderAndWhiteSpace() throws {
-        let text = #" { "capacity" : {"used":1,"limit":2,"state":"ready"}, "armed_rules":0, "writeback_cache":false, "options":[], "source":"s", "mountpoint":"m", "pid":5, "version":"v" } "#
+        let text = #" { "crashes":0, "crashsim":"posix", "capacity" : {"used":1,"limit":2,"state":"ready"}, "armed_rules":0, "writeback_cache":false, "options":[], "source":"s", "mountpoint":"m", "pid":5, "version":"v" } "#
         let status = try MountStatus.decode(text)
         #expect(status.pid == 5 && status.capacity == .ready(limit: 2, used: 1))
     }
 
-    static let good = #"{"version":"dev","pid":1234,"mountpoint":"/m","source":"/s","options":["a"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"off"}}"#
+    static let good = #"{"version":"dev","pid":1234,"mountpoint":"/m","source":"/s","options":["a"],"writeback_cache":true,"armed_rules":2,"capacity":{"state":"off"},"crashsim":"off","crashes":0}"#
 
     /// The good line with `old` replaced by `new`: the error it must give.
     @Test(arguments: [
@@ -67,6 +83,12 @@ import Testing
         ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":1}", .missingKey("capacity.used")),
         ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":-1,\"used\":0}", .badValue("capacity.limit")),
         ("{\"state\":\"off\"}", "{\"state\":\"ready\",\"limit\":9223372036854775808,\"used\":0}", .badValue("capacity.limit")),
+        (",\"crashsim\":\"off\"", "", .missingKey("crashsim")),
+        (",\"crashes\":0", "", .missingKey("crashes")),
+        ("\"crashsim\":\"off\"", "\"crashsim\":\"on\"", .badValue("crashsim")),
+        ("\"crashes\":0", "\"crashes\":-1", .badValue("crashes")),
+        ("\"crashes\":0", "\"crashes\":0,\"last_crash\":{}", .missingKey("last_crash.files_reverted")),
+        ("\"crashes\":0", "\"crashes\":0,\"last_crash\":1", .badValue("last_crash")),
     ])
     func refuses(_ old: String, _ new: String, _ expected: JSONRecordError) {
         let text = old.isEmpty ? new : Self.good.replacingFirst(old, with: new)
