@@ -45,6 +45,7 @@ extension AllMountTests {
             }) { fs in
                 let before = try fs.statusObject()
                 #expect(before["crashsim"] as? String == "posix", "\(before)")
+                try fs.arm("fail fsync EIO path=nothing id=stays")
                 let deviceBefore = try #require(fs.mountsHere.last?.device)
 
                 // Durable: written, fsync'd, its name fsync'd in the root.
@@ -72,6 +73,7 @@ extension AllMountTests {
                 #expect(after["pid"] as? Int == Int(fs.pid), "the same daemon serves: \(after)")
                 #expect(after["crashes"] as? Int == 1, "\(after)")
                 #expect(after["last_crash"] is [String: Any], "\(after)")
+                #expect(fs.ruleLines().contains { $0.contains("id=stays") }, "rules stay armed: \(fs.controlText())")
                 #expect(fs.mountsHere.count == 1, "one mount, none stacked: \(fs.mountsHere)")
                 #expect(fs.mountsHere.last?.device != deviceBefore, "a new FUSE connection")
 
@@ -89,6 +91,28 @@ extension AllMountTests {
                 let stat = sys { () -> Int32 in var st = Glibc.stat(); return fstat(grown, &st) }
                 #expect(!stat.ok, "fstat on the dead mount: \(stat)")
                 close(grown)
+            }
+        }
+
+        @Test("a process with a shared mapping of the crashed mount gets SIGBUS, not the discarded pages")
+        func mappingGetsSigbus() throws {
+            try withMount(options: ["crashsim"], prepare: { try writeFile($0 + "/mapped", pattern(0x11, pages: 1)) }) { fs in
+                // Maps, dirties the page, crashes the mount, touches the page again.
+                let script = """
+                    import mmap, os, sys, time
+                    fd = os.open(sys.argv[1] + "/mapped", os.O_RDWR)
+                    m = mmap.mmap(fd, 4096)
+                    m[0:4] = b"DIRT"
+                    with open(sys.argv[1] + "/.faultfs/control", "w") as c:
+                        c.write("crash\\n")
+                    for _ in range(100):
+                        time.sleep(0.1)
+                        if '"crashes":1' in open(sys.argv[1] + "/.faultfs/status").read(): break
+                    print(m[0:4])
+                    """
+                let result = try runCommand("python3", ["-c", script, fs.mountpoint], limitSeconds: 60)
+                #expect(result.status == 128 + SIGBUS, "killed by SIGBUS on the dead mapping: \(result)")
+                #expect(try readFile(fs.path("mapped")).get() == pattern(0x11, pages: 1), "the dirty mapped page was discarded")
             }
         }
 
