@@ -20,7 +20,8 @@ enum BlockCrash {
         }
         // The disk: undone below the old file system, which can write no more.
         let outcome = try FuseCrash.crash(mountPoint: state.mountpoint, controlDirectory: ".faultfs", line: line,
-                                          kill: false, shownPath: target)
+                                          kill: false, shownPath: target,
+                                          remount: "faultfs umount \(target) && faultfs mount --fs \(fs) -o crashsim ... \(target)")
         // The old file system and its loop device are dead: let them go.
         if umount2(target, Int32(MNT_DETACH)) != 0 {
             throw CLIError("crash: cannot detach \(target): \(Errno.current.description); the image was crashed, \(target) still shows the old file system")

@@ -68,8 +68,9 @@ struct CrashOutcome {
 enum FuseCrash {
     /// Crashes the faultfs mount at `mountPoint` and waits until it answers
     /// again. Throws with a message the user can act on.
+    /// `remount`: how to mount it again with crash simulation (for the refusal).
     static func crash(mountPoint: String, controlDirectory: String, line: String, kill: Bool,
-                      shownPath: String) throws(CLIError) -> CrashOutcome {
+                      shownPath: String, remount: String? = nil) throws(CLIError) -> CrashOutcome {
         guard let mount = MountTable.topMount(at: mountPoint), mount.isFaultFS else {
             throw CLIError("\(shownPath) is not a faultfs mount")
         }
@@ -79,7 +80,8 @@ enum FuseCrash {
         }
         switch before["crashsim"]?.string ?? "off" {
         case "off":
-            throw CLIError("crash: this mount has no crash simulation; mount it with -o crashsim (remount with -o crashsim: faultfs umount \(mountPoint) && faultfs mount -o crashsim SOURCE \(mountPoint))")
+            throw CLIError("crash: this mount has no crash simulation; mount it with -o crashsim (remount with -o crashsim: "
+                           + (remount ?? "faultfs umount \(mountPoint) && faultfs mount -o crashsim SOURCE \(mountPoint)") + ")")
         case "stopped":
             throw CLIError("crash: the crash simulation of \(mountPoint) has stopped (see the daemon's log and the events file); remount with -o crashsim")
         default: break
