@@ -205,9 +205,14 @@ extension AllMountTests {
                 close(synced)
                 try syncDirectory(target)
                 try writeFile(target + "/unsynced", pattern(0xa5, pages: 16))  // in ext4's page cache only
+                let held = try openOrThrow(target + "/held", O_RDWR | O_CREAT)
+                #expect(writeBytes(held, pattern(0x3c)).ok)
 
                 let result = try runCommand(binary, ["crash", target], limitSeconds: 120)
                 #expect(result.status == 0, "\(result)")
+                let (heldRead, _) = preadBytes(held, count: 4096, at: 0)
+                #expect(heldRead.errno == EIO, "the old ext4 is shut down: EIO, not its cached pages (\(heldRead))")
+                close(held)
                 let top = MountTable.entries().last { $0.mountPoint == target }
                 #expect(top?.type == "ext4", "ext4 mounted again (mount ids and loop devices are reused): \(String(describing: top))")
                 #expect(MountTable.entries().filter { $0.mountPoint == target }.count == 1, "the old mount is gone")
