@@ -25,6 +25,11 @@ public protocol BackingTree: AnyObject, Sendable {
     /// Reads the node's backing bytes at `offset` as they are now, through
     /// the open file `handle` when it can read.
     func readBacking(of node: NodeID, handle: UInt64?, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int
+    /// Copies backing bytes of the node to `destination` inside the kernel
+    /// (copy_file_range); the bytes copied, fewer at the end of the file.
+    /// Throws EXDEV (or ENOSYS) when that cannot be done: `readBacking` then.
+    func copyBacking(of node: NodeID, handle: UInt64?, offset: Int64, length: Int,
+                     to destination: Int32, at destinationOffset: Int64) throws(Errno) -> Int
 }
 
 public extension BackingTree {
@@ -35,4 +40,6 @@ public extension BackingTree {
     func readBacking(of node: NodeID, handle: UInt64?, offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
         throw .ENOSYS
     }
+    func copyBacking(of node: NodeID, handle: UInt64?, offset: Int64, length: Int,
+                     to destination: Int32, at destinationOffset: Int64) throws(Errno) -> Int { throw .ENOSYS }
 }

@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// - Before a write, truncation, fallocate or copy_file_range destination
 ///   changes bytes below the file's durable size that are not saved yet, it
-///   reads them (one pread) and appends them to the spill file (one pwritev),
+///   copies them to the spill file (copy_file_range; else one pread and one pwritev),
 ///   a nameless O_TMPFILE file outside the mount (nothing leaks on kill -9).
 ///   The journal's lock is held only around the model, never across I/O.
 /// - Before an unlink or a rename that replaces a file, it hard-links the
@@ -54,6 +54,8 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
     /// Open handles with O_SYNC/O_DSYNC: their writes are durable at once.
     private let syncHandles = Mutex<Set<UInt64>>([])
     private let syncHandleCount = Atomic<Int>(0)
+    /// copy_file_range from backing files to the spill file works (else pread and pwritev).
+    private let copyInKernel = Atomic<Bool>(true)
 
     init(wrapping inner: any FileSystem, tree: any BackingTree, recorder: InjectionRecorder, names: NameDurability,
          spillDirectory: String, log: @escaping @Sendable (String) -> Void) {
@@ -185,7 +187,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         if rootFD >= 0 { Self.removeGraveyard(rootFD: rootFD) }
         log("crash simulation stopped: \(reason)")
         recorder.append(InjectionEvent(
-            timeNs: SystemClock.realtimeNanoseconds(), ruleID: "crashsim", action: .crashsimStopped, op: op,
+            timeNs: SystemClock.realtimeNanoseconds(), ruleID: "-", action: .crashsimStopped, op: op,
             path: node.flatMap { recorder.path(of: $0, name: nil) }, inode: node.map { tree.inodeNumber(of: $0) } ?? 0,
             errno: errno))
     }
@@ -220,6 +222,33 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
             }
         }
         guard let pieces, let first = pieces.first, let last = pieces.last else { return }
+        if pieces.count == 1 && copyInKernel.load(ordering: .relaxed) {
+            // The usual case, one piece: file to spill file inside the kernel.
+            var copied: Int64 = 0
+            while copied < first.length {
+                let n: Int
+                do throws(Errno) {
+                    n = try tree.copyBacking(of: node, handle: handle, offset: first.fileOffset + copied,
+                                             length: Int(first.length - copied), to: spillFD, at: first.spillOffset + copied)
+                } catch .EXDEV, .ENOSYS, .EINVAL, .EOPNOTSUPP {
+                    copyInKernel.store(false, ordering: .relaxed)  // not here: read and write from now on
+                    break
+                } catch {
+                    return stop("spill file: \(error.description)", errno: error.rawValue, op: op, node: node)
+                }
+                if n == 0 { break }  // the file ends here: the rest below is zeros
+                copied += Int64(n)
+            }
+            if copied == first.length { return }
+            if copyInKernel.load(ordering: .relaxed) {
+                let zeros = [UInt8](repeating: 0, count: Int(first.length - copied))
+                if zeros.withUnsafeBytes({ pwrite(spillFD, $0.baseAddress, $0.count, off_t(first.spillOffset + copied)) }) != zeros.count {
+                    let e = Errno.current
+                    return stop("spill file: \(e.description)", errno: e.rawValue, op: op, node: node)
+                }
+                return
+            }
+        }
         let spanStart = first.fileOffset, span = Int(last.fileOffset + last.length - spanStart)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: span, alignment: 4096)
         defer { buffer.deallocate() }
@@ -269,7 +298,11 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
 
     private func synced(_ node: NodeID, dataOnly: Bool) {
         let file = tree.inodeNumber(of: node)
-        let (freed, graves) = state.withLock { $0.journal.fileSynced(file, dataOnly: dataOnly) }
+        let (freed, graves) = state.withLock { s in
+            let result = s.journal.fileSynced(file, dataOnly: dataOnly)
+            if s.journal.files[file] == nil { s.handles[file] = nil }  // name operations keep only directories' handles
+            return result
+        }
         // Give the spill file's space back.
         for piece in freed { _ = csys_fallocate(spillFD, 3 /* PUNCH_HOLE | KEEP_SIZE */, off_t(piece.spillOffset), off_t(piece.length)) }
         removeGraves(graves)
@@ -343,6 +376,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         guard isRunning else { return }
         let graves = state.withLock { $0.journal.directorySynced(tree.inodeNumber(of: node)) }
         removeGraves(graves)
+        synced(node, dataOnly: dataOnly)  // the directory's own attributes
     }
 
     func fallocate(_ caller: Caller, node: NodeID, handle: UInt64, mode: Int32, offset: off_t, length: off_t) throws(Errno) {

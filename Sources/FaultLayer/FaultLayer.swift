@@ -109,7 +109,7 @@ public final class FaultLayer: Sendable {
         report.request = request
         if let simulator = crashes.simulator, simulator.isRunning { report = simulator.crash(request) }
         crashes.finish(report)
-        recorder.append(InjectionEvent(timeNs: SystemClock.realtimeNanoseconds(), ruleID: "crash", action: .crash,
+        recorder.append(InjectionEvent(timeNs: SystemClock.realtimeNanoseconds(), ruleID: "-", action: .crash,
                                        op: .fsync, offset: -1, length: 0, crash: report))
         return report
     }

@@ -74,7 +74,7 @@ public enum ArmedRules {
         for i in out.indices {
             let next = out[(i + 1)...].first { $0.id == out[i].id }?.armedNs
             out[i].fired = injections.filter { e in
-                e.ruleID == out[i].id && e.action != .release && e.action != .capacity
+                e.ruleID == out[i].id && e.action != .release && e.action != .capacity && e.action != .crash && e.action != .crashsimStopped
                     && (out[i].armedNs.map { e.timeNs >= $0 } ?? true) && (next.map { e.timeNs < $0 } ?? true)
             }.count
         }

@@ -89,6 +89,27 @@ extension PassthroughFileSystem {
         try fds.withFD(inodes.inode(node), body)
     }
 
+    /// Copies `length` backing bytes of the node at `offset` to `destination`
+    /// at `destinationOffset` inside the kernel (copy_file_range), through
+    /// the open file `handle` when it can read; returns the bytes copied
+    /// (fewer at the end of the file).
+    public func copyBacking(of node: NodeID, handle: UInt64?, offset: Int64, length: Int,
+                            to destination: Int32, at destinationOffset: Int64) throws(Errno) -> Int {
+        func copy(_ fd: Int32) throws(Errno) -> Int {
+            var from = off_t(offset), to = off_t(destinationOffset)
+            return try sysCall { csys_copy_file_range(fd, &from, destination, &to, length, 0) }
+        }
+        if let handle {
+            do throws(Errno) { return try copy(Int32(truncatingIfNeeded: handle)) } catch .EBADF {}  // opened write-only
+        }
+        let inode = inodes.inode(node)
+        guard !inode.handle.isEmpty else { throw .EXDEV }
+        var h = inode.handle.storage
+        let fd = try sysCall { csys_open_by_handle(mountFD, &h, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        return try copy(fd)
+    }
+
     /// Reads the node's backing bytes at `offset` as they are now (the crash
     /// layer saves what a change will overwrite): through the open file
     /// `handle` when it can read, else through a reopen by handle.

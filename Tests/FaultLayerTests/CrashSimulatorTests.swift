@@ -364,6 +364,54 @@ func bytes(_ byte: Character, _ count: Int) -> [UInt8] { [UInt8](repeating: byte
         #expect(f.status("b").map { $0.st_mode & 0o7777 } == 0o600)
     }
 
+    @Test func aWriteThroughAnOSyncHandleIsDurableAtOnce() throws {
+        let f = try CrashFixture()
+        try f.durableFile("s", bytes("o", 100))
+        let plain = try f.open("s")
+        try f.write(plain, bytes("p", 10), at: 0)           // not durable by itself...
+        let sync = try f.open("s", flags: O_RDWR | O_SYNC)
+        try f.write(sync, bytes("s", 10), at: 50)           // ...but the O_SYNC write makes the file's data durable
+        f.close(sync)
+        let reopened = try f.open("s", flags: O_RDWR)
+        try f.write(reopened, bytes("x", 10), at: 90)       // the handle is forgotten once released
+        _ = f.crash()
+        #expect(f.contents("s") == bytes("p", 10) + bytes("o", 40) + bytes("s", 10) + bytes("o", 40))
+    }
+
+    @Test func holesPunchedAndCopiedRangesAreUndone() throws {
+        let f = try CrashFixture()
+        let original = (0..<20_000).map { UInt8(truncatingIfNeeded: $0 * 13 + 1) }
+        try f.durableFile("punched", original)
+        try f.durableFile("target", original)
+        try f.durableFile("source", bytes("s", 20_000))
+        let punched = try f.open("punched")
+        try f.fs.fallocate(f.caller, node: punched.node, handle: punched.handle, mode: 0x02 | 0x01, offset: 4096, length: 8192)
+        try f.fs.fallocate(f.caller, node: punched.node, handle: punched.handle, mode: 0, offset: 0, length: 100_000)
+        #expect(f.contents("punched")?[5000] == 0 && f.status("punched")?.st_size == 100_000)
+        let source = try f.open("source"), target = try f.open("target")
+        let copied = try f.fs.copyFileRange(f.caller, from: source.node, sourceHandle: source.handle, sourceOffset: 0,
+                                            to: target.node, destinationHandle: target.handle, destinationOffset: 1000,
+                                            length: 30_000, flags: 0)
+        #expect(copied == 20_000)
+        let report = f.crash()
+        #expect(f.contents("punched") == original)
+        #expect(f.contents("target") == original)
+        #expect(f.contents("source") == bytes("s", 20_000))
+        #expect(report.filesReverted == 2 && report.filesTruncated == 2)
+    }
+
+    @Test func aDirectoryFsyncMakesItsAttributesDurable() throws {
+        let f = try CrashFixture()
+        try f.mkdir("d", mode: 0o755)
+        try f.fsyncDirectory("")
+        try f.chmod("d", 0o711)
+        try f.fsyncDirectory("d")
+        try f.chmod("", 0o701)
+        _ = f.crash()
+        #expect(f.status("d").map { $0.st_mode & 0o7777 } == 0o711)
+        #expect(f.status("").map { $0.st_mode & 0o7777 } == 0o700)
+    }
+
     /// A durable file of 16 KiB overwritten with new bytes and grown by 16 KiB.
     static func tornRun(seed: UInt64, sector: Int) throws -> [UInt8] {
         let f = try CrashFixture()
