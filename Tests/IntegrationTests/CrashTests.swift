@@ -181,7 +181,11 @@ extension AllMountTests {
         func nothingLeaks() throws {
             let fs = try MountedFS(options: ["crashsim"])
             try writeFile(fs.path("a"), "a")
-            for _ in 0..<2 { #expect(try fs.crash().status == 0) }
+            #expect(try fs.crash().status == 0)
+            let json = try fs.crash("--json")
+            #expect(json.status == 0, "\(json)")
+            let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            #expect(report?["files_reverted"] is Int && report?["names_undone"] is Int, "--json prints the report: \(json.stdout)")
             #expect(fs.mountsHere.count == 1)
             #expect(fs.unmount().isEmpty)
             #expect(fs.mountsHere.isEmpty)
