@@ -3,6 +3,7 @@
 #include "cfuse.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -39,13 +40,21 @@ int ffs_session_loop_mt(struct fuse_session *se, unsigned max_idle, unsigned max
 static struct fuse_session *_Atomic signal_session;
 static volatile sig_atomic_t stop_signal;
 
+/// The thread that runs the session loop (and waits in it for the workers).
+static pthread_t serving_thread;
+
 static void ffs_stop_handler(int sig) {
     stop_signal = sig;
     struct fuse_session *se = atomic_load(&signal_session);
     if (se) fuse_session_exit(se);
+    // The kernel hands a process's signal to any thread; only the serving
+    // thread's wait (or a worker's read) ends the loop on EINTR, so pass
+    // it on from any other thread (a watcher in poll, say).
+    if (!pthread_equal(pthread_self(), serving_thread)) pthread_kill(serving_thread, sig);
 }
 
 int ffs_install_stop_handlers(void) {
+    serving_thread = pthread_self();
     struct sigaction stop = {0}, ignore = {0};
     stop.sa_handler = ffs_stop_handler;  // no SA_RESTART: the loop's read(2) must see EINTR
     sigemptyset(&stop.sa_mask);
@@ -53,7 +62,14 @@ int ffs_install_stop_handlers(void) {
     sigemptyset(&ignore.sa_mask);
     if (sigaction(SIGHUP, &stop, NULL) != 0 || sigaction(SIGINT, &stop, NULL) != 0 ||
         sigaction(SIGTERM, &stop, NULL) != 0 || sigaction(SIGPIPE, &ignore, NULL) != 0) return -errno;
-    return 0;
+    // A parent may have started us with them blocked (a mask is inherited
+    // across exec): this thread takes them.
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGHUP);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    return -pthread_sigmask(SIG_UNBLOCK, &stops, NULL);
 }
 
 void ffs_stop_signal_ends(struct fuse_session *se) {

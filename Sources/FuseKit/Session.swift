@@ -165,6 +165,10 @@ public final class Session {
     /// caller detaches it, see `abortConnection`).
     public func unmount() {
         guard mounted else { return }
+        // The device fd closes: a notification from now on (the file
+        // system's, while a crash undoes the tree) would write to a closed,
+        // or reused, fd.
+        state.attach(nil)
         fuse_session_unmount(se)
         mounted = false
     }

@@ -147,6 +147,25 @@ public enum Runner {
             }
         }
 
+        // A crash step: `faultfs crash` writes the line and waits until the
+        // mount is back (block mode: the file system remounted on the
+        // crashed disk). The new mount has a new FUSE connection; the
+        // monitor does not follow it: the run says so (chosen: following
+        // would mean a second sampler and tracer mid-run).
+        func crash(_ request: CrashRequest) -> String? {
+            let before = Sys.device(of: dir)
+            var argv = [exe, "crash", dir]
+            if request.torn { argv += ["--torn", "--seed", String(request.seed), "--sector", String(request.sectorSize)] }
+            guard let status = Spawn.runToEnd(argv, timeoutNs: 90_000_000_000) else { return "faultfs crash did not run, or ran past 90 s" }
+            let described = Spawn.describe(status)
+            guard described.code == 0 else { return "faultfs crash failed (\(described.text))" }
+            let after = Sys.device(of: dir)
+            let text = "crash: the mount is back on a new connection (device \(before?.description ?? "?") -> \(after?.description ?? "?")); "
+                + "the per-mount figures (bdi, FUSE queue, trace) were taken for the device at the start"
+                + (before == after ? " (the same number again)" : " and stop at the crash")
+            monitor.record(.note(timeNs: SystemClock.realtimeNanoseconds(), text: text))
+            return nil
+        }
         // Plan steps at the start go in before the workload.
         var done = [Bool](repeating: false, count: o.plan.count)
         var planProblems: [String] = bdiRefused  // the run is not the one asked for
@@ -155,7 +174,10 @@ public enum Runner {
             let line = o.plan[i].line
             let t = SystemClock.realtimeNanoseconds()
             var result = "no control file"
-            if hasFaultLayer {
+            if hasFaultLayer, case .success(let commands) = parseControl(line), commands.count == 1,
+               case .crash(let request) = commands[0] {
+                result = crash(request) ?? "ok"
+            } else if hasFaultLayer {
                 result = writeControl(line) ?? "ok"
             }
             monitor.record(.control(timeNs: t, line: line, result: result))

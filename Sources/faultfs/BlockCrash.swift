@@ -20,7 +20,14 @@ enum BlockCrash {
         }
         // The disk: undone below the old file system, which can write no more.
         let outcome = try FuseCrash.crash(mountPoint: state.mountpoint, controlDirectory: ".faultfs", line: line,
-                                          kill: false, shownPath: target)
+                                          kill: false, shownPath: target,
+                                          remount: "faultfs umount \(target) && faultfs mount --fs \(fs) -o crashsim ... \(target)")
+        // Its disk is dead; stop the old file system too (FS_IOC_SHUTDOWN,
+        // no log flush: ext4, XFS, recent Btrfs), so that a process still
+        // holding its files gets EIO instead of its cached pages. A file
+        // system without the ioctl keeps serving its cache to those.
+        let shutdown = shutDownWithoutFlush(target)
+        if let shutdown { printError("faultfs: crash: \(target): \(shutdown); processes still holding its files may read its cached pages (use --kill)") }
         // The old file system and its loop device are dead: let them go.
         if umount2(target, Int32(MNT_DETACH)) != 0 {
             throw CLIError("crash: cannot detach \(target): \(Errno.current.description); the image was crashed, \(target) still shows the old file system")
@@ -48,6 +55,18 @@ enum BlockCrash {
         guard mounted.status == 0 else {
             throw CLIError("crash: mounting \(fs) from \(loop) at \(target) again failed: \(mounted.failure); run faultfs umount \(target)")
         }
-        print(json ? outcome.json : "faultfs: crashed \(target) (\(fs) on \(loop), journal replayed): the disk \(outcome.summary)")
+        print(json ? outcome.json : "faultfs: crashed \(target) (\(fs) mounted again from \(loop)); its disk image: \(outcome.summary)")
+    }
+
+    /// FS_IOC_SHUTDOWN with FS_SHUTDOWN_FLAGS_NOLOGFLUSH on the file system
+    /// at `path`; what went wrong, or nil.
+    private static func shutDownWithoutFlush(_ path: String) -> String? {
+        let fsIocShutdown: UInt = 0x8004_587D  // _IOR('X', 125, __u32)
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return "cannot open it to shut it down: \(Errno.current.description)" }
+        defer { close(fd) }
+        var flags: UInt32 = 2  // FS_SHUTDOWN_FLAGS_NOLOGFLUSH
+        guard ioctl(fd, fsIocShutdown, &flags) == 0 else { return "cannot shut it down (FS_IOC_SHUTDOWN): \(Errno.current.description)" }
+        return nil
     }
 }

@@ -15,11 +15,14 @@ struct CrashCommand: ParsableCommand {
         abstract: "Simulate a power loss: undo what was not durable, and bring the mount back at once.",
         discussion: """
             PATH is a faultfs mount made with -o crashsim, or a block-mode target
-            (faultfs mount --fs ext4 -o crashsim SRC TARGET). What was made durable
-            (fsync, fdatasync, O_SYNC writes; names once their directory was fsync'd)
-            survives; everything else is undone, and the kernel's dirty pages of the
-            mount are discarded. Processes that still hold files of the mount get
-            errors (ENOTCONN), never stale data; --kill SIGKILLs them first.
+            (faultfs mount --fs ext4 -o crashsim TARGET). What was made durable
+            survives: data after fsync, fdatasync or an O_SYNC write; a name once
+            its directory was fsync'd (crashsim=journal: after any fsync, or 5 s).
+            Everything else is undone, the kernel's dirty pages of the mount are
+            discarded, and the mount comes back at once at the same path, served
+            by the same daemon. Processes still holding files of the old mount
+            get errors (ENOTCONN; block mode: EIO), never stale data; --kill
+            SIGKILLs them first.
               faultfs crash /srv/db
               faultfs crash /srv/db --kill --torn --seed 7
             Prints one line of what was undone (--json: the report).
@@ -68,8 +71,9 @@ struct CrashOutcome {
 enum FuseCrash {
     /// Crashes the faultfs mount at `mountPoint` and waits until it answers
     /// again. Throws with a message the user can act on.
+    /// `remount`: how to mount it again with crash simulation (for the refusal).
     static func crash(mountPoint: String, controlDirectory: String, line: String, kill: Bool,
-                      shownPath: String) throws(CLIError) -> CrashOutcome {
+                      shownPath: String, remount: String? = nil) throws(CLIError) -> CrashOutcome {
         guard let mount = MountTable.topMount(at: mountPoint), mount.isFaultFS else {
             throw CLIError("\(shownPath) is not a faultfs mount")
         }
@@ -79,7 +83,8 @@ enum FuseCrash {
         }
         switch before["crashsim"]?.string ?? "off" {
         case "off":
-            throw CLIError("crash: this mount has no crash simulation; mount it with -o crashsim (remount with -o crashsim: faultfs umount \(mountPoint) && faultfs mount -o crashsim SOURCE \(mountPoint))")
+            throw CLIError("crash: this mount has no crash simulation; mount it with -o crashsim (remount with -o crashsim: "
+                           + (remount ?? "faultfs umount \(mountPoint) && faultfs mount -o crashsim SOURCE \(mountPoint)") + ")")
         case "stopped":
             throw CLIError("crash: the crash simulation of \(mountPoint) has stopped (see the daemon's log and the events file); remount with -o crashsim")
         default: break

@@ -122,6 +122,10 @@ enum Server {
         // One session per connection: a crash aborts the connection, undoes
         // the backing tree and serves on with a new session at the same path.
         while true {
+            if crashNumber > 0, let other = MountTable.faultFSMount(at: mountpoint) {
+                // Never stack a second mount over one that should be gone.
+                throw CLIError("crash: \(mountpoint) still has a faultfs mount (id \(other.mountID)); not mounting again: the daemon exits")
+            }
             let session: Session
             do throws(SessionError) {
                 session = try Session(fileSystem: faults.fileSystem, options: config.fuseArguments)

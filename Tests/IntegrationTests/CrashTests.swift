@@ -45,6 +45,7 @@ extension AllMountTests {
             }) { fs in
                 let before = try fs.statusObject()
                 #expect(before["crashsim"] as? String == "posix", "\(before)")
+                try fs.arm("fail fsync EIO path=nothing id=stays")
                 let deviceBefore = try #require(fs.mountsHere.last?.device)
 
                 // Durable: written, fsync'd, its name fsync'd in the root.
@@ -72,6 +73,7 @@ extension AllMountTests {
                 #expect(after["pid"] as? Int == Int(fs.pid), "the same daemon serves: \(after)")
                 #expect(after["crashes"] as? Int == 1, "\(after)")
                 #expect(after["last_crash"] is [String: Any], "\(after)")
+                #expect(fs.ruleLines().contains { $0.contains("id=stays") }, "rules stay armed: \(fs.controlText())")
                 #expect(fs.mountsHere.count == 1, "one mount, none stacked: \(fs.mountsHere)")
                 #expect(fs.mountsHere.last?.device != deviceBefore, "a new FUSE connection")
 
@@ -89,6 +91,28 @@ extension AllMountTests {
                 let stat = sys { () -> Int32 in var st = Glibc.stat(); return fstat(grown, &st) }
                 #expect(!stat.ok, "fstat on the dead mount: \(stat)")
                 close(grown)
+            }
+        }
+
+        @Test("a process with a shared mapping of the crashed mount gets SIGBUS, not the discarded pages")
+        func mappingGetsSigbus() throws {
+            try withMount(options: ["crashsim"], prepare: { try writeFile($0 + "/mapped", pattern(0x11, pages: 1)) }) { fs in
+                // Maps, dirties the page, crashes the mount, touches the page again.
+                let script = """
+                    import mmap, os, sys, time
+                    fd = os.open(sys.argv[1] + "/mapped", os.O_RDWR)
+                    m = mmap.mmap(fd, 4096)
+                    m[0:4] = b"DIRT"
+                    with open(sys.argv[1] + "/.faultfs/control", "w") as c:
+                        c.write("crash\\n")
+                    for _ in range(100):
+                        time.sleep(0.1)
+                        if '"crashes":1' in open(sys.argv[1] + "/.faultfs/status").read(): break
+                    print(m[0:4])
+                    """
+                let result = try runCommand("python3", ["-c", script, fs.mountpoint], limitSeconds: 60)
+                #expect(result.status == 128 + SIGBUS, "killed by SIGBUS on the dead mapping: \(result)")
+                #expect(try readFile(fs.path("mapped")).get() == pattern(0x11, pages: 1), "the dirty mapped page was discarded")
             }
         }
 
@@ -138,15 +162,30 @@ extension AllMountTests {
                 let plain = try fs.faultfs(["crash", fs.source])
                 #expect(plain.status == 1 && plain.stderr.contains("is not a faultfs mount"), "\(plain)")
                 let usage = try fs.faultfs(["crash", fs.mountpoint, "--sector", "512"])
-                #expect(usage.status == 2, "--sector without --torn: \(usage)")
+                #expect(usage.status == 64 && usage.stderr.contains("--sector needs --torn"), "a usage error (ArgumentParser's EX_USAGE): \(usage)")
             }
+        }
+
+        @Test("a stop signal after a crash unmounts cleanly")
+        func stopSignalAfterCrash() throws {
+            let fs = try MountedFS(options: ["crashsim"])
+            #expect(try fs.crash().status == 0)
+            kill(fs.pid, SIGTERM)
+            for _ in 0..<100 where fs.isRunning { usleep(100_000) }
+            #expect(!fs.isRunning && fs.mountsHere.isEmpty, "daemon gone, nothing mounted: \(fs.mountsHere); log: \(fs.log.suffix(2000))")
+            #expect(fs.unmount().isEmpty)
+            removeTree(fs.base)
         }
 
         @Test("after crashes the mount unmounts cleanly: no stacked mount, no graveyard, daemon gone")
         func nothingLeaks() throws {
             let fs = try MountedFS(options: ["crashsim"])
             try writeFile(fs.path("a"), "a")
-            for _ in 0..<2 { #expect(try fs.crash().status == 0) }
+            #expect(try fs.crash().status == 0)
+            let json = try fs.crash("--json")
+            #expect(json.status == 0, "\(json)")
+            let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            #expect(report?["files_reverted"] is Int && report?["names_undone"] is Int, "--json prints the report: \(json.stdout)")
             #expect(fs.mountsHere.count == 1)
             #expect(fs.unmount().isEmpty)
             #expect(fs.mountsHere.isEmpty)
@@ -163,7 +202,6 @@ extension AllMountTests {
                 try #require(mounted.status == 0, "\(mounted)")
                 var unmounted = false
                 defer { if !unmounted { _ = try? runCommand(binary, ["umount", target], limitSeconds: 120) } }
-                let loopBefore = MountTable.entries().last { $0.mountPoint == target }?.source
 
                 let synced = try openOrThrow(target + "/synced", O_RDWR | O_CREAT)
                 #expect(writeBytes(synced, pattern(0x5a, pages: 16)).ok)
@@ -171,11 +209,17 @@ extension AllMountTests {
                 close(synced)
                 try syncDirectory(target)
                 try writeFile(target + "/unsynced", pattern(0xa5, pages: 16))  // in ext4's page cache only
+                let held = try openOrThrow(target + "/held", O_RDWR | O_CREAT)
+                #expect(writeBytes(held, pattern(0x3c)).ok)
 
                 let result = try runCommand(binary, ["crash", target], limitSeconds: 120)
                 #expect(result.status == 0, "\(result)")
+                let (heldRead, _) = preadBytes(held, count: 4096, at: 0)
+                #expect(heldRead.errno == EIO, "the old ext4 is shut down: EIO, not its cached pages (\(heldRead))")
+                close(held)
                 let top = MountTable.entries().last { $0.mountPoint == target }
-                #expect(top?.type == "ext4" && top?.source != loopBefore, "ext4 again, on a new loop device: \(String(describing: top))")
+                #expect(top?.type == "ext4", "ext4 mounted again (mount ids and loop devices are reused): \(String(describing: top))")
+                #expect(MountTable.entries().filter { $0.mountPoint == target }.count == 1, "the old mount is gone")
                 #expect(try readFile(target + "/synced").get() == pattern(0x5a, pages: 16))
                 let lost = (try? readFile(target + "/unsynced").get()) ?? []
                 #expect(!containsBytes(lost, [0xa5, 0xa5, 0xa5, 0xa5]), "the unsynced bytes never reached the disk (\(lost.count) bytes there)")

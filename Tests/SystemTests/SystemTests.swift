@@ -250,3 +250,37 @@ import Testing
         #expect(watcher == nil)
     }
 }
+
+/// `faultfs crash --kill`: which /proc entries name a mount.
+@Suite struct MountUseTests {
+    let mount = MountUse(mountID: 61, device: "0:52", mountPoint: "/srv/db")!
+
+    @Test func parsesTheDevice() {
+        #expect(mount.major == 0 && mount.minor == 52)
+        #expect(MountUse(mountID: 1, device: "0-52", mountPoint: "/x") == nil)
+    }
+
+    @Test func openFilesByMountID() {
+        #expect(mount.holds(fdinfo: "pos:\t0\nflags:\t0100002\nmnt_id:\t61\nino:\t12\n"))
+        #expect(!mount.holds(fdinfo: "pos:\t0\nflags:\t0100002\nmnt_id:\t610\nino:\t12\n"))
+        #expect(!mount.holds(fdinfo: "pos:\t0\n"))
+    }
+
+    @Test func directoriesByPath() {
+        #expect(mount.contains(path: "/srv/db"))
+        #expect(mount.contains(path: "/srv/db/sub/dir"))
+        #expect(!mount.contains(path: "/srv/dbx"))
+        #expect(!mount.contains(path: "/srv"))
+    }
+
+    @Test func mappingsByDevice() {
+        let maps = """
+            7f0000000000-7f0000001000 r--s 00000000 00:34 12 /srv/db/data.mdb
+            7f0000002000-7f0000003000 rw-p 00000000 00:00 0 
+            """
+        #expect(mount.maps(maps), "maps writes the device in hex: 00:34 is 0:52")
+        #expect(mount.maps("7f0000000000-7f0000001000 r--s 00000000 00:34 12 /srv/db/data.mdb"))
+        #expect(!mount.maps("7f0000000000-7f0000001000 r--s 00000000 00:35 12 /other"))
+        #expect(!mount.maps("7f0000002000-7f0000003000 rw-p 00000000 00:34 0 "), "inode 0: anonymous")
+    }
+}

@@ -35,7 +35,9 @@ int ffs_session_loop_mt(struct fuse_session *se, unsigned max_idle, unsigned max
 // MARK: stop signals (see cfuse.c)
 
 /// Installs the daemon's SIGINT/SIGTERM/SIGHUP handlers (and ignores
-/// SIGPIPE) for the process's life. Returns 0 or a negative errno.
+/// SIGPIPE) for the process's life. Call it on the thread that runs the
+/// session loop: a signal another thread receives is passed on to it.
+/// Returns 0 or a negative errno.
 int ffs_install_stop_handlers(void);
 
 /// The session a stop signal ends from now on (NULL: none; the signal is
