@@ -430,6 +430,8 @@ public struct CrashJournal: Sendable {
     /// Btrfs persist along with it. One pass, newest first: dependencies
     /// always point back in time.
     private mutating func commitNames(where isSynced: (NameChange) -> Bool) -> [String] {
+        // Most fsyncs make no name durable: find that out without allocating.
+        guard nameLog.contains(where: { isSynced($0.change) }) else { return [] }
         var neededNames = Set<NameChange.Name>()
         var neededDirectories = Set<CrashFileID>()
         var durable = [Bool](repeating: false, count: nameLog.count)
