@@ -39,8 +39,12 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         var journal: CrashJournal
         /// Where the next saved bytes go in the spill file.
         var spillEnd: Int64 = 0
-        /// Backing handles of the files and directories the journal names.
+        /// Backing handles of the files whose data or attributes the journal holds.
         var handles: [CrashFileID: [UInt8]] = [:]
+        /// Backing handles of the directories name operations changed (kept
+        /// until the crash or the unmount: an fsync of one does not make
+        /// every operation that needs it durable, say a rename out of it).
+        var directoryHandles: [CrashFileID: [UInt8]] = [:]
         var graveSerial: UInt64 = 0
     }
     private let state: Mutex<State>
@@ -171,6 +175,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
             let graves = s.journal.graves
             s.journal.reset()
             s.handles = [:]
+            s.directoryHandles = [:]
             s.spillEnd = 0
             return graves
         }
@@ -300,7 +305,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         let file = tree.inodeNumber(of: node)
         let (freed, graves) = state.withLock { s in
             let result = s.journal.fileSynced(file, dataOnly: dataOnly)
-            if s.journal.files[file] == nil { s.handles[file] = nil }  // name operations keep only directories' handles
+            if s.journal.files[file] == nil { s.handles[file] = nil }
             return result
         }
         // Give the spill file's space back.
@@ -311,8 +316,8 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
     /// Remembers the handle of a directory a name operation changed.
     private func directory(_ node: NodeID) -> CrashFileID {
         let id = tree.inodeNumber(of: node)
-        if state.withLock({ $0.handles[id] != nil }) { return id }
-        if let handle = tree.backingHandle(of: node) { state.withLock { $0.handles[id] = handle } }
+        if state.withLock({ $0.directoryHandles[id] != nil }) { return id }
+        if let handle = tree.backingHandle(of: node) { state.withLock { $0.directoryHandles[id] = handle } }
         return id
     }
 
@@ -376,7 +381,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         guard isRunning else { return }
         let graves = state.withLock { $0.journal.directorySynced(tree.inodeNumber(of: node)) }
         removeGraves(graves)
-        synced(node, dataOnly: dataOnly)  // the directory's own attributes
+        synced(node, dataOnly: dataOnly)  // its own attributes, and (posix) the operations that named it
     }
 
     func fallocate(_ caller: Caller, node: NodeID, handle: UInt64, mode: Int32, offset: off_t, length: off_t) throws(Errno) {
@@ -410,32 +415,32 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
     func create(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, flags: Int32) throws(Errno) -> (Entry, OpenedFile) {
         guard isRunning else { return try inner.create(caller, parent: parent, name: name, mode: mode, flags: flags) }
         let result = try inner.create(caller, parent: parent, name: name, mode: mode, flags: flags)
-        record(.created(parent: directory(parent), name: name.string, isDirectory: false))
+        record(.created(parent: directory(parent), name: name.string, isDirectory: false, inode: tree.inodeNumber(of: result.0.node)))
         rememberSync(result.1.handle, flags)
         return result
     }
 
     func mknod(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t, device: dev_t) throws(Errno) -> Entry {
         let entry = try inner.mknod(caller, parent: parent, name: name, mode: mode, device: device)
-        if isRunning { record(.created(parent: directory(parent), name: name.string, isDirectory: false)) }
+        if isRunning { record(.created(parent: directory(parent), name: name.string, isDirectory: false, inode: tree.inodeNumber(of: entry.node))) }
         return entry
     }
 
     func mkdir(_ caller: Caller, parent: NodeID, name: FileName, mode: mode_t) throws(Errno) -> Entry {
         let entry = try inner.mkdir(caller, parent: parent, name: name, mode: mode)
-        if isRunning { record(.created(parent: directory(parent), name: name.string, isDirectory: true)) }
+        if isRunning { record(.created(parent: directory(parent), name: name.string, isDirectory: true, inode: tree.inodeNumber(of: entry.node))) }
         return entry
     }
 
     func symlink(_ caller: Caller, target: FileName, parent: NodeID, name: FileName) throws(Errno) -> Entry {
         let entry = try inner.symlink(caller, target: target, parent: parent, name: name)
-        if isRunning { record(.created(parent: directory(parent), name: name.string, isDirectory: false)) }
+        if isRunning { record(.created(parent: directory(parent), name: name.string, isDirectory: false, inode: tree.inodeNumber(of: entry.node))) }
         return entry
     }
 
     func link(_ caller: Caller, node: NodeID, newParent: NodeID, newName: FileName) throws(Errno) -> Entry {
         let entry = try inner.link(caller, node: node, newParent: newParent, newName: newName)
-        if isRunning { record(.linked(parent: directory(newParent), name: newName.string)) }
+        if isRunning { record(.linked(parent: directory(newParent), name: newName.string, inode: tree.inodeNumber(of: entry.node))) }
         return entry
     }
 
@@ -469,6 +474,12 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
         }
         let exchanged = flags & UInt32(CSYS_RENAME_EXCHANGE) != 0
         let noReplace = flags & 1 != 0  // RENAME_NOREPLACE
+        // The file moved: its fsync makes the rename durable (posix model).
+        let moved = exchanged ? nil : try? tree.withBackingFD(of: parent) { (dirfd) throws(Errno) -> CrashFileID in
+            var st = stat()
+            try sysCall { fstatat(dirfd, name.cString, &st, AT_SYMLINK_NOFOLLOW) }
+            return CrashFileID(st.st_ino)
+        }
         var replaced: NameChange.Replaced?
         if !exchanged && !noReplace {
             replaced = try? tree.withBackingFD(of: newParent) { (dirfd) throws(Errno) -> NameChange.Replaced? in
@@ -489,7 +500,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
             throw error
         }
         record(.renamed(from: directory(parent), fromName: name.string, to: directory(newParent), toName: newName.string,
-                        replaced: replaced, exchanged: exchanged))
+                        replaced: replaced, exchanged: exchanged, inode: moved))
     }
 
     // MARK: the crash
@@ -499,8 +510,8 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
     func crash(_ request: CrashRequest) -> CrashReport {
         var report = CrashReport()
         report.request = request
-        let (journal, handles) = state.withLock { ($0.journal, $0.handles) }
-        var undo = Undo(tree: tree, handles: handles, spillFD: spillFD, graveyardFD: graveyardFD.load(ordering: .relaxed), log: log)
+        let (journal, handles, directoryHandles) = state.withLock { ($0.journal, $0.handles, $0.directoryHandles) }
+        var undo = Undo(tree: tree, handles: handles, directoryHandles: directoryHandles, spillFD: spillFD, graveyardFD: graveyardFD.load(ordering: .relaxed), log: log)
         defer { undo.closeAll() }
         var sizes: [CrashFileID: Int64] = [:]
         for file in journal.changedFiles where file.durableSize != nil {
@@ -523,6 +534,7 @@ final class CrashSimulator: ForwardingFileSystem, @unchecked Sendable {
 private struct Undo {
     let tree: any BackingTree
     let handles: [CrashFileID: [UInt8]]
+    let directoryHandles: [CrashFileID: [UInt8]]
     let spillFD: Int32
     let graveyardFD: Int32
     let log: @Sendable (String) -> Void
@@ -530,9 +542,9 @@ private struct Undo {
     private var data: [CrashFileID: Int32?] = [:]
     private var directories: [CrashFileID: Int32] = [:]
 
-    init(tree: any BackingTree, handles: [CrashFileID: [UInt8]], spillFD: Int32, graveyardFD: Int32,
+    init(tree: any BackingTree, handles: [CrashFileID: [UInt8]], directoryHandles: [CrashFileID: [UInt8]], spillFD: Int32, graveyardFD: Int32,
          log: @escaping @Sendable (String) -> Void) {
-        self.tree = tree; self.handles = handles; self.spillFD = spillFD; self.graveyardFD = graveyardFD; self.log = log
+        self.tree = tree; self.handles = handles; self.directoryHandles = directoryHandles; self.spillFD = spillFD; self.graveyardFD = graveyardFD; self.log = log
     }
 
     mutating func dataFD(_ file: CrashFileID) -> Int32? {
@@ -544,7 +556,7 @@ private struct Undo {
 
     private mutating func directoryFD(_ dir: CrashFileID) throws(Errno) -> Int32 {
         if let fd = directories[dir] { return fd }
-        guard let handle = handles[dir] else { throw .ESTALE }
+        guard let handle = directoryHandles[dir] else { throw .ESTALE }
         let fd = try tree.openBacking(handle: handle, flags: O_RDONLY | O_DIRECTORY)
         directories[dir] = fd
         return fd
@@ -597,14 +609,14 @@ private struct Undo {
 
     private mutating func undoName(_ change: NameChange) throws(Errno) {
         switch change {
-        case .created(let parent, let name, let isDirectory):
+        case .created(let parent, let name, let isDirectory, _):
             let dirfd = try directoryFD(parent)
             if isDirectory {
                 guard CrashSimulator.removeTree(dirfd, name) else { throw Errno.current }
             } else {
                 try sysCall { unlinkat(dirfd, name, 0) }
             }
-        case .linked(let parent, let name):
+        case .linked(let parent, let name, _):
             let dirfd = try directoryFD(parent)
             try sysCall { unlinkat(dirfd, name, 0) }
         case .unlinked(let parent, let name, let grave):
@@ -613,7 +625,7 @@ private struct Undo {
             try sysCall { linkat(graveyardFD, grave, dirfd, name, 0) }
         case .removedDirectory(let parent, let name, let attributes):
             try Self.makeDirectory(try directoryFD(parent), name, attributes)
-        case .renamed(let from, let fromName, let to, let toName, let replaced, let exchanged):
+        case .renamed(let from, let fromName, let to, let toName, let replaced, let exchanged, _):
             let fromFD = try directoryFD(from), toFD = try directoryFD(to)
             if exchanged {
                 try sysCall { csys_renameat2(toFD, toName, fromFD, fromName, UInt32(CSYS_RENAME_EXCHANGE)) }

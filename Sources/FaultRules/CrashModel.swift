@@ -6,7 +6,9 @@
 
 /// When a name operation (create, unlink, rename, ...) becomes durable.
 public enum NameDurability: String, Sendable, Equatable, CaseIterable {
-    /// Once the directory it changed was fsync'd afterwards (what POSIX promises).
+    /// Once the directory it changed was fsync'd afterwards, or (for a name
+    /// it made: create, link, rename) the file it names: what ext4, XFS and
+    /// Btrfs do, and all an application following POSIX relies on.
     case posix
     /// Like ext4's ordered journal: with any later fsync on the mount, or
     /// after the commit interval.
@@ -210,18 +212,21 @@ public struct SavePiece: Sendable, Equatable {
 }
 
 /// What a name operation changed, with what it takes to invert it.
+/// `inode`: the file the name it made refers to (its backing inode number),
+/// whose fsync makes it durable under the `posix` model.
 public enum NameChange: Sendable, Equatable {
     /// create, mknod, symlink, mkdir: undone by removing the name (a directory with what is in it).
-    case created(parent: CrashFileID, name: String, isDirectory: Bool)
+    case created(parent: CrashFileID, name: String, isDirectory: Bool, inode: CrashFileID)
     /// link: undone by removing the new name.
-    case linked(parent: CrashFileID, name: String)
+    case linked(parent: CrashFileID, name: String, inode: CrashFileID)
     /// unlink: undone by linking the inode kept in the graveyard (`grave`) back; nil: it could not be kept.
     case unlinked(parent: CrashFileID, name: String, grave: String?)
     /// rmdir: undone by a mkdir with the saved attributes.
     case removedDirectory(parent: CrashFileID, name: String, attributes: SavedAttributes)
     /// rename: undone by renaming back, then restoring what it replaced.
+    /// `inode`: the file moved (nil when unknown, and for an exchange, which moves two).
     case renamed(from: CrashFileID, fromName: String, to: CrashFileID, toName: String,
-                 replaced: Replaced?, exchanged: Bool)
+                 replaced: Replaced?, exchanged: Bool, inode: CrashFileID?)
 
     /// What a rename replaced at its new name.
     public enum Replaced: Sendable, Equatable {
@@ -234,11 +239,48 @@ public enum NameChange: Sendable, Equatable {
     /// The directory whose fsync makes it durable under the `posix` model.
     public var durabilityDirectory: CrashFileID {
         switch self {
-        case .created(let parent, _, _), .linked(let parent, _), .unlinked(let parent, _, _),
+        case .created(let parent, _, _, _), .linked(let parent, _, _), .unlinked(let parent, _, _),
              .removedDirectory(let parent, _, _):
             parent
-        case .renamed(_, _, let to, _, _, _):
+        case .renamed(_, _, let to, _, _, _, _):
             to
+        }
+    }
+
+    /// The file whose fsync (or fdatasync) also makes it durable under the
+    /// `posix` model: the one a create, link or rename names. An unlink or
+    /// rmdir names none.
+    public var namedInode: CrashFileID? {
+        switch self {
+        case .created(_, _, _, let inode), .linked(_, _, let inode): inode
+        case .renamed(_, _, _, _, _, _, let inode): inode
+        case .unlinked, .removedDirectory: nil
+        }
+    }
+
+    /// A name in a directory.
+    public struct Name: Hashable, Sendable {
+        public var directory: CrashFileID
+        public var name: String
+        public init(_ directory: CrashFileID, _ name: String) { self.directory = directory; self.name = name }
+    }
+
+    /// The names it made or removed (a rename: both).
+    public var names: [Name] {
+        switch self {
+        case .created(let parent, let name, _, _), .linked(let parent, let name, _), .unlinked(let parent, let name, _),
+             .removedDirectory(let parent, let name, _):
+            [Name(parent, name)]
+        case .renamed(let from, let fromName, let to, let toName, _, _, _):
+            [Name(from, fromName), Name(to, toName)]
+        }
+    }
+
+    /// The directories it changed.
+    public var directories: [CrashFileID] {
+        switch self {
+        case .renamed(let from, _, let to, _, _, _, _): from == to ? [to] : [from, to]
+        default: [durabilityDirectory]
         }
     }
 
@@ -246,7 +288,7 @@ public enum NameChange: Sendable, Equatable {
     public var grave: String? {
         switch self {
         case .unlinked(_, _, let grave): grave
-        case .renamed(_, _, _, _, .file(let grave)?, _): grave
+        case .renamed(_, _, _, _, .file(let grave)?, _, _): grave
         default: nil
         }
     }
@@ -332,7 +374,8 @@ public struct CrashJournal: Sendable {
 
     /// An fsync (`dataOnly`: fdatasync) of `file` succeeded, or an O_SYNC
     /// write went through: its data (and, for fsync, its attributes) is
-    /// durable. With `journal`, every name operation so far is durable too.
+    /// durable. Name operations: with `posix`, those that named `file`
+    /// (with what they depend on); with `journal`, every one so far.
     /// Returns the spill pieces no longer needed and the graves to remove.
     public mutating func fileSynced(_ file: CrashFileID, dataOnly: Bool) -> (freed: [SavedRanges.Piece], graves: [String]) {
         var freed: [SavedRanges.Piece] = []
@@ -343,7 +386,11 @@ public struct CrashJournal: Sendable {
             if !dataOnly { journal.oldAttributes = nil }
             files[file] = journal.oldAttributes == nil ? nil : journal
         }
-        let graves = names == .journal ? commitNames(upTo: nameLog.count) : []
+        let graves: [String]
+        switch names {
+        case .journal: graves = commitNames(upTo: nameLog.count)
+        case .posix: graves = commitNames { $0.namedInode == file }
+        }
         return (freed, graves)
     }
 
@@ -357,19 +404,13 @@ public struct CrashJournal: Sendable {
     }
 
     /// An fsync of directory `directory` succeeded: under `posix`, the name
-    /// operations in it so far are durable; under `journal`, all of them.
+    /// operations in it so far are durable (with what they depend on);
+    /// under `journal`, all of them. (The directory's own fsync as a file,
+    /// `fileSynced`, makes the operations that named it durable.)
     public mutating func directorySynced(_ directory: CrashFileID) -> [String] {
         switch names {
-        case .journal:
-            return commitNames(upTo: nameLog.count)
-        case .posix:
-            var graves: [String] = []
-            nameLog.removeAll { op in
-                guard op.change.durabilityDirectory == directory else { return false }
-                if let grave = op.change.grave { graves.append(grave) }
-                return true
-            }
-            return graves
+        case .journal: commitNames(upTo: nameLog.count)
+        case .posix: commitNames { $0.durabilityDirectory == directory }
         }
     }
 
@@ -378,6 +419,35 @@ public struct CrashJournal: Sendable {
         guard names == .journal else { return [] }
         let cut = nameLog.firstIndex { $0.timeNs > nowNs - Self.commitIntervalNs } ?? nameLog.count
         return commitNames(upTo: cut)
+    }
+
+    /// Makes the operations `isSynced` picks durable, and with each every
+    /// earlier one it depends on: those that made or removed a name it
+    /// makes or removes (so each name's durable operations are the first
+    /// of its history, and undoing the rest, newest first, finds every name
+    /// as it left it), and those that named a directory it changed (a name
+    /// does not outlive the directory it is in). Both are what ext4, XFS and
+    /// Btrfs persist along with it. One pass, newest first: dependencies
+    /// always point back in time.
+    private mutating func commitNames(where isSynced: (NameChange) -> Bool) -> [String] {
+        // Most fsyncs make no name durable: find that out without allocating.
+        guard nameLog.contains(where: { isSynced($0.change) }) else { return [] }
+        var neededNames = Set<NameChange.Name>()
+        var neededDirectories = Set<CrashFileID>()
+        var durable = [Bool](repeating: false, count: nameLog.count)
+        var graves: [String] = []
+        for index in nameLog.indices.reversed() {
+            let change = nameLog[index].change
+            let names = change.names
+            guard isSynced(change) || names.contains(where: neededNames.contains)
+                || change.namedInode.map(neededDirectories.contains) == true else { continue }
+            durable[index] = true
+            neededNames.formUnion(names)
+            neededDirectories.formUnion(change.directories)
+            if let grave = change.grave { graves.append(grave) }
+        }
+        if durable.contains(true) { nameLog = nameLog.indices.filter { !durable[$0] }.map { nameLog[$0] } }
+        return graves.reversed()
     }
 
     private mutating func commitNames(upTo end: Int) -> [String] {

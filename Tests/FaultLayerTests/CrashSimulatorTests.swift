@@ -190,12 +190,15 @@ func bytes(_ byte: Character, _ count: Int) -> [UInt8] { [UInt8](repeating: byte
         try f.write(file, bytes("C", 5000), at: 8192)      // append, not synced
         let synced = try f.create("synced")
         try f.write(synced, bytes("S", 3000), at: 0)
-        try f.fsync(synced, dataOnly: true)                 // data durable, name not (posix)
+        try f.fsync(synced, dataOnly: true)                 // data durable, and its name with it
+        let unsynced = try f.create("unsynced")
+        try f.write(unsynced, bytes("U", 3000), at: 0)      // neither
         #expect(f.contents("data")?.count == 13192)
         let report = f.crash()
         #expect(f.contents("data") == bytes("A", 8192))
-        #expect(!f.exists("synced"))
-        #expect(report.filesReverted == 1 && report.bytesReverted == 100 && report.filesTruncated == 1)
+        #expect(f.contents("synced") == bytes("S", 3000))
+        #expect(!f.exists("unsynced"))
+        #expect(report.filesReverted == 1 && report.bytesReverted == 100 && report.filesTruncated == 2)  // data, unsynced
         #expect(report.namesUndone == 1 && report.undoErrors == 0)
         #expect(f.graves.isEmpty)
     }
@@ -248,9 +251,8 @@ func bytes(_ byte: Character, _ count: Int) -> [UInt8] { [UInt8](repeating: byte
         try f.write(kept, bytes("k", 10), at: 0)
         try f.fsync(kept)
         try f.fsyncDirectory("d")
-        let gone = try f.create("d/gone")       // after the directory's fsync
+        let gone = try f.create("d/gone")       // after the directory's fsync, and never fsync'd
         try f.write(gone, bytes("g", 10), at: 0)
-        try f.fsync(gone)                       // the file's fsync does not make its name durable
         try f.link("d/kept", "d/hard")
         try f.symlink("kept", "d/sym")
         try f.mkdir("undone")
@@ -259,6 +261,59 @@ func bytes(_ byte: Character, _ count: Int) -> [UInt8] { [UInt8](repeating: byte
         #expect(f.contents("d/kept") == bytes("k", 10))
         #expect(f.names() == ["d"])
         #expect(report.namesUndone == 4 && report.undoErrors == 0)
+    }
+
+    @Test func aNewFileFsyncedSurvivesWithoutItsDirectory() throws {
+        let f = try CrashFixture(names: .posix)
+        try f.mkdir("db")                        // the top directory is never fsync'd
+        let data = try f.create("db/data.mdb")
+        try f.write(data, bytes("d", 8192), at: 0)
+        try f.fsync(data, dataOnly: true)        // LMDB: fdatasync of the file, never of a directory
+        let lock = try f.create("db/lock.mdb")   // not fsync'd: gone
+        try f.write(lock, bytes("l", 10), at: 0)
+        let report = f.crash()
+        #expect(f.names() == ["db"])
+        #expect(f.names("db") == ["data.mdb"])
+        #expect(f.contents("db/data.mdb") == bytes("d", 8192))
+        #expect(report.namesUndone == 1 && report.undoErrors == 0)
+    }
+
+    @Test func aTempFileRenamedIntoAnFsyncedDirectoryStaysWhole() throws {
+        let f = try CrashFixture(names: .posix)
+        try f.mkdir("appendonlydir")             // Redis 7: made once, its parent never fsync'd
+        let temp = try f.create("temp-rewriteaof-42.aof")
+        try f.write(temp, bytes("r", 5000), at: 0)
+        try f.fsync(temp)
+        f.close(temp)
+        try f.rename("temp-rewriteaof-42.aof", "appendonlydir/appendonly.aof.1.base.aof")
+        try f.fsyncDirectory("appendonlydir")
+        let report = f.crash()
+        #expect(report.namesUndone == 0 && report.undoErrors == 0)
+        #expect(f.names() == ["appendonlydir"])
+        #expect(f.contents("appendonlydir/appendonly.aof.1.base.aof") == bytes("r", 5000))
+    }
+
+    @Test func aDeleteWithoutADirectoryFsyncComesBackUntilTheNameIsMadeAgain() throws {
+        let f = try CrashFixture(names: .posix)
+        try f.durableFile("db", bytes("D", 100))
+        // SQLite's rollback journal: made durable by its fsync, deleted at commit without a directory fsync.
+        let journal = try f.create("db-journal")
+        try f.write(journal, bytes("1", 512), at: 0)
+        try f.fsync(journal)
+        f.close(journal)
+        try f.unlink("db-journal")
+        let first = f.crash()
+        #expect(f.contents("db-journal") == bytes("1", 512))  // the delete was undone: a hot journal again
+        #expect(first.namesUndone == 1 && first.undoErrors == 0)
+        // The next transaction's journal, fsync'd: the delete before it is durable with it.
+        try f.unlink("db-journal")
+        let again = try f.create("db-journal")
+        try f.write(again, bytes("2", 512), at: 0)
+        try f.fsync(again, dataOnly: true)
+        f.close(again)
+        let second = f.crash()
+        #expect(f.contents("db-journal") == bytes("2", 512))
+        #expect(second.namesUndone == 0 && second.undoErrors == 0)
     }
 
     @Test func journalNamesAreDurableWithAnyFsync() throws {

@@ -79,30 +79,111 @@ import Testing
 
     @Test func posixNamesAreDurableWithTheirDirectory() {
         var j = CrashJournal(names: .posix)
-        _ = j.record(.created(parent: 10, name: "a", isDirectory: false), timeNs: 0)
+        _ = j.record(.created(parent: 10, name: "a", isDirectory: false, inode: 100), timeNs: 0)
         _ = j.record(.unlinked(parent: 20, name: "b", grave: "g1"), timeNs: 1)
-        _ = j.record(.renamed(from: 10, fromName: "c", to: 20, toName: "d", replaced: .file(grave: "g2"), exchanged: false), timeNs: 2)
-        // A file fsync makes no name durable.
+        _ = j.record(.renamed(from: 10, fromName: "c", to: 20, toName: "d", replaced: .file(grave: "g2"), exchanged: false, inode: 101), timeNs: 2)
+        // An fsync of a file none of them names makes no name durable.
         _ = j.fileSynced(99, dataOnly: false)
         #expect(j.nameLog.count == 3)
         // A very old operation is not durable under posix.
         #expect(j.expire(nowNs: 1_000_000_000_000) == [])
         // fsync of 20: the unlink and the rename (its new parent) are durable; their graves go.
         #expect(j.directorySynced(20) == ["g1", "g2"])
-        #expect(j.nameLog.map(\.change) == [.created(parent: 10, name: "a", isDirectory: false)])
+        #expect(j.nameLog.map(\.change) == [.created(parent: 10, name: "a", isDirectory: false, inode: 100)])
         #expect(j.directorySynced(10) == [])
+        #expect(j.nameLog.isEmpty)
+    }
+
+    @Test func posixFsyncOfTheFileMakesTheNamesOfItDurable() {
+        var j = CrashJournal(names: .posix)
+        _ = j.record(.created(parent: 1, name: "data", isDirectory: false, inode: 50), timeNs: 0)
+        _ = j.record(.created(parent: 1, name: "other", isDirectory: false, inode: 51), timeNs: 1)
+        _ = j.record(.linked(parent: 1, name: "hard", inode: 50), timeNs: 2)
+        // fdatasync too: ext4, XFS and Btrfs persist a new file's name with it.
+        #expect(j.fileSynced(50, dataOnly: true).graves == [])
+        #expect(j.nameLog.map(\.change) == [.created(parent: 1, name: "other", isDirectory: false, inode: 51)])
+        // A rename is durable with the file it moved.
+        _ = j.record(.renamed(from: 1, fromName: "other", to: 2, toName: "moved", replaced: .file(grave: "g1"),
+                              exchanged: false, inode: 51), timeNs: 3)
+        #expect(j.fileSynced(51, dataOnly: false).graves == ["g1"])
+        #expect(j.nameLog.isEmpty)
+    }
+
+    @Test func posixUnlinkAndRmdirStillNeedTheDirectory() {
+        var j = CrashJournal(names: .posix)
+        _ = j.record(.unlinked(parent: 1, name: "journal", grave: "g1"), timeNs: 0)
+        _ = j.record(.removedDirectory(parent: 1, name: "d", attributes: SavedAttributes(mode: 0o40755, uid: 0, gid: 0)), timeNs: 1)
+        // They name no file: no file's fsync makes them durable.
+        _ = j.fileSynced(1, dataOnly: false)
+        _ = j.fileSynced(2, dataOnly: false)
+        #expect(j.nameLog.count == 2)
+        let plan = j.undoPlan(request: CrashRequest(), currentSizes: [:])
+        #expect(plan.steps.count == 2)
+        #expect(j.directorySynced(1) == ["g1"])
+        #expect(j.nameLog.isEmpty)
+    }
+
+    @Test func aDurableOperationTakesWhatMadeItsNamesAndDirectoriesAlong() {
+        var j = CrashJournal(names: .posix)
+        // Redis's rewrite: the directory, a temp file at the top, renamed into the directory, whose fsync follows.
+        _ = j.record(.created(parent: 1, name: "appendonlydir", isDirectory: true, inode: 10), timeNs: 0)
+        _ = j.record(.created(parent: 1, name: "temp.aof", isDirectory: false, inode: 11), timeNs: 1)
+        _ = j.record(.created(parent: 1, name: "unrelated", isDirectory: false, inode: 12), timeNs: 2)
+        _ = j.fileSynced(11, dataOnly: true)   // the temp file's fsync: its create is durable
+        #expect(j.nameLog.count == 2)
+        _ = j.record(.renamed(from: 1, fromName: "temp.aof", to: 10, toName: "base.aof", replaced: nil,
+                              exchanged: false, inode: 11), timeNs: 3)
+        _ = j.directorySynced(10)
+        // The rename is durable, and with it the mkdir of its new directory; the unrelated create is not.
+        #expect(j.nameLog.map(\.change) == [.created(parent: 1, name: "unrelated", isDirectory: false, inode: 12)])
+    }
+
+    @Test func aCreateDurableByItsFileTakesItsDirectoryAlong() {
+        var j = CrashJournal(names: .posix)
+        // LMDB: mkdir the environment, create data.mdb in it, fsync data.mdb; the top is never fsync'd.
+        _ = j.record(.created(parent: 1, name: "env", isDirectory: true, inode: 10), timeNs: 0)
+        _ = j.record(.created(parent: 10, name: "data.mdb", isDirectory: false, inode: 11), timeNs: 1)
+        _ = j.record(.created(parent: 10, name: "lock.mdb", isDirectory: false, inode: 12), timeNs: 2)
+        _ = j.fileSynced(11, dataOnly: true)
+        #expect(j.nameLog.map(\.change) == [.created(parent: 10, name: "lock.mdb", isDirectory: false, inode: 12)])
+    }
+
+    @Test func aRenameChainIsDurableFromItsStart() {
+        var j = CrashJournal(names: .posix)
+        _ = j.record(.created(parent: 1, name: "a", isDirectory: false, inode: 20), timeNs: 0)
+        _ = j.record(.renamed(from: 1, fromName: "a", to: 2, toName: "b", replaced: nil, exchanged: false, inode: 20), timeNs: 1)
+        _ = j.record(.renamed(from: 2, fromName: "b", to: 3, toName: "c", replaced: .file(grave: "g1"), exchanged: false, inode: 20), timeNs: 2)
+        _ = j.record(.created(parent: 2, name: "b", isDirectory: false, inode: 21), timeNs: 3)  // b again, a new file
+        // Durable in 3: the last rename, the one before (it made b), the create of a.
+        #expect(j.directorySynced(3) == ["g1"])
+        #expect(j.nameLog.map(\.change) == [.created(parent: 2, name: "b", isDirectory: false, inode: 21)])
+    }
+
+    @Test func aNameMadeAgainTakesItsRemovalAlong() {
+        var j = CrashJournal(names: .posix)
+        // SQLite's rollback journal: made durable, deleted at commit, made again by the next transaction.
+        _ = j.record(.created(parent: 1, name: "db-journal", isDirectory: false, inode: 30), timeNs: 0)
+        _ = j.fileSynced(30, dataOnly: false)
+        _ = j.record(.unlinked(parent: 1, name: "db-journal", grave: "g1"), timeNs: 1)
+        // A crash now brings the journal back: the delete needs the directory's fsync.
+        #expect(j.undoPlan(request: CrashRequest(), currentSizes: [:]).steps
+            == [.undoName(.unlinked(parent: 1, name: "db-journal", grave: "g1"))])
+        _ = j.record(.created(parent: 1, name: "db-journal", isDirectory: false, inode: 31), timeNs: 2)
+        // The new journal's fsync: its create is durable, and so is the delete before it (else undoing
+        // the delete would find the name taken).
+        #expect(j.fileSynced(31, dataOnly: true).graves == ["g1"])
         #expect(j.nameLog.isEmpty)
     }
 
     @Test func journalNamesAreDurableWithAnyFsyncOrAfterTheCommitInterval() {
         var j = CrashJournal(names: .journal)
         _ = j.record(.unlinked(parent: 1, name: "x", grave: "g1"), timeNs: 0)
-        _ = j.record(.created(parent: 2, name: "y", isDirectory: true), timeNs: 1_000_000_000)
+        _ = j.record(.created(parent: 2, name: "y", isDirectory: true, inode: 3), timeNs: 1_000_000_000)
         // Any fsync, even of an unrelated file, commits all.
         #expect(j.fileSynced(42, dataOnly: true).graves == ["g1"])
         #expect(j.nameLog.isEmpty)
         _ = j.record(.unlinked(parent: 1, name: "x", grave: "g2"), timeNs: 10_000_000_000)
-        _ = j.record(.linked(parent: 1, name: "z"), timeNs: 12_000_000_000)
+        _ = j.record(.linked(parent: 1, name: "z", inode: 9), timeNs: 12_000_000_000)
         // 5 s later the first is durable, the second not yet.
         #expect(j.expire(nowNs: 15_000_000_000) == ["g2"])
         #expect(j.nameLog.count == 1)
@@ -110,9 +191,9 @@ import Testing
         _ = j.directorySynced(777)
         #expect(j.nameLog.isEmpty)
         // A record made after the interval commits what is older.
-        _ = j.record(.linked(parent: 1, name: "a"), timeNs: 20_000_000_000)
-        #expect(j.record(.linked(parent: 1, name: "b"), timeNs: 26_000_000_000) == [])
-        #expect(j.nameLog.map(\.change) == [.linked(parent: 1, name: "b")])
+        _ = j.record(.linked(parent: 1, name: "a", inode: 9), timeNs: 20_000_000_000)
+        #expect(j.record(.linked(parent: 1, name: "b", inode: 9), timeNs: 26_000_000_000) == [])
+        #expect(j.nameLog.map(\.change) == [.linked(parent: 1, name: "b", inode: 9)])
     }
 
     @Test func thePlanUndoesDataThenNamesNewestFirst() {
@@ -121,15 +202,15 @@ import Testing
         _ = j.overwrite(5, 0..<10, sizeBefore: 100, spillEnd: &spill)
         _ = j.overwrite(6, 0..<0, sizeBefore: 0, spillEnd: &spill)
         j.attributesChanging(6, old: SavedAttributes(mode: 0o100600, uid: 0, gid: 0))
-        _ = j.record(.created(parent: 1, name: "a", isDirectory: false), timeNs: 0)
-        _ = j.record(.linked(parent: 1, name: "b"), timeNs: 1)
+        _ = j.record(.created(parent: 1, name: "a", isDirectory: false, inode: 7), timeNs: 0)
+        _ = j.record(.linked(parent: 1, name: "b", inode: 7), timeNs: 1)
         let plan = j.undoPlan(request: CrashRequest(), currentSizes: [5: 200, 6: 0])
         #expect(plan.steps == [
             .setSize(file: 5, size: 100),
             .restore(file: 5, offset: 0, length: 10, spillOffset: 0),
             .restoreAttributes(file: 6, SavedAttributes(mode: 0o100600, uid: 0, gid: 0)),
-            .undoName(.linked(parent: 1, name: "b")),
-            .undoName(.created(parent: 1, name: "a", isDirectory: false)),
+            .undoName(.linked(parent: 1, name: "b", inode: 7)),
+            .undoName(.created(parent: 1, name: "a", isDirectory: false, inode: 7)),
         ])
         #expect(plan.tornSectorsKept == 0)
     }
@@ -150,10 +231,10 @@ import Testing
 
     @Test func theJournalModelSkipsNamesOlderThanTheIntervalAtTheCrash() {
         var j = CrashJournal(names: .journal)
-        _ = j.record(.linked(parent: 1, name: "old"), timeNs: 0)
-        _ = j.record(.linked(parent: 1, name: "new"), timeNs: 4_000_000_000)
+        _ = j.record(.linked(parent: 1, name: "old", inode: 9), timeNs: 0)
+        _ = j.record(.linked(parent: 1, name: "new", inode: 9), timeNs: 4_000_000_000)
         let plan = j.undoPlan(request: CrashRequest(), currentSizes: [:], nowNs: 6_000_000_000)
-        #expect(plan.steps == [.undoName(.linked(parent: 1, name: "new"))])
+        #expect(plan.steps == [.undoName(.linked(parent: 1, name: "new", inode: 9))])
     }
 
     /// A file of 64 KiB with 40 KiB overwritten from 2000 and 24 KiB appended.
