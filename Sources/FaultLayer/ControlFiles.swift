@@ -374,7 +374,11 @@ final class ControlFiles: FileSystem, @unchecked Sendable {
     }
 
     func release(_ caller: Caller, node: NodeID, handle: UInt64) {
-        if kind(of: node) != nil { return }
+        if let c = kind(of: node) {
+            // After close(2) returned (the kernel sends RELEASE without waiting).
+            if c == .control { crashes.noteControlClosed() }
+            return
+        }
         inner.release(caller, node: node, handle: handle)
     }
 

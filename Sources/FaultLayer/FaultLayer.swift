@@ -172,11 +172,24 @@ final class CrashControl: Sendable {
         return nil
     }
 
-    /// Hands the accepted crash to the server, on a thread of its own.
+    /// Set when a handle of `control` is released (after close(2) returned):
+    /// the crash's own write and close have then had their replies.
+    private let controlClosed = Atomic<Bool>(false)
+
+    /// Hands the accepted crash to the server, on a thread of its own, once
+    /// the writer has closed `control` (its write was answered, so the abort
+    /// cannot fail it) or after a second (a writer that keeps it open).
     func start(_ request: CrashRequest) {
         guard let onCrash else { return }
-        startThread { onCrash(request) }
+        controlClosed.store(false, ordering: .releasing)
+        startThread { [self] in
+            for _ in 0..<100 where !controlClosed.load(ordering: .acquiring) { usleep(10_000) }
+            onCrash(request)
+        }
     }
+
+    /// A handle of `control` was released.
+    func noteControlClosed() { controlClosed.store(true, ordering: .releasing) }
 
     func cancel() {
         simulator?.crashPending.store(false, ordering: .releasing)

@@ -35,9 +35,10 @@ final class CrashSwitch: Sendable {
     /// kernel then fails every request of that mount, and the serving loop
     /// ends (see `end`).
     func begin(_ request: CrashRequest) {
-        // The command's write is answered just after this thread starts: a
-        // moment for the reply to leave before the connection dies.
-        usleep(20_000)
+        // The fault layer calls this once the command's writer closed
+        // `control` (or a second later); a moment more for the last reply
+        // to leave before the connection dies.
+        usleep(5_000)
         // The abort happens under the lock: once `end` sees a pending crash,
         // the connection is aborted for sure (dropping the kernel's caches
         // of a live connection whose loop has ended would wait forever).

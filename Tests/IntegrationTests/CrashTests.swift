@@ -166,6 +166,32 @@ extension AllMountTests {
             }
         }
 
+        @Test("`echo crash > control` from a shell succeeds (the abort waits for the writer's close), and a second crash meanwhile is refused with EBUSY")
+        func crashFromTheShell() throws {
+            try withMount(options: ["crashsim"]) { fs in
+                for round in 1...3 {
+                    // The second write comes while the first crash waits for its writer's close: EBUSY.
+                    let script = """
+                        exec 3>"$1/.faultfs/control"
+                        echo crash >&3 || exit 10
+                        echo crash >&3 2>/dev/null && exit 11
+                        exec 3>&-
+                        """
+                    let result = try runCommand("sh", ["-c", script, "sh", fs.mountpoint], limitSeconds: 60)
+                    #expect(result.status == 0, "round \(round): the first write succeeds, the second is refused: \(result)")
+                    var crashes = 0
+                    for _ in 0..<100 {
+                        crashes = (try? fs.statusObject()["crashes"] as? Int) ?? 0
+                        if crashes == round { break }
+                        usleep(100_000)
+                    }
+                    #expect(crashes == round, "status counts the crash")
+                    #expect(fs.mountsHere.count == 1)
+                }
+                #expect(textOfFile(fs.controlFile("control")).contains("# faultfs rules"), "the mount answers")
+            }
+        }
+
         @Test("a stop signal after a crash unmounts cleanly")
         func stopSignalAfterCrash() throws {
             let fs = try MountedFS(options: ["crashsim"])
