@@ -11,7 +11,7 @@ import Testing
 /// Writes MIB MiB (argv[1]) to big.bin, fsyncs, says how that went, and
 /// exits with argv[2].
 private let cgroupWriter = """
-    import os, sys
+    import os, sys, time
     mib, code = int(sys.argv[1]), int(sys.argv[2])
     d = os.environ["FAULTFS_DIR"]
     fd = os.open(d + "/big.bin", os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
@@ -27,6 +27,7 @@ private let cgroupWriter = """
         print("writer: fsync errno %d" % e.errno, flush=True)
     os.close(fd)
     print("writer: done", flush=True)
+    time.sleep(0.5)  # a few more samples (every 100 ms) show the cgroup after the fsync
     sys.exit(code)
     """
 
