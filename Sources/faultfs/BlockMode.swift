@@ -5,6 +5,7 @@
 // backing files), not from what a crashed run meant to do, so it also
 // finishes a half-done mount or a half-done unmount.
 import FaultRules
+import FuseKit
 import Glibc
 import System
 
@@ -221,7 +222,8 @@ enum BlockMode {
         // instead of waiting forever.
         let stopped = daemons.filter(isStopped)
         if daemons.isEmpty || !stopped.isEmpty, let faultMount {
-            abortFuseConnection(of: faultMount)
+            // The mount table names the device even when the mount is dead.
+            _ = try? Session.abortConnection(device: faultMount.device)
             for pid in stopped { kill(pid, SIGCONT) }  // it then finds its connection gone and exits
         }
 
@@ -293,21 +295,6 @@ enum BlockMode {
     static func backingFile(ofLoop device: String) -> String? {
         guard device.hasPrefix("/dev/loop") else { return nil }
         return File.readText("/sys/block/\(device.dropFirst(5))/loop/backing_file")?.trimmingNewline()
-    }
-
-    /// Writes to /sys/fs/fuse/connections/N/abort, N being the mount's device minor.
-    private static func abortFuseConnection(of mount: MountEntry) {
-        var info = stat()
-        // stat of a dead FUSE mount fails; the mount table names its device too.
-        let minor: UInt32? = stat(mount.mountPoint, &info) == 0 ? UInt32(info.st_dev & 0xff) | UInt32((info.st_dev >> 12) & 0xfff00)
-            : deviceMinor(ofMountID: mount.mountID)
-        guard let minor else { return }
-        _ = try? writeWholeFile("/sys/fs/fuse/connections/\(minor)/abort", "1")
-    }
-
-    /// The minor of the mount's device, from the mount table.
-    private static func deviceMinor(ofMountID id: Int) -> UInt32? {
-        MountTable.current().first { $0.mountID == id }?.device.split(separator: ":").last.flatMap { UInt32($0) }
     }
 
     /// Whether `pid` still is a faultfs process (the recorded pid may have been reused).
