@@ -9,6 +9,12 @@ final class DirectoryHandle: @unchecked Sendable {
     struct Stream: @unchecked Sendable {
         let dir: OpaquePointer
         var offset: off_t = 0
+        /// The entry at `offset` when it was read but did not fit in the last
+        /// reply (it points into the DIR's buffer, valid until the next
+        /// readdir, seekdir or closedir): the next reply starts with it
+        /// instead of seeking back, which would make glibc read the whole
+        /// buffer again (two getdents64 per reply instead of one).
+        var pending: UnsafeMutablePointer<dirent>?
     }
     let stream: Mutex<Stream>
     let fd: Int32

@@ -513,14 +513,32 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
     public func readdir(_ caller: Caller, node: NodeID, handle: UInt64, offset: off_t, plus: Bool,
                         into buffer: inout DirectoryBuffer) throws(Errno) {
         let dir = DirectoryHandle.from(handle)
+        // With readdirplus_auto the kernel asks for a plus reply at offset 0
+        // whether or not the caller will look at the attributes (later plus
+        // requests come only after a lookup in the directory advised them).
+        // A plain listing of a cold directory would then pay a backing
+        // lookup per entry (an inode read from disk each, ~35 µs here) for
+        // nothing; so that first reply carries full entries only while they
+        // cost under `options.unadvisedLookupBudgetNanoseconds` (1 ms), and names alone after that
+        // (node 0: the kernel makes no dentry and looks the name up when it
+        // is used).
+        let lookupDeadline = plus && offset == 0
+            ? SystemClock.monotonicNanoseconds() + options.unadvisedLookupBudgetNanoseconds : Int64.max
         try dir.stream.withLock { (s) throws(Errno) in
-            if s.offset != offset { seekdir(s.dir, offset); s.offset = offset }
+            if s.offset != offset { seekdir(s.dir, offset); s.offset = offset; s.pending = nil }
             while true {
-                errno = 0
-                guard let d = Glibc.readdir(s.dir) else {
-                    let e = errno
-                    if e != 0 { throw Errno(e) }
-                    return
+                let d: UnsafeMutablePointer<dirent>
+                if let p = s.pending {
+                    d = p
+                    s.pending = nil
+                } else {
+                    errno = 0
+                    guard let r = Glibc.readdir(s.dir) else {
+                        let e = errno
+                        if e != 0 { throw Errno(e) }
+                        return
+                    }
+                    d = r
                 }
                 let next = d.pointee.d_off
                 let name = direntName(d)
@@ -528,15 +546,17 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                     s.offset = next
                     continue
                 }
-                let added: Bool = try { () throws(Errno) -> Bool in
-                    if !plus || isDotOrDotDot(name) {
+                let added: Bool
+                do throws(Errno) { added = try { () throws(Errno) -> Bool in
+                    if !plus || isDotOrDotDot(name)
+                        || (lookupDeadline != .max && SystemClock.monotonicNanoseconds() > lookupDeadline) {
                         var st = stat()
                         st.st_ino = d.pointee.d_ino
                         st.st_mode = mode_t(d.pointee.d_type) << 12
                         if !plus { return buffer.add(name, attributes: st, nextOffset: next) }
-                        // A plus reply holds only plus entries; the dots carry no lookup.
-                        let dots = Entry(node: 0, attributes: st, attributesTimeout: 0, entryTimeout: 0)
-                        return buffer.addPlus(name, entry: dots, nextOffset: next)
+                        // A plus reply holds only plus entries; node 0 carries no lookup.
+                        let nameOnly = Entry(node: 0, attributes: st, attributesTimeout: 0, entryTimeout: 0)
+                        return buffer.addPlus(name, entry: nameOnly, nextOffset: next)
                     }
                     let e: Entry
                     do throws(Errno) { e = try entry(dirfd: dir.fd, name: name) }
@@ -544,10 +564,13 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                     if buffer.addPlus(name, entry: e, nextOffset: next) { return true }
                     forget(node: e.node, count: 1)
                     return false
-                }()
+                }() } catch {
+                    s.pending = d  // the next call tries this entry again
+                    throw error
+                }
                 if !added {
                     // The entry did not fit: the next call starts with it.
-                    seekdir(s.dir, s.offset)
+                    s.pending = d
                     return
                 }
                 s.offset = next

@@ -34,6 +34,9 @@ public struct PassthroughOptions: Sendable {
     /// touches (the crash layer's graveyard): lookup answers ENOENT, readdir
     /// skips them, and creating or renaming to them fails with EPERM.
     public var hiddenRootNames: [String] = []
+    /// How long the first readdirplus reply of a listing may spend looking
+    /// entries up before it sends names alone (see `readdir`).
+    public var unadvisedLookupBudgetNanoseconds: Int64 = 1_000_000
     public init() {}
 
     /// Seconds the kernel may trust attributes and names.

@@ -1,0 +1,108 @@
+import FuseKit
+import Glibc
+import Passthrough
+import System
+import Testing
+
+/// The passthrough's readdir over a real directory, without a mount: replies
+/// cut to a small buffer and resumed at the offsets they name, as the kernel
+/// would ask for them.
+@Suite(.timeLimit(.minutes(1)))
+struct PassthroughListingTests {
+    static let count = 3_000
+    let directory: String
+    let fs: PassthroughFileSystem
+    let caller = Caller(uid: 0, gid: 0, pid: 0, umask: 0o022)
+    let names: Set<String>
+
+    init() throws { try self.init(lookupBudget: nil) }
+
+    init(lookupBudget: Int64?) throws {
+        var template = Array("/var/tmp/faultfs-listing-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw Errno.current }
+        directory = String(cString: made)
+        var made2 = Set<String>()
+        for i in 0..<Self.count {
+            let name = "file-\(i)"
+            let fd = Glibc.open("\(directory)/\(name)", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw Errno.current }
+            close(fd)
+            made2.insert(name)
+        }
+        names = made2
+        var options = PassthroughOptions()
+        if let lookupBudget { options.unadvisedLookupBudgetNanoseconds = lookupBudget }
+        fs = try PassthroughFileSystem(root: Glibc.open(directory, Int32(CSYS_O_PATH) | O_DIRECTORY | O_CLOEXEC),
+                                       options: options)
+    }
+
+    func removeDirectory() {
+        for name in names { _ = unlink("\(directory)/\(name)") }
+        _ = rmdir(directory)
+    }
+
+    /// One reply of at most `capacity` bytes, from `offset`.
+    func reply(_ handle: UInt64, offset: off_t, plus: Bool, capacity: Int = 4096) throws -> [DirectoryEntry] {
+        var buffer = DirectoryBuffer(capacity: capacity)
+        try fs.readdir(caller, node: rootNodeID, handle: handle, offset: offset, plus: plus, into: &buffer)
+        return buffer.entries(plus: plus)
+    }
+
+    @Test("a listing in small replies names every entry once, and a seek back starts over")
+    func resumesWhereTheLastReplyStopped() throws {
+        defer { removeDirectory() }
+        let handle = try fs.opendir(caller, node: rootNodeID, flags: O_RDONLY).handle
+        defer { fs.releasedir(caller, node: rootNodeID, handle: handle) }
+        var listed: [String] = []
+        var offset: off_t = 0
+        var replies = 0
+        while true {
+            let entries = try reply(handle, offset: offset, plus: false)
+            if entries.isEmpty { break }
+            listed += entries.map(\.name)
+            offset = entries.last!.nextOffset
+            replies += 1
+            if replies == 3 {
+                // The kernel may ask again from the start (a rewinddir): the
+                // entry kept from the last reply must not leak into this one.
+                let again = try reply(handle, offset: 0, plus: false)
+                #expect(again.first?.name == listed.first)
+                #expect(again.map(\.name) == Array(listed.prefix(again.count)))
+            }
+        }
+        #expect(replies > 10, "4 KiB replies: \(replies)")
+        #expect(listed.count == Self.count + 2)
+        #expect(Set(listed) == names.union([".", ".."]))
+    }
+
+    @Test("the first readdirplus reply sends names alone once its lookup budget is spent; later ones look every entry up")
+    func unadvisedPlusReplyWithinItsBudget() throws {
+        let spent = try PassthroughListingTests(lookupBudget: 0)
+        defer { spent.removeDirectory() }
+        let handle = try spent.fs.opendir(caller, node: rootNodeID, flags: O_RDONLY).handle
+        defer { spent.fs.releasedir(caller, node: rootNodeID, handle: handle) }
+        let first = try spent.reply(handle, offset: 0, plus: true)
+        #expect(first.count > 10)
+        #expect(first.allSatisfy { $0.node == 0 }, "no entry looked up")
+        #expect(first.filter { $0.name.hasPrefix("file-") }.allSatisfy { $0.type == UInt32(S_IFREG >> 12) && $0.inode != 0 })
+        // Offset > 0: the kernel asks for plus only when a lookup advised it.
+        let next = try spent.reply(handle, offset: first.last!.nextOffset, plus: true)
+        #expect(!next.isEmpty)
+        #expect(next.allSatisfy { $0.node != 0 && $0.node != nil })
+        for e in next { spent.fs.forget(node: e.node!, count: 1) }
+        #expect(Set(first.map(\.name)).isDisjoint(with: next.map(\.name)))
+    }
+
+    @Test("with the default budget a first readdirplus reply over a warm directory looks its entries up")
+    func warmPlusReplyIsFull() throws {
+        defer { removeDirectory() }
+        let handle = try fs.opendir(caller, node: rootNodeID, flags: O_RDONLY).handle
+        defer { fs.releasedir(caller, node: rootNodeID, handle: handle) }
+        let first = try reply(handle, offset: 0, plus: true)
+        let files = first.filter { $0.name.hasPrefix("file-") }
+        #expect(files.count > 10)
+        // 1 ms covers a 4 KiB reply (about 25 entries) of cached inodes many times over.
+        #expect(files.allSatisfy { $0.node != 0 })
+        for e in files { fs.forget(node: e.node!, count: 1) }
+    }
+}
