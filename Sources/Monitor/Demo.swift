@@ -170,8 +170,7 @@ public enum DemoWriter {
         say("\(Demo.phase3): can a stuck disk exhaust memory? Lifting the mount's bdi limit, stalling writeback of \(Demo.memoryFile), writing \(bytes) MiB in a \(limit) MiB memory cgroup")
         var st = stat()
         guard stat(dir, &st) == 0 else { say("stat \(dir): \(Errno.current.description)"); return 1 }
-        let d = UInt64(st.st_dev)
-        let bdi = "/sys/class/bdi/\((d >> 8) & 0xfff):\((d & 0xff) | ((d >> 12) & 0xfff00))"
+        let bdi = "/sys/class/bdi/\(DeviceKnobs.name(of: st.st_dev))"
         var lifted: [(file: String, before: String, now: String)] = []
         for (file, value) in [("max_ratio", "100"), ("strict_limit", "0")] {
             let before = (File.readText(bdi + "/" + file) ?? "?").split(separator: "\n").first.map(String.init) ?? "?"

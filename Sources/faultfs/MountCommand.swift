@@ -13,6 +13,7 @@ struct MountCommand: ParsableCommand {
             faultfs options (-o): writeback (default), nowriteback, direct_io, nocache,
             nosplice, acl (default: POSIX ACLs where the backing file system has them),
             noacl, relatime (default), strictatime, noatime, threads=N, fdcache=N,
+            readahead=auto|SIZE (default auto: the backing disk's, at most 1M),
             control=NAME, rules=FILE, events=FILE. remount (with ro, rw, nosuid,
             noexec, ...) changes the flags of a live faultfs mount.
             Power loss: crashsim (names durable after an fsync of their directory,

@@ -86,11 +86,28 @@ extension MountConfiguration {
     var summary: String {
         "writeback=\(writebackCache ? "on" : "off") direct_io=\(directIO ? "on" : "off") "
             + "caching=\(aggressiveCaching ? "aggressive" : "none") splice=\(splice ? "on" : "off") "
-            + "fdcache=\(fdCacheCapacity) acl=\(posixACLs ? "on" : "off") atime=\(accessTimes.rawValue) threads=\(maxIdleThreads) idle/\(maxThreads) max"
+            + "fdcache=\(fdCacheCapacity) readahead=\(readahead.description) acl=\(posixACLs ? "on" : "off") atime=\(accessTimes.rawValue) threads=\(maxIdleThreads) idle/\(maxThreads) max"
             + (controlName.map { " control=\($0)" } ?? "") + (rulesFile.map { " rules=\($0)" } ?? "")
             + (eventsFile.map { " events=\($0)" } ?? "")
             + (crashSimulation.map { " crashsim=\($0.rawValue)" } ?? "") + (crashSpillDirectory.map { " crashsim_spill=\($0)" } ?? "")
             + " fuse: -o \(fuseOptions.joined(separator: ","))"
+    }
+}
+
+/// Applies `-o readahead` to the live mount's bdi (it goes away with the
+/// mount: nothing to restore). A failure is logged, not fatal.
+func setReadahead(_ setting: Readahead, mount: MountEntry, backingDevice: dev_t?, quiet: Bool) {
+    let disk = backingDevice.flatMap(DeviceKnobs.blockReadaheadKiB(of:))
+    guard let kib = setting.kib(backingDiskKiB: disk) else { return }
+    guard DeviceKnobs.bdiReadaheadKiB(mount.device) != kib else { return }
+    do throws(Errno) {
+        try DeviceKnobs.setBdiReadahead(mount.device, kib: kib)
+        if !quiet {
+            let why = setting == .auto ? " (the backing disk's is \(disk ?? 0) KiB; at most \(Readahead.largestReadKiB))" : ""
+            logger.info("readahead: \(kib) KiB\(why)")
+        }
+    } catch {
+        logger.notice("readahead: could not set /sys/class/bdi/\(mount.device)/read_ahead_kb to \(kib): \(error.description)")
     }
 }
 
@@ -112,6 +129,8 @@ enum Server {
             close(root)
             throw CLIError("\(request.mountpoint): \(Errno.current.description)")
         }
+        var backing = stat()
+        let backingDevice: dev_t? = fstat(root, &backing) == 0 ? backing.st_dev : nil
 
         let crashes = CrashSwitch()
         let (faults, passthrough, resolver) = try makeFileSystem(root: root, request: request) { crashes.begin($0) }
@@ -157,6 +176,7 @@ enum Server {
                     return
                 }
                 let mount = MountTable.faultFSMount(at: mountpoint)
+                if let mount { setReadahead(config.readahead, mount: mount, backingDevice: backingDevice, quiet: !firstSession) }
                 crashes.serve(mount, state: state)
                 if let readyPipe {
                     logger.info("ready: \(mountpoint) answers")

@@ -1,6 +1,7 @@
 // The caching options: with or without the writeback cache, with direct_io,
 // fsync puts the data in the backing file; with nocache, changes made
 // directly in the backing dir show through the mount at once.
+import Foundation
 import Glibc
 import Testing
 
@@ -39,6 +40,39 @@ extension AllMountTests {
                 #expect(sys { close(fd) }.ok)
                 let throughMount = statOf(fs.path("f")).1.st_mtim.tv_sec, backing = statOf(fs.backing("f")).1.st_mtim.tv_sec
                 #expect(throughMount > old, "mtime through the mount after a write with -o \(options): \(throughMount); in the backing file: \(backing)")
+            }
+        }
+
+        @Test("readahead: auto follows the backing disk up to 1 MiB, readahead=SIZE sets it, a bad size is refused")
+        func readahead() throws {
+            func majorMinor(_ device: dev_t) -> String {
+                let d = UInt64(device)
+                return "\(((d >> 8) & 0xfff) | ((d >> 32) & ~0xfff)):\((d & 0xff) | ((d >> 12) & 0xffff_ff00))"
+            }
+            func mountReadahead(_ fs: MountedFS) -> Int? {
+                var st = stat()
+                guard stat(fs.mountpoint, &st) == 0 else { return nil }
+                return Int(textOfFile("/sys/class/bdi/\(majorMinor(st.st_dev))/read_ahead_kb")
+                    .trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            try withMount { fs in
+                // The disk under the backing directory, found independently of the daemon.
+                var st = stat()
+                #expect(stat(fs.source, &st) == 0)
+                let dev = majorMinor(st.st_dev)
+                let disk = ["/sys/dev/block/\(dev)/queue/read_ahead_kb", "/sys/dev/block/\(dev)/../queue/read_ahead_kb"]
+                    .lazy.compactMap { Int(textOfFile($0).trimmingCharacters(in: .whitespacesAndNewlines)) }.first
+                let expected = disk.map { min($0, 1024) } ?? 128
+                #expect(pollUntil { mountReadahead(fs) == expected }, "read_ahead_kb \(mountReadahead(fs) ?? -1), disk \(disk ?? -1)")
+            }
+            try withMount(options: ["readahead=256K"]) { fs in
+                #expect(pollUntil { mountReadahead(fs) == 256 }, "read_ahead_kb \(mountReadahead(fs) ?? -1)")
+            }
+            try withTemporaryDirectory("readahead") { dir in
+                let result = try runCommand(try FaultFSBinary.path(), ["mount", "-o", "readahead=1.5K", dir, dir], limitSeconds: 60)
+                defer { _ = umount2(dir, Int32(MNT_DETACH)) }  // only if it mounted after all
+                #expect(result.status != 0, "\(result)")
+                #expect(result.stderr.contains("readahead=1.5K"), "stderr: \(result.stderr)")
             }
         }
 

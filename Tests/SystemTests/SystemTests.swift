@@ -284,3 +284,23 @@ import Testing
         #expect(!mount.maps("7f0000002000-7f0000003000 rw-p 00000000 00:34 0 "), "inode 0: anonymous")
     }
 }
+
+@Suite struct DeviceKnobsTests {
+    @Test func namesDevicesAsSysfsDoes() {
+        var st = stat()
+        #expect(stat("/dev/null", &st) == 0)
+        #expect(DeviceKnobs.name(of: st.st_rdev) == "1:3")
+        // glibc's makedev(259, 1_048_575) and makedev(4_095 + 1, 256): the high bits of each half.
+        let major: UInt64 = 259, minor: UInt64 = 1_048_575
+        let big = ((major & 0xfff) << 8) | ((major & ~0xfff) << 32) | (minor & 0xff) | ((minor & ~0xff) << 12)
+        #expect(DeviceKnobs.name(of: dev_t(big)) == "259:1048575")
+        let high: UInt64 = 4_096
+        #expect(DeviceKnobs.name(of: dev_t(((high & 0xfff) << 8) | ((high & ~0xfff) << 32) | 0x100 << 12)) == "4096:256")
+    }
+
+    @Test func aDiskHasAReadaheadTmpfsHasNone() {
+        var st = stat()
+        #expect(stat("/dev/shm", &st) == 0)
+        #expect(DeviceKnobs.blockReadaheadKiB(of: st.st_dev) == nil)
+    }
+}

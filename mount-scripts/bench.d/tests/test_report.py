@@ -376,6 +376,27 @@ class Rounds(unittest.TestCase):
                                       "| ≥ 1.0 at p50 and p99 | met |")
             self.assertIn("| stat (meta.c, one call) | FAILED | FAILED | 20.0 / 40.0 / 80.0 | FAILED | 10.0 / 50.0 / 70.0 |", rows[3])
 
+    def test_the_o_sync_row_without_writeback_caches_is_the_judged_one(self):
+        with tempfile.TemporaryDirectory() as raw:
+            r = self.write_run(raw, {}, sync_lat={"bindfs": [(300, 500, 900)] * 3,
+                                                  "mergerfs": [(350, 550, 1000)] * 3,
+                                                  "faultfs": [(390, 600, 1200)] * 3})
+            self.assertEqual(r.latency_workloads(), ["syncwrite", "stat"])
+            self.assertEqual(r.latency_status("syncwrite"), "MISSED")
+            for t, lat in (("bindfs", (310, 520, 950)), ("mergerfs", (300, 480, 900)), ("faultfs", (290, 450, 800))):
+                for n in (1, 2, 3):
+                    with open(os.path.join(raw, "%s.syncwrite_nowb.%d.json" % (t, n)), "w") as f:
+                        f.write(fio_lat_json(1, *lat))
+            self.assertEqual(r.latency_workloads(), ["syncwrite", "syncwrite_nowb", "stat"])
+            self.assertEqual(r.latency_status("syncwrite"), "shown")
+            self.assertEqual(r.best_peer_latency("syncwrite_nowb"), {"p50": 300.0, "p99": 480.0, "p99.9": 900.0})
+            self.assertEqual(r.latency_status("syncwrite_nowb"), "met")
+            rows = report.latency_markdown(r)
+            self.assertTrue(rows[2].endswith("| not judged | shown |"), rows[2])
+            self.assertTrue(rows[3].startswith("| 4k O_SYNC rand write, no writeback cache (fio clat) | - | FAILED "
+                                               "| 310 / 520 / 950 | 300 / 480 / 900 | 290 / 450 / 800 | - |"), rows[3])
+            self.assertTrue(rows[3].endswith("| ≥ 1.0 at p50 and p99 | met |"), rows[3])
+
     def test_a_skipped_crashsim_target_is_named_with_its_reason(self):
         with tempfile.TemporaryDirectory() as raw:
             r = self.write_run(raw, {"faultfs": [1, 1, 1]}, targets="plain,faultfs",
@@ -418,7 +439,7 @@ class RecordedRounds(unittest.TestCase):
         for t in ("plain", "passthrough_ll", "bindfs", "mergerfs", "faultfs"):
             for w in r.workloads():
                 self.assertEqual(len(r.values(t, w)), r.rounds, (t, w))
-            for w in report.LATENCY_WORKLOADS:
+            for w in r.latency_workloads():
                 self.assertIsNotNone(r.latency(t, w), (t, w))
         self.assertNotIn("FAILED", self.section)
         self.assertNotIn("None", self.section)
