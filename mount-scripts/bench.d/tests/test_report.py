@@ -428,6 +428,27 @@ class Rounds(unittest.TestCase):
 RECORDED_ROUNDS = os.path.join(HERE, "rounds-run")
 
 
+class MillionKept(unittest.TestCase):
+    DOC = ("# B\n\n" + report.BEGIN + "\n### Machine\n\n| a | b |\n\n" + report.MILLION_HEAD + "\n\n"
+           "_Run of 2026-11-29 10:00 UTC, faultfs abc._\n\n| phase | seconds | files/s |\n\n" + report.END + "\nafter\n")
+
+    def test_a_run_without_million_keeps_the_last_million_numbers(self):
+        earlier = report.previous_million(self.DOC)
+        self.assertTrue(earlier.startswith(report.MILLION_HEAD) and earlier.endswith("| phase | seconds | files/s |"))
+        self.assertIsNone(report.previous_million("# B\n" + report.BEGIN + "\n" + report.END))
+        self.assertIsNone(report.previous_million(None))
+        with tempfile.TemporaryDirectory() as raw:
+            with open(os.path.join(raw, "settings"), "w") as f:
+                f.write("standard=0\nrounds=1\n")
+            section = report.generated_section(report.Run(raw), earlier)
+            self.assertIn("_Kept from an earlier run: this one did not include `--million`._\n\n"
+                          "_Run of 2026-11-29 10:00 UTC, faultfs abc._", section)
+            # kept again by the next such run, with one note
+            again = report.generated_section(report.Run(raw), report.previous_million(report.splice(self.DOC, section)))
+            self.assertEqual(again.count("Kept from an earlier run"), 1)
+            self.assertNotIn("was not part of this run", again)
+
+
 class RecordedRounds(unittest.TestCase):
 
     def setUp(self):
