@@ -667,8 +667,12 @@ def machine_markdown(r):
         why = r.skipped("faultfs-crashsim")
         rows.append(("faultfs-crashsim", crash + (": skipped (%s)" % why if why else "")))
     if r.rounds:
-        rows.append(("rounds", "%d, interleaved: every target mounted afresh in each round, in the order %s; "
-                               "cells give the median (min-max)" % (r.rounds, ", ".join(TARGETS))))
+        ran = [t for t in TARGETS if t in r.targets]
+        order = ("in the order %s in round 1, rotated by one in each later round (round 2 starts with %s)"
+                 % (", ".join(ran), ran[1 % len(ran)]) if r.setting("rotate") == "1" and len(ran) > 1
+                 else "in the order %s" % ", ".join(TARGETS))
+        rows.append(("rounds", "%d, interleaved: every target mounted afresh in each round, %s; "
+                               "cells give the median (min-max)" % (r.rounds, order)))
     if r.facts.get("standard_seconds"):
         rows.append(("standard workloads took", "%s s" % r.facts["standard_seconds"]))
     rows.append(("mode", mode))

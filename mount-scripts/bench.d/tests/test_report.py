@@ -376,6 +376,17 @@ class Rounds(unittest.TestCase):
                                       "| ≥ 1.0 at p50 and p99 | met |")
             self.assertIn("| stat (meta.c, one call) | FAILED | FAILED | 20.0 / 40.0 / 80.0 | FAILED | 10.0 / 50.0 / 70.0 |", rows[3])
 
+    def test_the_rounds_row_names_the_rotation(self):
+        with tempfile.TemporaryDirectory() as raw:
+            r = self.write_run(raw, {}, targets="plain,bindfs,faultfs")
+            self.assertIn("| rounds | 3, interleaved: every target mounted afresh in each round, in the order plain, "
+                          "passthrough_ll", "\n".join(report.machine_markdown(r)))
+            with open(os.path.join(raw, "settings"), "a") as f:
+                f.write("rotate=1\n")
+            r = report.Run(raw)
+            self.assertIn("in the order plain, bindfs, faultfs in round 1, rotated by one in each later round "
+                          "(round 2 starts with bindfs)", "\n".join(report.machine_markdown(r)))
+
     def test_the_o_sync_row_without_writeback_caches_is_the_judged_one(self):
         with tempfile.TemporaryDirectory() as raw:
             r = self.write_run(raw, {}, sync_lat={"bindfs": [(300, 500, 900)] * 3,
