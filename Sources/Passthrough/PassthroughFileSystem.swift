@@ -516,12 +516,12 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // With readdirplus_auto the kernel asks for a plus reply at offset 0
         // whether or not the caller will look at the attributes (later plus
         // requests come only after a lookup in the directory advised them).
-        // A plain listing of a cold directory would then pay a backing
-        // lookup per entry (an inode read from disk each, ~35 µs here) for
-        // nothing; so that first reply carries full entries only while they
-        // cost under `options.unadvisedLookupBudgetNanoseconds` (1 ms), and names alone after that
-        // (node 0: the kernel makes no dentry and looks the name up when it
-        // is used).
+        // A plain listing of a cold directory would then pay a backing lookup
+        // per entry (an inode read from disk each, ~35 µs here) for nothing;
+        // so that first reply looks entries up only for
+        // `options.unadvisedLookupBudgetNanoseconds` (1 ms), and sends names
+        // alone after that (node 0: the kernel makes no dentry and looks the
+        // name up when it is used).
         let lookupDeadline = plus && offset == 0
             ? SystemClock.monotonicNanoseconds() + options.unadvisedLookupBudgetNanoseconds : Int64.max
         try dir.stream.withLock { (s) throws(Errno) in
@@ -540,31 +540,13 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                     }
                     d = r
                 }
-                let next = d.pointee.d_off
-                let name = direntName(d)
-                if node == rootNodeID && !options.hiddenRootNames.isEmpty && isHiddenRootName(name) {
-                    s.offset = next
+                if node == rootNodeID && !options.hiddenRootNames.isEmpty && isHiddenRootName(direntName(d)) {
+                    s.offset = d.pointee.d_off
                     continue
                 }
+                let lookUp = plus && (lookupDeadline == .max || SystemClock.monotonicNanoseconds() <= lookupDeadline)
                 let added: Bool
-                do throws(Errno) { added = try { () throws(Errno) -> Bool in
-                    if !plus || isDotOrDotDot(name)
-                        || (lookupDeadline != .max && SystemClock.monotonicNanoseconds() > lookupDeadline) {
-                        var st = stat()
-                        st.st_ino = d.pointee.d_ino
-                        st.st_mode = mode_t(d.pointee.d_type) << 12
-                        if !plus { return buffer.add(name, attributes: st, nextOffset: next) }
-                        // A plus reply holds only plus entries; node 0 carries no lookup.
-                        let nameOnly = Entry(node: 0, attributes: st, attributesTimeout: 0, entryTimeout: 0)
-                        return buffer.addPlus(name, entry: nameOnly, nextOffset: next)
-                    }
-                    let e: Entry
-                    do throws(Errno) { e = try entry(dirfd: dir.fd, name: name) }
-                    catch .ENOENT { return true }  // deleted meanwhile: skip it
-                    if buffer.addPlus(name, entry: e, nextOffset: next) { return true }
-                    forget(node: e.node, count: 1)
-                    return false
-                }() } catch {
+                do throws(Errno) { added = try add(d, in: dir.fd, plus: plus, lookUp: lookUp, to: &buffer) } catch {
                     s.pending = d  // the next call tries this entry again
                     throw error
                 }
@@ -573,9 +555,31 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
                     s.pending = d
                     return
                 }
-                s.offset = next
+                s.offset = d.pointee.d_off
             }
         }
+    }
+
+    /// Adds one backing directory entry to a reply; false if it did not fit.
+    /// A plus reply holds only plus entries: those not looked up (the dots,
+    /// or `lookUp` false) carry node 0, which the kernel counts no lookup for.
+    private func add(_ d: UnsafeMutablePointer<dirent>, in dirfd: Int32, plus: Bool, lookUp: Bool,
+                     to buffer: inout DirectoryBuffer) throws(Errno) -> Bool {
+        let name = direntName(d), next = d.pointee.d_off
+        if !lookUp || isDotOrDotDot(name) {
+            var st = stat()
+            st.st_ino = d.pointee.d_ino
+            st.st_mode = mode_t(d.pointee.d_type) << 12
+            if !plus { return buffer.add(name, attributes: st, nextOffset: next) }
+            return buffer.addPlus(name, entry: Entry(node: 0, attributes: st, attributesTimeout: 0, entryTimeout: 0),
+                                  nextOffset: next)
+        }
+        let e: Entry
+        do throws(Errno) { e = try entry(dirfd: dirfd, name: name) }
+        catch .ENOENT { return true }  // deleted meanwhile: skip it
+        if buffer.addPlus(name, entry: e, nextOffset: next) { return true }
+        forget(node: e.node, count: 1)  // the kernel counts no lookup for an entry that did not fit
+        return false
     }
 
     public func releasedir(_ caller: Caller, node: NodeID, handle: UInt64) {

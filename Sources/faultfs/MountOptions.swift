@@ -44,7 +44,7 @@ struct MountConfiguration: Equatable, Sendable {
 /// to 1 MiB, the largest READ one request carries (256 pages): cold
 /// sequential reads went from about 0.9 to 1.5 GiB/s here. No disk (tmpfs,
 /// btrfs, overlayfs): the kernel's default stays.
-enum Readahead: Equatable, Sendable {
+enum Readahead: Equatable, Sendable, CustomStringConvertible {
     case auto
     case kib(Int)
 

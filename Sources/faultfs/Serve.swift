@@ -86,7 +86,7 @@ extension MountConfiguration {
     var summary: String {
         "writeback=\(writebackCache ? "on" : "off") direct_io=\(directIO ? "on" : "off") "
             + "caching=\(aggressiveCaching ? "aggressive" : "none") splice=\(splice ? "on" : "off") "
-            + "fdcache=\(fdCacheCapacity) readahead=\(readahead.description) acl=\(posixACLs ? "on" : "off") atime=\(accessTimes.rawValue) threads=\(maxIdleThreads) idle/\(maxThreads) max"
+            + "fdcache=\(fdCacheCapacity) readahead=\(readahead) acl=\(posixACLs ? "on" : "off") atime=\(accessTimes.rawValue) threads=\(maxIdleThreads) idle/\(maxThreads) max"
             + (controlName.map { " control=\($0)" } ?? "") + (rulesFile.map { " rules=\($0)" } ?? "")
             + (eventsFile.map { " events=\($0)" } ?? "")
             + (crashSimulation.map { " crashsim=\($0.rawValue)" } ?? "") + (crashSpillDirectory.map { " crashsim_spill=\($0)" } ?? "")

@@ -21,22 +21,27 @@ struct PassthroughListingTests {
         var template = Array("/var/tmp/faultfs-listing-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw Errno.current }
         directory = String(cString: made)
-        var made2 = Set<String>()
-        for i in 0..<Self.count {
-            let name = "file-\(i)"
+        names = Set((0..<Self.count).map { "file-\($0)" })
+        for name in names {
             let fd = Glibc.open("\(directory)/\(name)", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw Errno.current }
+            guard fd >= 0 else { let e = Errno.current; Self.remove(directory, names); throw e }
             close(fd)
-            made2.insert(name)
         }
-        names = made2
         var options = PassthroughOptions()
         if let lookupBudget { options.unadvisedLookupBudgetNanoseconds = lookupBudget }
-        fs = try PassthroughFileSystem(root: Glibc.open(directory, Int32(CSYS_O_PATH) | O_DIRECTORY | O_CLOEXEC),
-                                       options: options)
+        do {
+            fs = try PassthroughFileSystem(root: Glibc.open(directory, Int32(CSYS_O_PATH) | O_DIRECTORY | O_CLOEXEC),
+                                           options: options)
+        } catch {
+            Self.remove(directory, names)
+            throw error
+        }
     }
 
-    func removeDirectory() {
+    /// Every test calls this (deferred) for each fixture it made.
+    func removeDirectory() { Self.remove(directory, names) }
+
+    static func remove(_ directory: String, _ names: Set<String>) {
         for name in names { _ = unlink("\(directory)/\(name)") }
         _ = rmdir(directory)
     }
@@ -77,6 +82,7 @@ struct PassthroughListingTests {
 
     @Test("the first readdirplus reply sends names alone once its lookup budget is spent; later ones look every entry up")
     func unadvisedPlusReplyWithinItsBudget() throws {
+        defer { removeDirectory() }
         let spent = try PassthroughListingTests(lookupBudget: 0)
         defer { spent.removeDirectory() }
         let handle = try spent.fs.opendir(caller, node: rootNodeID, flags: O_RDONLY).handle
