@@ -12,7 +12,7 @@ extension PassthroughFileSystem: BackingTree {}
 /// The passthrough over a fresh directory, with the fault layer and crash
 /// simulation on, called as the kernel's requests would call it; `crash`
 /// then undoes in that directory, which the tests read directly.
-final class CrashFixture: @unchecked Sendable {
+final class CrashFixture: RequestDriver, @unchecked Sendable {
     let directory: String
     let passthrough: PassthroughFileSystem
     let faults: FaultLayer
@@ -42,117 +42,10 @@ final class CrashFixture: @unchecked Sendable {
 
     deinit { _ = Subprocess.run(["/bin/rm", "-rf", directory]) }
 
-    // MARK: requests
+    // MARK: requests (the rest: `RequestDriver`)
 
-    func node(_ path: String) throws(Errno) -> NodeID {
-        var node = rootNodeID
-        for part in path.split(separator: "/") {
-            node = try withName(String(part)) { (name) throws(Errno) in try fs.lookup(caller, parent: node, name: name).node }
-        }
-        return node
-    }
-
-    private func split(_ path: String) throws(Errno) -> (NodeID, String) {
-        let parts = path.split(separator: "/")
-        return (try node(parts.dropLast().joined(separator: "/")), String(parts.last!))
-    }
-
-    struct OpenFile { let node: NodeID; let handle: UInt64 }
-
-    func create(_ path: String, flags: Int32 = O_RDWR) throws(Errno) -> OpenFile {
-        let (parent, last) = try split(path)
-        let (entry, opened) = try withName(last) { (name) throws(Errno) in
-            try fs.create(caller, parent: parent, name: name, mode: 0o644, flags: flags)
-        }
-        return OpenFile(node: entry.node, handle: opened.handle)
-    }
-
-    func open(_ path: String, flags: Int32 = O_RDWR) throws(Errno) -> OpenFile {
-        let node = try node(path)
-        return OpenFile(node: node, handle: try fs.open(caller, node: node, flags: flags).handle)
-    }
-
+    /// Only the release: the tests look names up again by path.
     func close(_ file: OpenFile) { fs.release(caller, node: file.node, handle: file.handle) }
-
-    @discardableResult
-    func write(_ file: OpenFile, _ bytes: [UInt8], at offset: Int) throws(Errno) -> Int {
-        try WriteSource.withBytes(bytes) { (source) throws(Errno) in
-            try fs.write(caller, node: file.node, handle: file.handle, data: source, offset: off_t(offset), fromWriteback: false)
-        }
-    }
-
-    func fsync(_ file: OpenFile, dataOnly: Bool = false) throws(Errno) {
-        try fs.fsync(caller, node: file.node, handle: file.handle, dataOnly: dataOnly)
-    }
-
-    func fsyncDirectory(_ path: String) throws(Errno) {
-        let node = try node(path)
-        let handle = try fs.opendir(caller, node: node, flags: O_RDONLY).handle
-        defer { fs.releasedir(caller, node: node, handle: handle) }
-        try fs.fsyncdir(caller, node: node, handle: handle, dataOnly: false)
-    }
-
-    func truncate(_ file: OpenFile, to size: Int) throws(Errno) {
-        _ = try fs.setattr(caller, node: file.node, changes: AttributeChanges(
-            fields: [.size], mode: 0, uid: 0, gid: 0, size: off_t(size), atime: timespec(), mtime: timespec(), handle: file.handle))
-    }
-
-    func chmod(_ path: String, _ mode: mode_t) throws(Errno) {
-        _ = try fs.setattr(caller, node: try node(path), changes: AttributeChanges(
-            fields: [.mode], mode: mode, uid: 0, gid: 0, size: 0, atime: timespec(), mtime: timespec(), handle: nil))
-    }
-
-    func mkdir(_ path: String, mode: mode_t = 0o755) throws(Errno) {
-        let (parent, last) = try split(path)
-        _ = try withName(last) { (name) throws(Errno) in try fs.mkdir(caller, parent: parent, name: name, mode: mode) }
-    }
-
-    func rmdir(_ path: String) throws(Errno) {
-        let (parent, last) = try split(path)
-        try withName(last) { (name) throws(Errno) in try fs.rmdir(caller, parent: parent, name: name) }
-    }
-
-    func unlink(_ path: String) throws(Errno) {
-        let (parent, last) = try split(path)
-        try withName(last) { (name) throws(Errno) in try fs.unlink(caller, parent: parent, name: name) }
-    }
-
-    func link(_ path: String, _ newPath: String) throws(Errno) {
-        let node = try node(path)
-        let (parent, last) = try split(newPath)
-        _ = try withName(last) { (name) throws(Errno) in try fs.link(caller, node: node, newParent: parent, newName: name) }
-    }
-
-    func symlink(_ target: String, _ path: String) throws(Errno) {
-        let (parent, last) = try split(path)
-        _ = try withName(target) { (t) throws(Errno) in
-            try withName(last) { (name) throws(Errno) in try fs.symlink(caller, target: t, parent: parent, name: name) }
-        }
-    }
-
-    func rename(_ from: String, _ to: String, flags: UInt32 = 0) throws(Errno) {
-        let (parent, last) = try split(from)
-        let (newParent, newLast) = try split(to)
-        try withName(last) { (name) throws(Errno) in
-            try withName(newLast) { (newName) throws(Errno) in
-                try fs.rename(caller, parent: parent, name: name, newParent: newParent, newName: newName, flags: flags)
-            }
-        }
-    }
-
-    /// Writes `text` to `.faultfs/control` in one write.
-    func control(_ text: String) throws(Errno) {
-        let file = try open(".faultfs/control", flags: O_WRONLY | O_TRUNC)
-        defer { close(file) }
-        try write(file, Array(text.utf8), at: 0)
-    }
-
-    func controlFile(_ name: String) throws(Errno) -> String {
-        let file = try open(".faultfs/" + name, flags: O_RDONLY)
-        defer { close(file) }
-        guard case .bytes(let bytes) = try fs.read(caller, node: file.node, handle: file.handle, offset: 0, size: 1 << 20) else { return "" }
-        return String(decoding: bytes, as: UTF8.self)
-    }
 
     func crash(_ request: CrashRequest = CrashRequest()) -> CrashReport { faults.crash(request) }
 

@@ -6,8 +6,9 @@ import Glibc
 import Testing
 
 /// The fault layer over a fresh `MemoryFileSystem`, called the way the
-/// kernel's requests would call it (through `FileSystem`), by paths.
-final class Layer: @unchecked Sendable {
+/// kernel's requests would call it (through `FileSystem`), by paths
+/// (`RequestDriver`).
+final class Layer: RequestDriver, @unchecked Sendable {
     let inner = MemoryFileSystem()
     let faults: FaultLayer
     /// What the kernel talks to: the top of the fault layer.
@@ -28,117 +29,13 @@ final class Layer: @unchecked Sendable {
         fs = faults.fileSystem
     }
 
-    // MARK: names and files
-
-    /// The node of `path` (relative, "" for the root).
-    func node(_ path: String) throws(Errno) -> NodeID {
-        var node = rootNodeID
-        for part in path.split(separator: "/") {
-            node = try withName(String(part)) { (name) throws(Errno) in try fs.lookup(caller, parent: node, name: name).node }
-        }
-        return node
-    }
-
-    /// The parent's node and the last name of `path`.
-    private func split(_ path: String) throws(Errno) -> (NodeID, String) {
-        let parts = path.split(separator: "/")
-        return (try node(parts.dropLast().joined(separator: "/")), String(parts.last!))
-    }
-
-    /// An open file: its node and handle.
-    struct OpenFile { let node: NodeID; let handle: UInt64 }
-
-    @discardableResult
-    func create(_ path: String) throws(Errno) -> OpenFile {
-        let (parent, last) = try split(path)
-        let (entry, opened) = try withName(last) { (name) throws(Errno) in
-            try fs.create(caller, parent: parent, name: name, mode: 0o644, flags: O_RDWR)
-        }
-        return OpenFile(node: entry.node, handle: opened.handle)
-    }
-
-    func open(_ path: String, flags: Int32 = O_RDWR) throws(Errno) -> OpenFile {
-        let node = try node(path)
-        return OpenFile(node: node, handle: try fs.open(caller, node: node, flags: flags).handle)
-    }
-
-    @discardableResult
-    func mkdir(_ path: String) throws(Errno) -> NodeID {
-        let (parent, last) = try split(path)
-        return try withName(last) { (name) throws(Errno) in try fs.mkdir(caller, parent: parent, name: name, mode: 0o755).node }
-    }
-
-    func unlink(_ path: String) throws(Errno) {
-        let (parent, last) = try split(path)
-        try withName(last) { (name) throws(Errno) in try fs.unlink(caller, parent: parent, name: name) }
-    }
-
-    func rename(_ from: String, _ to: String) throws(Errno) {
-        let (parent, last) = try split(from)
-        let (newParent, newLast) = try split(to)
-        try withName(last) { (name) throws(Errno) in
-            try withName(newLast) { (newName) throws(Errno) in
-                try fs.rename(caller, parent: parent, name: name, newParent: newParent, newName: newName, flags: 0)
-            }
-        }
-    }
-
-    /// A write(2), or with `writeback` a write from the page cache, which
-    /// comes from the kernel with uid, gid and pid 0.
-    @discardableResult
-    func write(_ file: OpenFile, _ bytes: [UInt8], at offset: off_t = 0, writeback: Bool = false) throws(Errno) -> Int {
-        let sender = writeback ? Caller(uid: 0, gid: 0, pid: 0, umask: 0) : caller
-        return try WriteSource.withBytes(bytes) { (source) throws(Errno) in
-            try fs.write(sender, node: file.node, handle: file.handle, data: source, offset: offset, fromWriteback: writeback)
-        }
-    }
-
-    func read(_ file: OpenFile, at offset: off_t = 0, size: Int = 1 << 16) throws(Errno) -> [UInt8] {
-        switch try fs.read(caller, node: file.node, handle: file.handle, offset: offset, size: size) {
-        case .bytes(let bytes): return bytes
-        case .file: Issue.record("the fake answers reads from memory"); return []
-        }
-    }
-
-    func truncate(_ file: OpenFile, to size: off_t) throws(Errno) {
-        _ = try fs.setattr(caller, node: file.node, changes: AttributeChanges(
-            fields: [.size], mode: 0, uid: 0, gid: 0, size: size, atime: timespec(), mtime: timespec(), handle: file.handle))
-    }
-
-    func fallocate(_ file: OpenFile, offset: off_t, length: off_t) throws(Errno) {
-        try fs.fallocate(caller, node: file.node, handle: file.handle, mode: 0, offset: offset, length: length)
-    }
-
-    func statfs() throws(Errno) -> statvfs { try fs.statfs(caller, node: rootNodeID) }
-
     // MARK: the control files
-
-    /// Writes `text` to `.faultfs/control` in one write, as `echo` would.
-    func control(_ text: String) throws(Errno) {
-        let file = try open(".faultfs/control", flags: O_WRONLY | O_TRUNC)
-        defer { close(file) }
-        let written = try write(file, Array(text.utf8))
-        #expect(written == text.utf8.count)
-    }
 
     /// Writes `text` to `control`, expecting it to be accepted.
     func arm(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) {
         do throws(Errno) { try control(text + "\n") } catch {
             Issue.record("control refused \(text): \(error)", sourceLocation: sourceLocation)
         }
-    }
-
-    /// A control file's contents, read in chunks of `chunk` bytes.
-    func controlFile(_ name: String, chunk: Int = 4096) throws(Errno) -> String {
-        let file = try open(".faultfs/" + name, flags: O_RDONLY)
-        defer { close(file) }
-        var bytes: [UInt8] = []
-        while true {
-            let part = try read(file, at: off_t(bytes.count), size: chunk)
-            if part.isEmpty { break }
-            bytes += part
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// What the kernel does when the file is closed and its dentry dropped.

@@ -12,8 +12,8 @@ import Testing
 /// request of a given kind on demand.
 final class OneOfEach {
     let layer: Layer
-    let file: Layer.OpenFile
-    let other: Layer.OpenFile
+    let file: OpenFile
+    let other: OpenFile
     let dir: NodeID
     private var serial = 0
 

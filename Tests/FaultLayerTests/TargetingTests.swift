@@ -9,7 +9,7 @@ import Testing
 @Suite(.timeLimit(.minutes(1)))
 struct TargetingTests {
     /// For `n` reads of one file: which ones failed (true).
-    private func readPattern(_ layer: Layer, _ file: Layer.OpenFile, _ n: Int) -> [Bool] {
+    private func readPattern(_ layer: Layer, _ file: OpenFile, _ n: Int) -> [Bool] {
         (0..<n).map { _ in errnoOf { _ = try layer.read(file) } != nil }
     }
 
