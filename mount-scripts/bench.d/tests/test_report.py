@@ -42,6 +42,18 @@ class Numbers(unittest.TestCase):
         self.assertEqual(report.status_kib("VmHWM:\t  302400 kB\nVmRSS:\t   47513 kB\n", "VmRSS"), 47513)
 
 
+def assert_tables_are_square(test, text):
+    """Every markdown table in text has as many columns in each row as in its header."""
+    table = []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            test.assertEqual(len({len(re.split(r"(?<!\\)\|", row)) for row in table}), 1, "\n".join(table))
+            table = []
+
+
 class RecordedRun(unittest.TestCase):
     def setUp(self):
         self.run = report.Run(RECORDED)
@@ -56,15 +68,7 @@ class RecordedRun(unittest.TestCase):
             report.END])
 
     def test_every_table_row_has_its_header_s_columns(self):
-        table = []
-        for line in self.section.splitlines() + [""]:
-            if line.startswith("|"):
-                table.append(line)
-                continue
-            if table:
-                widths = {len(re.split(r"(?<!\\)\|", row)) for row in table}
-                self.assertEqual(len(widths), 1, "\n".join(table))
-                table = []
+        assert_tables_are_square(self, self.section)
 
     def test_the_numbers_come_from_the_raw_results(self):
         r = self.run
@@ -480,14 +484,7 @@ class RecordedRounds(unittest.TestCase):
     def test_the_sections_and_their_columns(self):
         heads = [l for l in self.section.splitlines() if l.startswith("### ")]
         self.assertEqual(heads[:4], ["### Machine", "### Standard workloads", "### Latency", "### crashsim on vs off"])
-        table = []
-        for line in self.section.splitlines() + [""]:
-            if line.startswith("|"):
-                table.append(line)
-                continue
-            if table:
-                self.assertEqual(len({len(re.split(r"(?<!\\)\|", row)) for row in table}), 1, "\n".join(table))
-                table = []
+        assert_tables_are_square(self, self.section)
         self.assertIn("faultfs-crashsim was skipped", self.section)
 
     def test_the_terminal_report(self):
