@@ -137,14 +137,7 @@ public enum DemoWriter {
         let sfd = open(spath, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
         guard sfd >= 0 else { say("open \(spath): \(Errno.current.description)"); return 1 }
         var lastReport = SystemClock.monotonicNanoseconds()
-        var total = 0
-        for c in 0..<(Demo.stallBytes / chunk) {
-            for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
-            let t0 = SystemClock.monotonicNanoseconds()
-            let n = buffer.withUnsafeBytes { write(sfd, $0.baseAddress, chunk) }
-            let took = SystemClock.monotonicNanoseconds() - t0
-            if n != chunk { say("write -> \(result(-1))"); break }
-            total += n
+        let total = writePattern(sfd, bytes: Demo.stallBytes, buffer: &buffer, say: say, result: result) { c, total, took in
             if took > 500_000_000 {
                 say("write #\(c + 1) took \(formatFixed(Double(took) / 1e9, 1)) s   <- throttled in balance_dirty_pages (\(total >> 20) MiB written)")
             } else if (total >> 20) % 32 == 0 || SystemClock.monotonicNanoseconds() - lastReport > 1_000_000_000 {
@@ -160,6 +153,25 @@ public enum DemoWriter {
         let rc3 = memoryPhase(dir: dir, buffer: &buffer, say: say, result: result)
         say("[demo] done")
         return rc3
+    }
+
+    /// Writes `bytes` of the demo pattern to `fd` with write(2), a buffer at a
+    /// time, timing each: `after(index, total so far, nanoseconds)`. Returns
+    /// the bytes written (it stops at a failed write, which it reports).
+    static func writePattern(_ fd: Int32, bytes: Int, buffer: inout [UInt8], say: (String) -> Void, result: (Int) -> String,
+                             after: (Int, Int, Int64) -> Void) -> Int {
+        let chunk = buffer.count
+        var total = 0
+        for c in 0..<(bytes / chunk) {
+            for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
+            let t0 = SystemClock.monotonicNanoseconds()
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress, chunk) }
+            let took = SystemClock.monotonicNanoseconds() - t0
+            if n != chunk { say("write -> \(result(-1))"); break }
+            total += n
+            after(c, total, took)
+        }
+        return total
     }
 
     /// Phase 3: the bdi limit lifted, writeback stalled, the writer in a
@@ -188,15 +200,8 @@ public enum DemoWriter {
         let path = dir + "/" + Demo.memoryFile
         let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
         guard fd >= 0 else { say("open \(path): \(Errno.current.description)"); return 1 }
-        let chunk = buffer.count
-        var total = 0, slowest: Int64 = 0, slowAt = 0
-        for c in 0..<(Demo.memoryBytes / chunk) {
-            for i in 0..<chunk { buffer[i] = Demo.pattern(c * chunk + i) }
-            let t0 = SystemClock.monotonicNanoseconds()
-            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress, chunk) }
-            let took = SystemClock.monotonicNanoseconds() - t0
-            if n != chunk { say("write -> \(result(-1))"); break }
-            total += n
+        var slowest: Int64 = 0, slowAt = 0
+        let total = writePattern(fd, bytes: Demo.memoryBytes, buffer: &buffer, say: say, result: result) { _, total, took in
             if took > slowest { slowest = took; slowAt = total >> 20 }
             if (total >> 20) % 32 == 0 { say("written \(total >> 20) MiB") }
         }
