@@ -105,7 +105,8 @@ final class InodeTable: @unchecked Sendable {
     /// Drops `count` kernel lookups; returns the inode when that was the last
     /// one, for the caller to release its fd and memory.
     func forget(_ node: NodeID, count: UInt64) -> Inode? {
-        if node == rootNodeID { return nil }
+        // Node 0 is "no inode" (a names-only readdirplus entry): nothing to forget.
+        if node == rootNodeID || node == 0 { return nil }
         let inode = inode(node)
         let (gone, shrunk): (Bool, Bool) = byKey.withLock { table in
             inode.lookups -= min(count, inode.lookups)

@@ -522,8 +522,12 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
         // `options.unadvisedLookupBudgetNanoseconds` (1 ms), and sends names
         // alone after that (node 0: the kernel makes no dentry and looks the
         // name up when it is used).
-        let lookupDeadline = plus && offset == 0
-            ? SystemClock.monotonicNanoseconds() + options.unadvisedLookupBudgetNanoseconds : Int64.max
+        var lookupDeadline = Int64.max
+        if plus && offset == 0 {
+            let (deadline, overflow) = SystemClock.monotonicNanoseconds()
+                .addingReportingOverflow(options.unadvisedLookupBudgetNanoseconds)
+            if !overflow { lookupDeadline = deadline }
+        }
         try dir.stream.withLock { (s) throws(Errno) in
             if s.offset != offset { seekdir(s.dir, offset); s.offset = offset; s.pending = nil }
             while true {
