@@ -516,6 +516,7 @@ private final class TwinTrees: @unchecked Sendable {
             allowed = onMount.ok ? onMount.value >= offset && onMount.value <= size && zeros(onMount.value, min(size, (onMount.value / 4096 + 1) * 4096))
                                  : onMount.errno == onShadow.errno
         }
+        expect(allowed, "lseek \(offset) whence=\(whence) on \(pair.path) (size \(size)): through the mount \(onMount), in the shadow \(onShadow)")
         // Both descriptors go on from the same position.
         let position = lseek(pair.shadow, 0, SEEK_CUR)
         _ = lseek(pair.mount, position, SEEK_SET)
