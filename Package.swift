@@ -36,12 +36,14 @@ let package = Package(
         ], plugins: ["BuildInfo"]),
         // BuildInfo.swift (version, git commit) for `faultfs --version` and status.
         .plugin(name: "BuildInfo", capability: .buildTool()),
-        .testTarget(name: "SystemTests", dependencies: ["System"]),
-        .testTarget(name: "FuseKitTests", dependencies: ["FuseKit", "CFuse"]),
+        // Shared by the test targets only: where their temp files go.
+        .target(name: "TestSupport", dependencies: ["System"]),
+        .testTarget(name: "SystemTests", dependencies: ["System", "TestSupport"]),
+        .testTarget(name: "FuseKitTests", dependencies: ["FuseKit", "CFuse", "TestSupport"]),
         .testTarget(name: "FaultRulesTests", dependencies: ["FaultRules"]),
-        .testTarget(name: "FaultLayerTests", dependencies: ["FaultLayer", "FuseKit", "FaultRules", "Passthrough"]),
+        .testTarget(name: "FaultLayerTests", dependencies: ["FaultLayer", "FuseKit", "FaultRules", "Passthrough", "TestSupport"]),
         .testTarget(name: "MonitorCoreTests", dependencies: ["MonitorCore", "FaultRules"],
                     resources: [.copy("Fixtures")]),
-        .testTarget(name: "IntegrationTests", dependencies: ["FaultRules", "System"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["FaultRules", "System", "TestSupport"]),
     ]
 )

@@ -7,6 +7,7 @@ import Foundation
 import FuseKit
 import Glibc
 import Testing
+import TestSupport
 
 @Suite(.timeLimit(.minutes(1)))
 struct ControlFileTests {
@@ -98,11 +99,8 @@ struct ControlFileTests {
 
     @Test("with an events file, every line of events is appended to it too")
     func eventsFile() throws {
-        var template = Array("/tmp/faultfs-events-XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        try #require(fd >= 0)
+        let (fd, path) = try makeScratchFile("events")
         close(fd)
-        let path = String(cString: template)
         defer { unlink(path) }
         var text = ""
         do {

@@ -6,6 +6,7 @@ import Glibc
 import Passthrough
 import Synchronization
 import Testing
+import TestSupport
 
 extension PassthroughFileSystem: BackingTree {}
 
@@ -23,9 +24,7 @@ final class CrashFixture: RequestDriver, @unchecked Sendable {
     let asked = Asked()
 
     init(names: NameDurability? = .posix, spill: String = "/var/tmp") throws {
-        var template = Array("/var/tmp/faultfs-crash-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw Errno.current }
-        directory = String(cString: made)
+        directory = try makeScratchDirectory("crash")
         let root = Glibc.open(directory, Int32(CSYS_O_PATH) | O_DIRECTORY | O_CLOEXEC)
         var options = PassthroughOptions()
         options.hiddenRootNames = [FaultLayer.crashGraveyardName]
@@ -441,8 +440,7 @@ func bytes(_ byte: Character, _ count: Int) -> [UInt8] { [UInt8](repeating: byte
     }
 
     @Test func aFullSpillFileStopsTheModelNotTheRequests() throws {
-        var template = Array("/tmp/faultfs-spill-XXXXXX".utf8CString)
-        let spill = String(cString: try #require(mkdtemp(&template)))
+        let spill = try makeScratchDirectory("spill")
         defer { _ = Glibc.rmdir(spill) }
         let mounted = Subprocess.run(["/bin/mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", spill])
         try #require(mounted.status == 0, "\(mounted.output)")

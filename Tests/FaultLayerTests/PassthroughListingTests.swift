@@ -3,6 +3,7 @@ import Glibc
 import Passthrough
 import System
 import Testing
+import TestSupport
 
 /// The passthrough's readdir over a real directory, without a mount: replies
 /// cut to a small buffer and resumed at the offsets they name, as the kernel
@@ -18,9 +19,7 @@ struct PassthroughListingTests {
     init() throws { try self.init(lookupBudget: nil) }
 
     init(lookupBudget: Int64?) throws {
-        var template = Array("/var/tmp/faultfs-listing-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw Errno.current }
-        directory = String(cString: made)
+        directory = try makeScratchDirectory("listing")
         names = Set((0..<Self.count).map { "file-\($0)" })
         for name in names {
             let fd = Glibc.open("\(directory)/\(name)", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)

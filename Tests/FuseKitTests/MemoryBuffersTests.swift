@@ -1,6 +1,7 @@
 import FuseKit
 import Glibc
 import Testing
+import TestSupport
 
 /// The memory-backed write source and directory buffer behave like those of
 /// a request: the fault layer's unit tests rely on them.
@@ -21,10 +22,8 @@ import Testing
     }
 
     @Test func writeSourceStoresToAFile() throws {
-        var template = Array("/tmp/faultfs-buffers-XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        try #require(fd >= 0)
-        defer { close(fd); unlink(template) }
+        let (fd, path) = try makeScratchFile("buffers")
+        defer { close(fd); unlink(path) }
         let data: [UInt8] = Array(repeating: 7, count: 5000)
         let stored = try WriteSource.withBytes(data) { (source) throws(Errno) in try source.store(to: fd, at: 10, limit: 4000) }
         #expect(stored == 4000)
@@ -34,11 +33,9 @@ import Testing
     }
 
     @Test func readDataInMemory() throws {
-        var template = Array("/tmp/faultfs-buffers-XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        try #require(fd >= 0)
+        let (fd, path) = try makeScratchFile("buffers")
         defer { close(fd) }
-        unlink(template)
+        unlink(path)
         let data: [UInt8] = (0..<300).map { UInt8(truncatingIfNeeded: $0) }
         #expect(pwrite(fd, data, data.count, 0) == 300)
         #expect(try ReadData.file(fd: fd, offset: 100, count: 50).inMemory() == Array(data[100..<150]))

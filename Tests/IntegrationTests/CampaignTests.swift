@@ -10,6 +10,7 @@
 import Foundation
 import Glibc
 import Testing
+import TestSupport
 
 /// One parsed "VERDICT app=... mode=... plan=... verdict=..." line.
 struct CampaignVerdict {
@@ -75,20 +76,13 @@ private func repoRoot() -> String {
 }
 
 private func runCampaign(_ arguments: [String], limitSeconds: Int) throws -> (CommandResult, [CampaignVerdict], String) {
-    let out = try makeCampaignDir()
+    let out = try makeScratchDirectory("itest-campaign")
     let script = repoRoot() + "/mount-scripts/campaign"
     let result = try runCommand(script, arguments + ["--faultfs", try FaultFSBinary.path(), "--out", out, "--no-doc"],
                                 limitSeconds: limitSeconds)
     return (result, parseVerdicts(result.stdout), out)
 }
 
-private func makeCampaignDir() throws -> String {
-    var template = Array("/tmp/faultfs-itest-campaign.XXXXXX".utf8CString)
-    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-        throw SetupError("mkdtemp failed: errno \(errno)")
-    }
-    return String(cString: made)
-}
 
 /// Mounts below `dir` still in the mount table, and servers the campaign may have left.
 private func leftovers(_ dir: String) -> [String] {
@@ -204,7 +198,7 @@ extension AllMountTests {
             // The self-test's `drop writeback` replaced by a 1 ms delay (--plan-line):
             // the rule fires (delays are the plan acting), nothing is lost, so the
             // verdict is "correct", which a self-test must never be.
-            let out = try makeCampaignDir()
+            let out = try makeScratchDirectory("itest-campaign")
             defer { try? FileManager.default.removeItem(atPath: out) }
             let result = try runCommand(repoRoot() + "/mount-scripts/campaign",
                                         ["sqlite", "--quick", "--modes", "rollback", "--plans", "selftest-drop",
@@ -276,12 +270,12 @@ extension AllMountTests {
         func failureIsCleanedUp() throws {
             guard canRun() else { Issue.record("needs root and /usr/bin/python3"); return }
             // A faultfs "binary" that mounts nothing: the fault phase cannot start.
-            let fake = try makeCampaignDir()
+            let fake = try makeScratchDirectory("itest-campaign")
             defer { try? FileManager.default.removeItem(atPath: fake) }
             let path = fake + "/faultfs"
             try "#!/bin/sh\n[ \"$1\" = run ] && [ \"$2\" = --help ] && exit 0\nexit 1\n".write(toFile: path, atomically: true, encoding: .utf8)
             chmod(path, 0o755)
-            let out = try makeCampaignDir()
+            let out = try makeScratchDirectory("itest-campaign")
             defer { try? FileManager.default.removeItem(atPath: out) }
             let result = try runCommand(repoRoot() + "/mount-scripts/campaign",
                                         ["sqlite", "--quick", "--modes", "rollback", "--plans", "baseline",

@@ -7,6 +7,7 @@ import Glibc
 import Synchronization
 import System
 import Testing
+import TestSupport
 
 /// Every suite of this target is nested in this one, so that no two tests
 /// ever run at once (each mounts; the machine has 2 cores).
@@ -85,39 +86,21 @@ private func waitForExit(_ process: Process, polls: Int) -> Bool {
     return !process.isRunning
 }
 
-/// Where the tests' temp files and mounts go: $FAULTFS_TEST_TMP (set by
-/// mount-scripts/test, which removes whatever a killed run left there), else /tmp.
-let temporaryRoot: String = {
-    let root = ProcessInfo.processInfo.environment["FAULTFS_TEST_TMP"] ?? ""
-    return root.isEmpty ? "/tmp" : root
-}()
-
-/// A file under `temporaryRoot` that disappears with this object.
+/// A file under `scratchRoot` (TestSupport) that disappears with this object.
 final class TemporaryFile {
     let path: String
     let handle: FileHandle
     init(prefix: String) throws {
-        var template = Array("\(temporaryRoot)/faultfs-itest-\(prefix).XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        guard fd >= 0 else { throw SetupError("mkstemp", Outcome(value: -1, errno: errno)) }
-        path = string(fromCString: template)
+        let (fd, path) = try makeScratchFile("itest-\(prefix)")
+        self.path = path
         handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
     }
     var contents: String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
     deinit { unlink(path) }
 }
 
-/// A fresh directory under `temporaryRoot` with a random suffix; `remove()` deletes it.
-func makeTemporaryDirectory(_ prefix: String) throws -> String {
-    var template = Array("\(temporaryRoot)/faultfs-itest-\(prefix).XXXXXX".utf8CString)
-    guard mkdtemp(&template) != nil else { throw SetupError("mkdtemp", Outcome(value: -1, errno: errno)) }
-    return string(fromCString: template)
-}
-
-/// A NUL-terminated C string in an array, as a String.
-private func string(fromCString chars: [CChar]) -> String {
-    String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
+/// A fresh directory under `scratchRoot` with a random suffix; `remove()` deletes it.
+func makeTemporaryDirectory(_ prefix: String) throws -> String { try makeScratchDirectory("itest-\(prefix)") }
 
 /// Removes a tree (never one that is still a mount point).
 func removeTree(_ path: String) {

@@ -2,6 +2,7 @@ import Glibc
 import Synchronization
 import System
 import Testing
+import TestSupport
 
 @Suite struct ErrnoTests {
     @Test func describesAndNamesItself() {
@@ -145,11 +146,8 @@ import Testing
 
 @Suite struct FileTests {
     @Test func writesAndReadsBack() throws {
-        var template = Array("/tmp/faultfs-systest.XXXXXX".utf8CString)
-        let fd = mkstemp(&template)
-        try #require(fd >= 0)
+        let (fd, path) = try makeScratchFile("systest")
         close(fd)
-        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
         defer { unlink(path) }
         try File.write(path, "one\n", create: true)
         #expect(File.readText(path) == "one\n")
