@@ -83,7 +83,6 @@ private func runCampaign(_ arguments: [String], limitSeconds: Int) throws -> (Co
     return (result, parseVerdicts(result.stdout), out)
 }
 
-
 /// Mounts below `dir` still in the mount table, and servers the campaign may have left.
 private func leftovers(_ dir: String) -> [String] {
     let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
