@@ -6,7 +6,8 @@
 //
 // Each run uses the fixed seed and a fresh one (printed). Replay a fresh
 // seed with FAULTFS_DIFF_SEED=<seed> swift test --filter DifferentialTests;
-// FAULTFS_DIFF_TRACE=1 also prints every compared call, step by step.
+// FAULTFS_DIFF_TRACE=1 also prints every compared call, step by step, and
+// FAULTFS_DIFF_STEPS=N stops each run after N steps.
 @testable import FaultRules
 import Foundation
 import Glibc
@@ -26,7 +27,7 @@ private let freshSeed: UInt64 = {
 private let operationCount = 3_000
 /// FAULTFS_DIFF_TRACE=1: print every compared call (to find what led to a mismatch).
 private let tracing = ProcessInfo.processInfo.environment["FAULTFS_DIFF_TRACE"] == "1"
-/// FAULTFS_DIFF_STEPS=N: stop each thread after N steps (to bisect a final-tree mismatch).
+/// FAULTFS_DIFF_STEPS=N: stop every run (each thread) after N steps (to bisect a final-tree mismatch).
 private let stepLimit = ProcessInfo.processInfo.environment["FAULTFS_DIFF_STEPS"].flatMap { Int($0) }
 
 /// Times the test sets on purpose lie in 2001-2004; a time after the run
@@ -672,7 +673,7 @@ private func ignoringSIGPIPE<T>(_ body: () throws -> T) rethrows -> T {
 
 /// Runs `count` steps (stopping after 5 mismatches: later steps would only echo them).
 private func runSteps(_ trees: TwinTrees, count: Int) {
-    for step in 0..<count {
+    for step in 0..<min(count, stepLimit ?? count) {
         trees.runStep(step)
         if trees.mismatches.count >= 5 {
             trees.expect(false, "stopped after 5 mismatches")
@@ -760,7 +761,7 @@ extension AllMountTests {
                         try check("mkdir", sys { mkdir(trees.shadowRoot, 0o755) })
                         return trees
                     }
-                    let workers = allTrees.map { trees in BackgroundCall { runSteps(trees, count: stepLimit ?? 1_500); return true } }
+                    let workers = allTrees.map { trees in BackgroundCall { runSteps(trees, count: 1_500); return true } }
                     for (index, worker) in workers.enumerated() {
                         #expect(fs.finish(worker, "differential thread \(index)", within: 300) == true)
                     }
