@@ -226,7 +226,7 @@ public enum BlockToolOutput {
         guard parts.count == 2 else { return nil }
         var pairs: [(lower: Int64, upper: Int64)] = []
         for item in parts[1].split(whereSeparator: { $0 == "," || $0 == "\n" }) {
-            let trimmed = item.trimmingCharacters()
+            let trimmed = item.trimmingBlanks
             guard trimmed.hasPrefix("("), let colon = trimmed.lastIndex(of: ":") else { continue }
             let physical = trimmed[trimmed.index(after: colon)...]
             let bounds = physical.split(separator: "-")
@@ -241,7 +241,7 @@ public enum BlockToolOutput {
     /// `Block size: 4096` and the like from dumpe2fs -h / debugfs.
     public static func number(after label: String, in text: String) -> Int64? {
         for line in text.split(separator: "\n") where line.hasPrefix(label) {
-            return Int64(line.dropFirst(label.count).trimmingCharacters())
+            return Int64(line.dropFirst(label.count).trimmingBlanks)
         }
         return nil
     }
@@ -252,8 +252,8 @@ public enum BlockToolOutput {
         var values: [String: Int64] = [:]
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, let value = Int64(parts[1].trimmingCharacters()) else { continue }
-            values[String(parts[0].trimmingCharacters())] = value
+            guard parts.count == 2, let value = Int64(parts[1].trimmingBlanks) else { continue }
+            values[String(parts[0].trimmingBlanks)] = value
         }
         guard let start = values["logstart"], start > 0, let blockSize = values["blocksize"],
               let agBlocks = values["agblocks"], let agBlockLog = values["agblklog"],
@@ -261,14 +261,5 @@ public enum BlockToolOutput {
         let ag = start >> agBlockLog, blockInAG = start & ((1 << agBlockLog) - 1)
         let first = (ag * agBlocks + blockInAG) * blockSize
         return ByteRangeSet([(first, first + logBlocks * blockSize)])
-    }
-}
-
-private extension Substring {
-    func trimmingCharacters() -> Substring {
-        var s = self
-        while let c = s.first, c == " " || c == "\t" { s.removeFirst() }
-        while let c = s.last, c == " " || c == "\t" || c == "\r" { s.removeLast() }
-        return s
     }
 }

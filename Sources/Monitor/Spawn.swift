@@ -113,14 +113,10 @@ public enum Spawn {
             out.append(p)
             for t in File.names(inDirectory: "/proc/\(p)/task") ?? [] where t.first?.isNumber == true {
                 for c in (File.readText("/proc/\(p)/task/\(t)/children") ?? "").split(separator: " ") {
-                    if let c = pid_t(c.trimmingCharacters()) { queue.append(c) }
+                    if let c = pid_t(c.trimmingBlanks) { queue.append(c) }
                 }
             }
         }
         return out
     }
-}
-
-extension Substring {
-    func trimmingCharacters() -> Substring { self.drop { $0 == " " || $0 == "\n" }.prefix { $0 != " " && $0 != "\n" } }
 }

@@ -15,25 +15,17 @@ public enum DeviceKnobs {
     public static func blockReadaheadKiB(of device: dev_t) -> Int? {
         let base = "/sys/dev/block/\(name(of: device))"
         for path in [base + "/queue/read_ahead_kb", base + "/../queue/read_ahead_kb"] {
-            if let kib = File.readText(path).flatMap({ Int($0.trimmingWhitespace) }) { return kib }
+            if let kib = File.readText(path).flatMap({ Int($0.trimmingBlanks) }) { return kib }
         }
         return nil
     }
 
     /// read_ahead_kb of the bdi "MAJOR:MINOR" (a FUSE mount's: its st_dev).
     public static func bdiReadaheadKiB(_ bdi: String) -> Int? {
-        File.readText("/sys/class/bdi/\(bdi)/read_ahead_kb").flatMap { Int($0.trimmingWhitespace) }
+        File.readText("/sys/class/bdi/\(bdi)/read_ahead_kb").flatMap { Int($0.trimmingBlanks) }
     }
 
     public static func setBdiReadahead(_ bdi: String, kib: Int) throws(Errno) {
         try File.write("/sys/class/bdi/\(bdi)/read_ahead_kb", String(kib))
-    }
-}
-
-extension String {
-    fileprivate var trimmingWhitespace: Substring {
-        var s = Substring(self)
-        while let c = s.last, c == "\n" || c == " " { s.removeLast() }
-        return s
     }
 }

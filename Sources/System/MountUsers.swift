@@ -21,7 +21,7 @@ public struct MountUse: Sendable, Equatable {
     /// Whether /proc/PID/fdinfo/N's text names this mount (`mnt_id:`).
     public func holds(fdinfo text: String) -> Bool {
         for line in text.split(separator: "\n") where line.hasPrefix("mnt_id:") {
-            return Int(line.dropFirst("mnt_id:".count).trimmingCharacters(in: " \t")) == mountID
+            return Int(line.dropFirst("mnt_id:".count).trimmingBlanks) == mountID
         }
         return false
     }
@@ -43,15 +43,6 @@ public struct MountUse: Sendable, Equatable {
             if major == self.major && minor == self.minor && fields[4] != "0" { return true }
         }
         return false
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> Substring {
-        var s = self
-        while let first = s.first, set.contains(first) { s.removeFirst() }
-        while let last = s.last, set.contains(last) { s.removeLast() }
-        return s
     }
 }
 
