@@ -112,7 +112,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     @inline(__always) private func inode(_ node: NodeID) -> Inode { inodes.inode(node) }
 
-    @inline(__always) private func withFD<T>(_ node: NodeID, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
+    @discardableResult @inline(__always) private func withFD<T>(_ node: NodeID, _ body: (Int32) throws(Errno) -> T) throws(Errno) -> T {
         try fds.withFD(inode(node), body)
     }
 
@@ -159,7 +159,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     /// Runs a call that creates an inode as the calling user and group, so
     /// ownership and setgid directories come out as on a local file system.
-    @inline(__always) private func asCaller<T>(_ caller: Caller, _ body: () throws(Errno) -> T) throws(Errno) -> T {
+    @discardableResult @inline(__always) private func asCaller<T>(_ caller: Caller, _ body: () throws(Errno) -> T) throws(Errno) -> T {
         guard daemonUID == 0, caller.uid != daemonUID || caller.gid != daemonGID else { return try body() }
         _ = csys_become(caller.uid, caller.gid)
         defer { csys_unbecome(daemonUID, daemonGID) }
@@ -180,7 +180,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
 
     /// /proc/self/fd/N: reaches the inode an O_PATH fd refers to for the
     /// calls that take no fd (chmod, xattrs); never a symlink of the tree.
-    private func withProcPath<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
+    @discardableResult private func withProcPath<T>(_ fd: Int32, _ body: (UnsafePointer<CChar>) throws(Errno) -> T) throws(Errno) -> T {
         var buf = (Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0),
                    Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0),
                    Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0), Int8(0),
@@ -241,7 +241,7 @@ public final class PassthroughFileSystem: FileSystem, @unchecked Sendable {
             }
             if f.contains(.atime) || f.contains(.mtime) || f.contains(.atimeNow) || f.contains(.mtimeNow) {
                 var times = (changes.atime, changes.mtime)
-                try withUnsafePointer(to: &times) { (p) throws(Errno) in
+                _ = try withUnsafePointer(to: &times) { (p) throws(Errno) in
                     try p.withMemoryRebound(to: timespec.self, capacity: 2) { (ts) throws(Errno) in
                         try sysCall { utimensat(fd, "", ts, Int32(CSYS_AT_EMPTY_PATH) | AT_SYMLINK_NOFOLLOW) }
                     }
